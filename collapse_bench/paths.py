@@ -1,0 +1,24 @@
+"""Where collapse-bench keeps things on the user's machine."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """``$COLLAPSE_BENCH_CACHE``, else ``$XDG_CACHE_HOME/collapse-bench``, else ``~/.cache/collapse-bench``."""
+    env = os.environ.get("COLLAPSE_BENCH_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "collapse-bench"
+
+
+def builtin_tasks_dir() -> Path:
+    """The task YAMLs shipped with the package (wheel) or the repository's ``tasks/`` (editable install)."""
+    pkg = Path(__file__).resolve().parent
+    for candidate in (pkg / "_builtin_tasks", pkg.parent / "tasks"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("collapse-bench installation is missing its tasks/ directory")

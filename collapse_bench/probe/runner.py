@@ -1,0 +1,119 @@
+"""The probe pass: ONE streaming forward pass over the corpus feeding every accumulator.
+
+Memory is independent of the corpus size: each batch's hidden states are reduced to the
+accumulators' float64 sufficient statistics and dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import CollapseBenchError
+from ..metrics.base import Accumulator, MetricValues, ProbeBatch
+from .corpus import TokenizedText
+from .hooks import capture_mlp_inputs
+
+AccumulatorFactory = Callable[[int, int, int | None], list[Accumulator]]  # (n_layers, dim, ref_dim) -> accumulators
+
+
+@dataclass
+class ProbeInputs:
+    tokens: list[TokenizedText]
+    domains: list[int]
+    pad_id: int
+
+
+def make_batch_tensors(items: Sequence[TokenizedText], pad_id: int, device: str) -> dict[str, torch.Tensor]:
+    """Right-padded ids, attention mask, keep mask (drops position 0 + padding) and the sample mask."""
+    width = max(len(t.ids) for t in items)
+    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(items), width), dtype=torch.long)
+    sample = torch.zeros((len(items), width), dtype=torch.bool)
+    for b, t in enumerate(items):
+        ids[b, : len(t.ids)] = torch.tensor(t.ids)
+        attn[b, : len(t.ids)] = 1
+        sample[b, t.sample_positions] = True
+    keep = attn.bool().clone()
+    keep[:, 0] = False
+    return {k: v.to(device) for k, v in {"input_ids": ids, "attention_mask": attn, "keep": keep, "sample": sample}.items()}
+
+
+def align_layers(n_model: int, n_ref: int) -> list[int]:
+    """Reference hidden-state index for each model index, by relative depth (identity when equal)."""
+    if n_model == n_ref:
+        return list(range(n_model))
+    return [round(i * (n_ref - 1) / (n_model - 1)) for i in range(n_model)]
+
+
+class ProbePass:
+    """One streaming pass: ``step`` forwards a batch and feeds every accumulator (state is O(1) in tokens)."""
+
+    def __init__(self, model: Any, factory: AccumulatorFactory, reference: Any | None = None) -> None:
+        self.model, self.factory, self.reference = model, factory, reference
+        self.device = next(model.parameters()).device
+        self.accumulators: list[Accumulator] | None = None
+        self.align: list[int] | None = None
+        self.tokens = 0
+        self.sequences = 0
+        self.mlp_captured = False
+
+    def _reference_hidden(self, t: dict[str, torch.Tensor], n_hidden: int) -> list[torch.Tensor]:
+        ref_device = next(self.reference.parameters()).device
+        out = self.reference(input_ids=t["input_ids"].to(ref_device), attention_mask=t["attention_mask"].to(ref_device),
+                             output_hidden_states=True, use_cache=False)
+        if self.align is None:
+            self.align = align_layers(n_hidden, len(out.hidden_states))
+        return [out.hidden_states[j].to(self.device).float() for j in self.align]
+
+    @torch.inference_mode()
+    def step(self, items: Sequence[TokenizedText], first_seq_id: int, domains: Sequence[int], pad_id: int) -> None:
+        t = make_batch_tensors(items, pad_id, str(self.device))
+        with capture_mlp_inputs(self.model) as mlp_inputs:
+            out = self.model(input_ids=t["input_ids"], attention_mask=t["attention_mask"], output_hidden_states=True,
+                             use_cache=False)
+        hidden = [h.float() for h in out.hidden_states]
+        ref_hidden = self._reference_hidden(t, len(hidden)) if self.reference is not None else None
+        batch = ProbeBatch(
+            hidden=hidden, keep=t["keep"], sample=t["sample"],
+            seq_ids=torch.arange(first_seq_id, first_seq_id + len(items), device=self.device),
+            domains=torch.tensor(list(domains), device=self.device),
+            mlp=list(mlp_inputs) if mlp_inputs else None, logits=out.logits, input_ids=t["input_ids"],
+            attention_mask=t["attention_mask"], scored_bytes=torch.tensor([x.scored_bytes for x in items]),
+            reference_hidden=ref_hidden,
+        )
+        if self.accumulators is None:
+            self.accumulators = self.factory(len(hidden), hidden[0].shape[-1], ref_hidden[0].shape[-1] if ref_hidden else None)
+        for acc in self.accumulators:
+            acc.update(batch)
+        self.tokens += int(t["attention_mask"].sum())
+        self.sequences += len(items)
+        self.mlp_captured = batch.mlp is not None
+
+
+def run_probe(model: Any, inputs: ProbeInputs, factory: AccumulatorFactory, *, batch_size: int,
+              reference: Any | None = None, desc: str = "probe", progress: bool = True) -> tuple[list[Accumulator], dict[str, Any]]:
+    """Forward the corpus batch by batch and update the accumulators; returns them and run counts."""
+    probe = ProbePass(model, factory, reference)
+    bar = tqdm(range(0, len(inputs.tokens), batch_size), desc=desc, unit="batch", disable=not progress, leave=False)
+    for start in bar:
+        probe.step(inputs.tokens[start : start + batch_size], start, inputs.domains[start : start + batch_size], inputs.pad_id)
+        bar.set_postfix(tokens=probe.tokens)
+    if probe.accumulators is None:
+        raise CollapseBenchError("the probe corpus is empty after tokenization")
+    return probe.accumulators, {"sequences": probe.sequences, "tokens": probe.tokens, "mlp_captured": probe.mlp_captured}
+
+
+def combine(values: Sequence[MetricValues]) -> MetricValues:
+    """Union of several accumulators' outputs (names are unique across metric families)."""
+    out = MetricValues()
+    for v in values:
+        for table, part in ((out.per_layer, v.per_layer), (out.scalars, v.scalars), (out.counts, v.counts)):
+            clash = set(table) & set(part)
+            if clash:
+                raise AssertionError(f"duplicate metric names: {sorted(clash)}")
+            table.update(part)
+    return out

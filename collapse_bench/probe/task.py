@@ -1,0 +1,84 @@
+"""``kind: probe`` — hidden-state, trajectory and logit collapse metrics from one forward pass.
+
+Scalar summaries (``metrics``): for every per-layer metric, the mean over the v1 card layers
+{round(L/4), round(L/2), round(3L/4), L-1} (hidden-state indices; index L, after the final norm, is
+reported per layer but excluded from the summary), skipping undefined entries. Logit metrics are
+scalars at the output.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..context import RunContext
+from ..errors import CollapseBenchError
+from ..metrics import registry
+from ..metrics.base import MetricValues
+from .corpus import ProbeCorpus, build_corpus, tokenize
+from .runner import ProbeInputs, combine, run_probe
+
+PROTOCOL_VERSION = 1
+
+PARAMS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "max_tokens": {"type": "integer", "minimum": 4, "default": 256},
+        "tokens_per_sequence": {"type": "integer", "minimum": 2, "default": 32},
+        "reservoir_size": {"type": "integer", "minimum": 16, "default": 2048},
+        "seed": {"type": "integer", "minimum": 0, "default": 0},
+        "batch_size": {"type": "integer", "minimum": 1, "default": 8},
+    },
+}
+
+
+def summary_layers(n_layers: int) -> list[int]:
+    """The v1 card layers as hidden-state indices, for ``n_layers`` = L+1 entries."""
+    L = n_layers - 1
+    return sorted({max(1, round(L / 4)), max(1, round(L / 2)), max(1, round(3 * L / 4)), max(1, L - 1)})
+
+
+def summarise(values: MetricValues, n_layers: int) -> dict[str, float | None]:
+    layers = summary_layers(n_layers)
+    scalars: dict[str, float | None] = {}
+    for name, series in values.per_layer.items():
+        picked = [series[i] for i in layers if series[i] is not None]
+        scalars[name] = sum(picked) / len(picked) if picked else None
+    scalars.update(values.scalars)
+    return scalars
+
+
+def prepare(task: Any, data_dir: Any, limit: int | None) -> ProbeCorpus:
+    return build_corpus(task, data_dir, limit)
+
+
+def run(task: Any, corpus: ProbeCorpus, ctx: RunContext) -> dict[str, Any]:
+    p = task.params
+    tok = ctx.model.tokenizer
+    tokens = tokenize(tok, corpus.texts, p["max_tokens"], p["tokens_per_sequence"], p["seed"])
+    if ctx.reference is not None:
+        ref_tokens = tokenize(ctx.reference.tokenizer, corpus.texts, p["max_tokens"], p["tokens_per_sequence"], p["seed"])
+        if [t.ids for t in ref_tokens] != [t.ids for t in tokens]:
+            raise CollapseBenchError("--reference model tokenizes the probe text differently; CKA needs the same tokenizer")
+    kept = [(t, d) for t, d in zip(tokens, corpus.domains) if len(t.ids) >= 3]
+    if not kept:
+        raise CollapseBenchError(f"task {task.name}: no probe text has at least 3 tokens")
+    inputs = ProbeInputs([t for t, _ in kept], [d for _, d in kept], tok.pad_token_id)
+    factory = registry.probe_accumulators(n_domains=len(corpus.domain_names), reservoir_size=p["reservoir_size"],
+                                          seed=p["seed"], with_reference=ctx.reference is not None)
+    accs, counts = run_probe(ctx.model.model, inputs, factory, batch_size=ctx.batch_size or p["batch_size"],
+                             reference=ctx.reference.model if ctx.reference else None, desc=task.name,
+                             progress=ctx.progress)
+    values = combine([a.compute() for a in accs])
+    n_layers = len(next(iter(values.per_layer.values())))
+    per_layer: dict[str, Any] = {"layers": list(range(n_layers)),
+                                 "post_final_norm": [i == n_layers - 1 for i in range(n_layers)]}
+    per_layer.update(values.per_layer)
+    return {
+        "protocol": PROTOCOL_VERSION,
+        "metrics": summarise(values, n_layers),
+        "per_layer": per_layer,
+        "summary_layers": summary_layers(n_layers),
+        "counts": {**counts, **values.counts, "texts": len(corpus.texts), "dropped_short": len(tokens) - len(kept),
+                   "domains": corpus.domain_names},
+    }
