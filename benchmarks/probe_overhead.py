@@ -5,7 +5,7 @@
     one-off ``compute()`` (eigendecompositions) at the end;
 (b) the same ratio for a naive implementation: ``output_hidden_states`` + keep every state + a
     per-layer SVD at the end;
-(c) peak RSS of the metric pass (and of the naive one) with N and 8N probe texts, each in a fresh
+(c) peak RSS of the metric pass (and of the naive one) with N and 8N probe texts (the task's max_tokens), each in a fresh
     subprocess; target: growth <= 10% for the streaming pass.
 
 Usage: python benchmarks/probe_overhead.py [--model smollm2-135m-instruct] [--data-dir ../shared/data]
@@ -33,10 +33,10 @@ from collapse_bench.tasks import TaskRegistry
 REPO = Path(__file__).resolve().parents[1]
 
 
-def corpus_for(data_dir: Path | None) -> tuple[ProbeCorpus, str]:
-    reg = TaskRegistry()
-    name = "probe_standard" if data_dir else "probe_quick"
-    return build_corpus(reg.task(name), data_dir, None), name
+def corpus_for(data_dir: Path | None) -> tuple[ProbeCorpus, dict]:
+    """The probe task the benchmark mirrors (standard with a data dir, else quick): its corpus and params."""
+    task = TaskRegistry().task("probe_standard" if data_dir else "probe_quick")
+    return build_corpus(task, data_dir, None), {"name": task.name, **task.params}
 
 
 def bare_step(model, t) -> None:
@@ -104,10 +104,10 @@ def timing(model, tokens, domains, pad_id, n_domains: int, batch_size: int, reps
 def rss_child(args: argparse.Namespace) -> None:
     """Run one pass over the first ``n`` texts and print the peak RSS (kB) as JSON."""
     lm = load_model(args.model, device="cpu")
-    corpus, _ = corpus_for(args.data_dir)
+    corpus, params = corpus_for(args.data_dir)
     texts = (corpus.texts * 8)[: args.rss_child]
     domains = (corpus.domains * 8)[: args.rss_child]
-    tokens = tokenize(lm.tokenizer, texts, args.max_tokens, 32, 0)
+    tokens = tokenize(lm.tokenizer, texts, params["max_tokens"], params["tokens_per_sequence"], 0)
     if args.naive:
         naive = NaivePass(lm.model)
         for i in range(0, len(tokens), args.batch_size):
@@ -124,8 +124,7 @@ def rss_child(args: argparse.Namespace) -> None:
 
 
 def rss(args: argparse.Namespace, n: int, naive: bool) -> dict[str, float]:
-    cmd = [sys.executable, __file__, "--rss-child", str(n), "--model", args.model, "--max-tokens", str(args.max_tokens),
-           "--batch-size", str(args.batch_size)] + (["--data-dir", str(args.data_dir)] if args.data_dir else []) + (["--naive"] if naive else [])
+    cmd = [sys.executable, __file__, "--rss-child", str(n), "--model", args.model, "--batch-size", str(args.batch_size)] + (["--data-dir", str(args.data_dir)] if args.data_dir else []) + (["--naive"] if naive else [])
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -137,8 +136,8 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, default=default_data if default_data.is_dir() else None)
     ap.add_argument("--texts", type=int, default=64, help="texts in the timing run")
     ap.add_argument("--rss-n", type=int, default=32, help="N for the RSS comparison (N vs 8N)")
-    ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--skip-rss", action="store_true", help="only (a) and (b)")
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--naive", action="store_true", help=argparse.SUPPRESS)
@@ -146,18 +145,18 @@ def main() -> None:
     if args.rss_child:
         return rss_child(args)
     lm = load_model(args.model, device="cpu")
-    corpus, task = corpus_for(args.data_dir)
+    corpus, params = corpus_for(args.data_dir)
     stride = max(1, len(corpus.texts) // args.texts)
     picked = list(range(0, len(corpus.texts), stride))[: args.texts]
-    tokens = tokenize(lm.tokenizer, [corpus.texts[i] for i in picked], args.max_tokens, 32, 0)
+    tokens = tokenize(lm.tokenizer, [corpus.texts[i] for i in picked], params["max_tokens"], params["tokens_per_sequence"], 0)
     domains = [corpus.domains[i] for i in picked]
     t = timing(lm.model, tokens, domains, lm.tokenizer.pad_token_id, len(corpus.domain_names), args.batch_size, args.reps)
-    print(f"model {args.model}, corpus {task}, {len(tokens)} texts, {t['tokens']:.0f} tokens, batch {args.batch_size}, "
-          f"max_tokens {args.max_tokens}, torch threads {torch.get_num_threads()}, {args.reps} interleaved reps")
+    print(f"model {args.model}, corpus {params['name']}, {len(tokens)} texts, {t['tokens']:.0f} tokens, batch {args.batch_size}, "
+          f"max_tokens {params['max_tokens']}, tokens_per_sequence {params['tokens_per_sequence']}, torch threads {torch.get_num_threads()}, {args.reps} interleaved reps")
     print(f"(a) bare forward {t['bare']:.2f} s | metric pass {t['metric']:.2f} s -> ratio {t['ratio_metric_pass']:.3f} "
           f"(target <= 1.05); with final compute() {t['metric_compute']:.2f} s -> {t['ratio_metric_pass_with_compute']:.3f}")
     print(f"(b) naive keep-all + per-layer SVD {t['naive']:.2f} + {t['naive_finish']:.2f} s -> ratio {t['ratio_naive']:.3f}")
-    for naive in (False, True):
+    for naive in () if args.skip_rss else (False, True):
         small, big = rss(args, args.rss_n, naive), rss(args, 8 * args.rss_n, naive)
         growth = big["maxrss_kb"] / small["maxrss_kb"] - 1
         label = "naive" if naive else "metric pass"

@@ -6,6 +6,7 @@ User errors print one line (``collapse-bench: error: ...``) and exit 1; usage er
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from typing import Callable, Sequence
@@ -15,8 +16,12 @@ from .models import DEFAULT_MODEL
 
 Handler = Callable[[argparse.Namespace], int]
 
+# Commands that live in their own module: each exposes ``register(subparsers)`` which adds its parser
+# and sets ``func``. A new command = one module + one entry here.
+COMMAND_MODULES: tuple[str, ...] = ()
 
-def _positive_int(text: str) -> int:
+
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -26,7 +31,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     import transformers
@@ -38,7 +43,7 @@ def _quiet_libraries() -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import EvaluateRequest, evaluate
 
-    _quiet_libraries()
+    quiet_libraries()
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     req = EvaluateRequest(model=args.model, suite=args.suite, tasks=tasks, tasks_dirs=args.tasks_dir or [],
                           data_dir=args.data_dir, reference=args.reference, output=args.output, device=args.device,
@@ -96,8 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--output", metavar="PATH", help="result file (default: results/<model>/<suite>-<time>.json)")
     ev.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     ev.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 (default: auto = fp32 on CPU, bf16 on CUDA)")
-    ev.add_argument("--batch-size", type=_positive_int, metavar="N", help="override the tasks' batch size")
-    ev.add_argument("--limit", type=_positive_int, metavar="N", help="at most N items per data source (for quick checks)")
+    ev.add_argument("--batch-size", type=positive_int, metavar="N", help="override the tasks' batch size")
+    ev.add_argument("--limit", type=positive_int, metavar="N", help="at most N items per data source (for quick checks)")
     ev.add_argument("--seed", type=int, default=0, help="seed for stochastic tasks (default: 0)")
     ev.add_argument("--trust-remote-code", action="store_true", help="allow model code from the checkpoint (off by default)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -116,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--data-dir", metavar="DIR", help="where to write (default: $COLLAPSE_BENCH_DATA or the user cache)")
     dp.add_argument("--datasets", help="comma-separated dataset names (default: all)")
     dp.set_defaults(func=cmd_data_pull)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return parser
 
 
