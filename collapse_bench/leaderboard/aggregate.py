@@ -1,0 +1,346 @@
+"""Leaderboard tables (pandas) from validated submissions: scalars, deltas vs base, the composite with
+bootstrap CIs, rank intervals and tied groups, and the interventions view (formulas in
+``composite.yaml`` and :mod:`.stats`; the hypothesis panel is in :mod:`.hypothesis`).
+
+Generic over the result schema: scalars are ``tasks.<task>.metrics``, one column ``<task>.<metric>``
+each; per-item records come from referenced samples files, per-seed values from ``tasks.<task>.per_seed``.
+Rows are ordered by submission id first, so the input order never matters.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from ..evaluate import slug
+from ..io import read_jsonl, sha256_bytes
+from . import stats
+from .submission import Submission, samples_refs
+
+LL_KEYS = ("loglik", "loglikelihoods", "choice_loglikelihoods", "logliks", "lls")  # samples.py writes "loglik"
+LOCAL_SOURCES = ("local", "peft", "gguf")
+BASELINE = (None, "", "none")
+
+
+@functools.lru_cache(maxsize=1)
+def composite_config() -> dict[str, Any]:
+    return yaml.safe_load(resources.files(__package__).joinpath("composite.yaml").read_text(encoding="utf-8"))
+
+
+@dataclass
+class Entry:
+    """One submission as the aggregator sees it."""
+
+    id: str  # "submissions/<org>/<model>/<file>.json"
+    doc: dict[str, Any]
+    items: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # task -> (confidence, correct)
+
+    @property
+    def metrics(self) -> dict[str, dict[str, float | None]]:
+        return {t: b["metrics"] for t, b in self.doc["tasks"].items()}
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        return {t: b["kind"] for t, b in self.doc["tasks"].items()}
+
+
+def item_outcomes(records: list[dict[str, Any]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """task -> (confidence = max softmax of the choice log-likelihoods, correct) from samples records."""
+    grouped: dict[str, tuple[list[float], list[float]]] = {}
+    for rec in records:
+        lls = next((rec[k] for k in LL_KEYS if isinstance(rec.get(k), list) and rec[k]), None)
+        if "confidence" in rec:
+            conf = float(rec["confidence"])
+        elif lls is not None:
+            z = np.asarray(lls, dtype=np.float64)
+            conf = float(np.exp(z.max() - np.logaddexp.reduce(z)))
+        else:
+            continue
+        if "correct" in rec:
+            correct = float(bool(rec["correct"]))
+        elif lls is not None and "gold" in rec:
+            correct = float(int(np.argmax(lls)) == rec["gold"])
+        else:
+            continue
+        c, k = grouped.setdefault(str(rec.get("task", "")), ([], []))
+        c.append(conf)
+        k.append(correct)
+    return {t: (np.array(c), np.array(k)) for t, (c, k) in sorted(grouped.items())}
+
+
+def entries_from(subs: list[Submission], root: Path) -> list[Entry]:
+    """Entries with ids relative to the submissions dir ``root``, sorted by id."""
+    out = []
+    for sub in subs:
+        rel = sub.path.resolve().relative_to(root.resolve()).as_posix()
+        records: list[dict[str, Any]] = []
+        for name in sorted({ref["path"] for _, ref in samples_refs(sub.doc)}):
+            records += list(read_jsonl(sub.path.parent / name))
+        out.append(Entry(f"submissions/{rel}", sub.doc, item_outcomes(records)))
+    return sorted(out, key=lambda e: e.id)
+
+
+# --- rows ----------------------------------------------------------------------------------------------
+
+def display_name(model: dict[str, Any]) -> str:
+    name = model["name"]
+    return (Path(name.rstrip("/")).name or name) if model.get("source") in LOCAL_SOURCES else name
+
+
+def page_slug(entry_id: str) -> str:
+    stem = entry_id.removeprefix("submissions/").removesuffix(".json")
+    return f"{slug(stem.replace('/', '--'))[:60]}-{sha256_bytes(entry_id.encode())[:8]}"
+
+
+def base_ref(model: dict[str, Any]) -> tuple[str | None, str | None] | None:
+    """(sha256, name) of a row's base model: the lineage root, else the PEFT base, else the parent;
+    None when the row is a base itself."""
+    lineage = model.get("lineage") or []
+    if lineage:
+        root = lineage[0]
+        return (None, None) if root.get("sha256") == model.get("sha256") else (root.get("sha256"), root.get("name"))
+    base = model.get("base")
+    if isinstance(base, dict) and (base.get("sha256") or base.get("name")):
+        return base.get("sha256"), base.get("name")
+    return (None, model["parent"]) if model.get("parent") else None
+
+
+def find_base(entry: Entry, entries: list[Entry]) -> str | None:
+    """Id of the base model's submission on the same suite (same suite version preferred), or None."""
+    ref = base_ref(entry.doc["model"])
+    if ref is None or ref == (None, None):
+        return entry.id
+    sha, name = ref
+    suite = entry.doc["suite"]
+    cands = [e for e in entries if e.doc["suite"]["name"] == suite["name"]
+             and (e.doc["model"].get("sha256") == sha if sha else e.doc["model"]["name"] == name)]
+    cands.sort(key=lambda e: (e.doc["suite"]["version"] != suite["version"], e.id))
+    return cands[0].id if cands else None
+
+
+def meta_row(entry: Entry, base_id: str | None) -> dict[str, Any]:
+    m, s = entry.doc["model"], entry.doc["suite"]
+    return {"id": entry.id, "page": page_slug(entry.id), "model": display_name(m), "model_name": m["name"],
+            "source": m["source"], "sha256": m["sha256"], "parent": m.get("parent"), "stage": m.get("stage"),
+            "depth": len(m.get("lineage") or []), "recipe": m.get("recipe"), "intervention": m.get("intervention"),
+            "suite": s["name"], "suite_version": s["version"], "base_id": base_id}
+
+
+def scalar_frame(entries: list[Entry]) -> pd.DataFrame:
+    """One row per submission (index = id), one float column ``<task>.<metric>`` per scalar (NaN = absent/null)."""
+    rows = {e.id: {f"{t}.{k}": (np.nan if v is None else float(v)) for t, ms in e.metrics.items() for k, v in ms.items()}
+            for e in entries}
+    frame = pd.DataFrame.from_dict(rows, orient="index", dtype=np.float64)
+    return frame.reindex(index=[e.id for e in entries], columns=sorted(frame.columns))
+
+
+def delta_frame(scalars: pd.DataFrame, base_ids: dict[str, str | None]) -> pd.DataFrame:
+    """row - base row for every scalar (NaN without a submitted base)."""
+    out = pd.DataFrame(np.nan, index=scalars.index, columns=scalars.columns)
+    for rid, bid in base_ids.items():
+        if bid is not None:
+            out.loc[rid] = scalars.loc[rid].to_numpy() - scalars.loc[bid].to_numpy()
+    return out
+
+
+# --- composite -------------------------------------------------------------------------------------------
+
+def metric_score(rule: dict[str, Any], spec: dict[str, Any], value: float, task_metrics: dict[str, Any],
+                 base_value: float | None) -> float | None:
+    """Score in [0, 1] of one metric value (formulas in composite.yaml)."""
+    direction = 1.0 if rule.get("better", "higher") == "higher" else -1.0
+    if spec.get("relative_to_base"):
+        if base_value is None:
+            return None
+        denom = max(abs(base_value), float(rule.get("floor", 1e-12))) * float(spec.get("scale", 1.0))
+        return float(np.clip(0.5 + 0.5 * direction * (value - base_value) / denom, 0.0, 1.0))
+    if rule.get("divide_by"):
+        den = task_metrics.get(rule["divide_by"])
+        if not den:
+            return None
+        value = value / den
+    return float(np.clip(value if direction > 0 else 1.0 - value, 0.0, 1.0))
+
+
+def per_seed_rows(block: dict[str, Any]) -> list[dict[str, Any]]:
+    """``per_seed`` as a list of metric dicts ordered by seed ({seed: {...}} or [{seed, ...}])."""
+    raw = block.get("per_seed")
+    if isinstance(raw, dict):
+        keys = sorted(raw, key=lambda k: (0, int(k)) if str(k).lstrip("-").isdigit() else (1, str(k)))
+        return [raw[k] for k in keys if isinstance(raw[k], dict)]
+    if isinstance(raw, list):
+        return [r for r in raw if isinstance(r, dict)]
+    return []
+
+
+def _num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def item_stat_reps(entry: Entry, task: str, metric: str, n_boot: int) -> np.ndarray | None:
+    """Bootstrap replicates over items of ``acc`` (mean correct) or ``ece`` (15 equal-mass bins, the same
+    :func:`collapse_bench.metrics.calibration.ece` the lm_eval kind reports) from the samples records."""
+    if task not in entry.items or metric not in ("acc", "ece"):
+        return None
+    conf, correct = entry.items[task]
+    seed = stats.seed_of(entry.id, task, metric)
+    if metric == "acc":
+        return stats.bootstrap_mean_reps(correct, n_boot, seed)
+    from ..metrics.calibration import ece
+
+    return stats.bootstrap_stat_reps([conf, correct], ece, n_boot, seed)
+
+
+def score_reps(entry: Entry, task: str, metric: str, rule: dict[str, Any], spec: dict[str, Any],
+               base_value: float | None, n_boot: int) -> np.ndarray | None:
+    """Bootstrap replicates of one metric's score (items, or seeds resampled jointly), or None."""
+    metrics = entry.metrics[task]
+    reps = item_stat_reps(entry, task, metric, n_boot)
+    if reps is not None:
+        return np.array([metric_score(rule, spec, float(r), metrics, base_value) for r in reps])
+    seeds = per_seed_rows(entry.doc["tasks"][task])
+    needed = [metric] + ([rule["divide_by"]] if rule.get("divide_by") else [])
+    if len(seeds) < 2 or not all(all(_num(s.get(k)) for k in needed) for s in seeds):
+        return None
+    table = {k: np.array([float(s[k]) for s in seeds]) for k in needed}
+    idx = stats.bootstrap_indices(len(seeds), n_boot, stats.seed_of(entry.id, task, "seeds"))
+    out = []
+    for row in idx:
+        means = {k: float(v[row].mean()) for k, v in table.items()}
+        out.append(metric_score(rule, spec, means[metric], means, base_value))
+    return None if any(o is None for o in out) else np.array(out, dtype=np.float64)
+
+
+def components(entry: Entry, base: Entry | None, n_boot: int = stats.N_BOOT) -> dict[str, tuple[float, np.ndarray] | None]:
+    """component -> (value, bootstrap replicates) or None when the row has no input for it."""
+    out: dict[str, tuple[float, np.ndarray] | None] = {}
+    for name, spec in composite_config()["components"].items():
+        points, reps = [], []
+        for task, kind in sorted(entry.kinds.items()):
+            if kind != spec["kind"]:
+                continue
+            for rule in spec["metrics"]:
+                for metric, value in sorted(entry.metrics[task].items()):
+                    if value is None or not fnmatch.fnmatchcase(metric, rule["metric"]):
+                        continue
+                    bval = base.metrics.get(task, {}).get(metric) if base is not None else None
+                    s = metric_score(rule, spec, value, entry.metrics[task], bval)
+                    if s is None:
+                        continue
+                    r = score_reps(entry, task, metric, rule, spec, bval, n_boot)
+                    points.append(s)
+                    reps.append(r if r is not None else np.full(n_boot, s))
+        out[name] = (float(np.mean(points)), np.mean(reps, axis=0)) if points else None
+    return out
+
+
+def composite(comps: dict[str, tuple[float, np.ndarray] | None]) -> tuple[float | None, np.ndarray | None, list[str]]:
+    """(composite, replicates, missing components): weights renormalised over the present components."""
+    weights = {k: float(v["weight"]) for k, v in composite_config()["components"].items()}
+    present = [k for k, v in comps.items() if v is not None]
+    missing = [k for k in weights if k not in present]
+    if not present:
+        return None, None, missing
+    total = sum(weights[k] for k in present)
+    point = sum(weights[k] * comps[k][0] for k in present) / total  # type: ignore[index]
+    reps = sum(weights[k] * comps[k][1] for k in present) / total  # type: ignore[index]
+    return float(point), reps, missing
+
+
+def metric_cis(entry: Entry, n_boot: int) -> dict[str, list[float]]:
+    """CIs of scalars that have per-item (acc, ece) or per-seed data: ``<task>.<metric>`` -> [lo, hi]."""
+    out: dict[str, list[float]] = {}
+    for task in sorted(entry.metrics):
+        for metric in ("acc", "ece"):
+            reps = item_stat_reps(entry, task, metric, n_boot)
+            if reps is not None:
+                out[f"{task}.{metric}"] = list(stats.percentile_ci(reps))
+        seeds = per_seed_rows(entry.doc["tasks"][task])
+        if len(seeds) >= 2:
+            for metric in sorted({k for s in seeds for k, v in s.items() if _num(v)}):
+                vals = [float(s[metric]) for s in seeds if _num(s.get(metric))]
+                if len(vals) == len(seeds):
+                    out[f"{task}.{metric}"] = list(stats.bootstrap_ci(vals, n_boot, stats.seed_of(entry.id, task, metric)))
+    return out
+
+
+# --- the tables ---------------------------------------------------------------------------------------
+
+@dataclass
+class Tables:
+    models: pd.DataFrame  # one row per submission, leaderboard order
+    scalars: pd.DataFrame  # index id, columns <task>.<metric>
+    deltas: pd.DataFrame  # row - base row
+    interventions: pd.DataFrame
+    cis: dict[str, dict[str, list[float]]]  # id -> {<task>.<metric>: [lo, hi]}
+    entries: dict[str, Entry]
+
+
+def build_tables(entries: list[Entry], n_boot: int = stats.N_BOOT) -> Tables:
+    entries = sorted(entries, key=lambda e: e.id)
+    by_id = {e.id: e for e in entries}
+    base_ids = {e.id: find_base(e, entries) for e in entries}
+    names = list(composite_config()["components"])
+    rows, reps = [], {}
+    for e in entries:
+        bid = base_ids[e.id]
+        comps = components(e, by_id[bid] if bid else None, n_boot)
+        point, r, missing = composite(comps)
+        row = meta_row(e, bid)
+        row.update({f"c.{k}": (comps[k][0] if comps[k] else None) for k in names})
+        row.update({"composite": point, "partial": bool(missing) and point is not None,
+                    "missing": ",".join(missing) if point is not None else ""})
+        if r is not None:
+            row["composite_lo"], row["composite_hi"] = stats.percentile_ci(r)
+            reps[e.id] = r
+        rows.append(row)
+    ranked = [r for r in rows if r["composite"] is not None]
+    intervals = stats.rank_intervals([r["composite_lo"] for r in ranked], [r["composite_hi"] for r in ranked])
+    groups = stats.tied_groups([r["composite"] for r in ranked], [r["composite_lo"] for r in ranked],
+                               [r["composite_hi"] for r in ranked])
+    for r, (best, worst), g in zip(ranked, intervals, groups):
+        r.update({"rank": 1 + sum(o["composite"] > r["composite"] for o in ranked), "rank_best": best,
+                  "rank_worst": worst, "group": g})
+    columns = ["id", "page", "model", "model_name", "source", "sha256", "parent", "stage", "depth", "recipe",
+               "intervention", "suite", "suite_version", "base_id", "rank", "rank_best", "rank_worst", "group",
+               "composite", "composite_lo", "composite_hi", "partial", "missing"] + [f"c.{k}" for k in names]
+    models = pd.DataFrame(rows).reindex(columns=columns)
+    models = models.assign(_k=models["composite"].fillna(-np.inf)).sort_values(
+        ["_k", "model", "id"], ascending=[False, True, True], kind="mergesort").drop(columns="_k").reset_index(drop=True)
+    scalars = scalar_frame(entries)
+    return Tables(models, scalars, delta_frame(scalars, base_ids), interventions_view(models),
+                  {e.id: metric_cis(e, n_boot) for e in entries}, by_id)
+
+
+def interventions_view(models: pd.DataFrame) -> pd.DataFrame:
+    """Rows with a recipe, each against the baseline chain (intervention null/"none") of the same recipe,
+    stage and suite: Δ composite and Δ components, and whether the composite CIs overlap."""
+    cols = ["recipe", "stage", "suite", "intervention", "id", "model", "baseline_id", "composite", "delta_composite",
+            "within_noise"] + [f"delta_{c}" for c in models.columns if c.startswith("c.")]
+    out = []
+    chains = models[models["recipe"].notna()]
+    for _, row in chains.iterrows():
+        peers = chains[(chains["recipe"] == row["recipe"]) & (chains["suite"] == row["suite"])
+                       & ((chains["stage"] == row["stage"]) | (chains["stage"].isna() & pd.isna(row["stage"])))]
+        base = peers[peers["intervention"].map(lambda v: v in BASELINE or pd.isna(v))].sort_values("id")
+        b = base.iloc[0] if len(base) else None
+        rec = {k: row[k] for k in ("recipe", "stage", "suite", "intervention", "id", "model", "composite")}
+        rec["intervention"] = "none" if row["intervention"] in BASELINE or pd.isna(row["intervention"]) else row["intervention"]
+        rec["baseline_id"] = None if b is None else b["id"]
+        rec["delta_composite"] = None if b is None or pd.isna(row["composite"]) or pd.isna(b["composite"]) else row["composite"] - b["composite"]
+        rec["within_noise"] = None if rec["delta_composite"] is None else bool(
+            row["composite_lo"] <= b["composite_hi"] and b["composite_lo"] <= row["composite_hi"])
+        for c in models.columns:
+            if c.startswith("c."):
+                rec[f"delta_{c}"] = None if b is None or pd.isna(row[c]) or pd.isna(b[c]) else row[c] - b[c]
+        out.append(rec)
+    frame = pd.DataFrame(out, columns=cols)
+    return frame.sort_values(["recipe", "stage", "suite", "intervention", "id"], kind="mergesort", na_position="first").reset_index(drop=True)

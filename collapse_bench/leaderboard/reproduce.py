@@ -1,0 +1,163 @@
+"""``collapse-bench reproduce SUBMISSION``: re-run a published row and compare every metric.
+
+Before any model is loaded: the submission is validated, every task must match this repo's current
+config (a row recorded with an older released config needs that release), each task's data is prepared
+from ``--data-dir`` and its sha256s must equal the recorded ones, and the checkpoint found under the
+recorded name must have the recorded sha256 — otherwise a one-line refusal. Then ``evaluate`` runs with
+the recorded model, suite, tasks, seed, batch size, limit and reference, and a per-metric diff table is
+printed; exit 0 only if every metric is within its tolerance (``tolerance.yaml``:
+|new - old| <= abs + rel * |old|).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import fnmatch
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..data import resolve_data_dir
+from ..errors import CollapseBenchError
+from ..evaluate import EvaluateRequest
+from ..tasks import TaskRegistry
+from ..tasks.kinds import kind_module
+from .submission import SubmissionError
+from .validate import validate_file
+
+KNOWN_CONFIG = {"seed", "batch_size", "limit", "device", "dtype", "trust_remote_code", "tasks_dirs", "reference"}
+
+
+def load_tolerances(path: str | Path | None) -> list[dict[str, Any]]:
+    if path is None:
+        text = resources.files(__package__).joinpath("tolerance.yaml").read_text(encoding="utf-8")
+        where = "tolerance.yaml"
+    else:
+        try:
+            text, where = Path(path).read_text(encoding="utf-8"), str(path)
+        except OSError as exc:
+            raise CollapseBenchError(f"cannot read --tolerance {path}: {exc.strerror}") from None
+    try:
+        rules = yaml.safe_load(text)["tolerances"]
+        return [{"metric": str(r["metric"]), "abs": float(r.get("abs", 0.0)), "rel": float(r.get("rel", 0.0))} for r in rules]
+    except (yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
+        raise CollapseBenchError(f"{where}: expected 'tolerances: [{{metric, abs, rel}}, ...]' ({type(exc).__name__})") from None
+
+
+def tolerance_for(task: str, metric: str, rules: list[dict[str, Any]]) -> tuple[float, float]:
+    for r in rules:
+        if fnmatch.fnmatchcase(f"{task}.{metric}", r["metric"]) or fnmatch.fnmatchcase(metric, r["metric"]):
+            return r["abs"], r["rel"]
+    return 0.0, 0.0
+
+
+def diff_metrics(old: dict[str, Any], new: dict[str, Any], rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (task, metric) in either result: values, |Δ|, tolerance and whether it passes."""
+    rows = []
+    for task in sorted(set(old["tasks"]) | set(new["tasks"])):
+        a = (old["tasks"].get(task) or {}).get("metrics", {})
+        b = (new["tasks"].get(task) or {}).get("metrics", {})
+        for metric in sorted(set(a) | set(b)):
+            x, y = a.get(metric, "absent"), b.get(metric, "absent")
+            tol_abs, tol_rel = tolerance_for(task, metric, rules)
+            if isinstance(x, (int, float)) and isinstance(y, (int, float)):
+                delta = abs(y - x)
+                ok = delta <= tol_abs + tol_rel * abs(x)
+            else:
+                delta, ok = None, x == y
+            rows.append({"task": task, "metric": metric, "recorded": x, "reproduced": y, "delta": delta,
+                         "tolerance": tol_abs + tol_rel * abs(x) if isinstance(x, (int, float)) else 0.0, "ok": ok})
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    def show(v: Any) -> str:
+        return f"{v:.6g}" if isinstance(v, float) else "null" if v is None else str(v)
+
+    head = ("task", "metric", "recorded", "reproduced", "|Δ|", "tolerance", "")
+    body = [(r["task"], r["metric"], show(r["recorded"]), show(r["reproduced"]), show(r["delta"]) if r["delta"] is not None else "-",
+             show(r["tolerance"]), "ok" if r["ok"] else "FAIL") for r in rows]
+    widths = [max(len(str(x[i])) for x in [head, *body]) for i in range(len(head))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in [head, *body])
+
+
+def preflight(path: Path, doc: dict[str, Any], data_dir: Path | None) -> None:
+    """Refuse (one line) unless this repo's tasks, the data dir and the checkpoint are the recorded ones."""
+    registry = TaskRegistry()
+    suite = registry.suite(doc["suite"]["name"])
+    limit = doc["config"].get("limit")
+    for name, block in doc["tasks"].items():
+        task = registry.tasks.get(name)
+        if task is None or task.version != block["version"] or task.task_hash(block["data"]) != block["hash"]:
+            raise SubmissionError(path, f"tasks/{name}", "was recorded with a task config this repo no longer has "
+                                  "(a released older version); reproduce it with that collapse-bench release")
+        hashes = kind_module(task.kind).prepare(task, data_dir, limit or suite.limits.get(name)).data_hashes
+        for key in sorted(set(hashes) | set(block["data"])):
+            if hashes.get(key) != block["data"].get(key):
+                have, want = (hashes.get(key) or "nothing")[:12], (block["data"].get(key) or "nothing")[:12]
+                raise SubmissionError(path, f"tasks/{name}/data/{key}", f"this data dir gives {have}…, the submission "
+                                      f"recorded {want}…; refusing to reproduce on different data (use --data-dir)")
+    from ..models import find_source
+
+    source = find_source(doc["model"]["name"])
+    if source.sha256 != doc["model"]["sha256"]:
+        raise SubmissionError(path, "model/sha256", f"'{doc['model']['name']}' here has sha256 {str(source.sha256)[:12]}…, "
+                              f"the submission recorded {doc['model']['sha256'][:12]}…; refusing to evaluate a different checkpoint")
+
+
+def request_for(doc: dict[str, Any], data_dir: str | None, output: Path, device: str, dtype: str) -> EvaluateRequest:
+    cfg = doc["config"]
+    fields = {f.name for f in dataclasses.fields(EvaluateRequest)}
+    extra = {k: doc["model"][k] for k in ("parent", "stage") if k in fields and doc["model"].get(k)}
+    reference = cfg.get("reference")
+    return EvaluateRequest(model=doc["model"]["name"], suite=doc["suite"]["name"], tasks=list(doc["tasks"]),
+                           data_dir=data_dir, reference=reference.get("name") if isinstance(reference, dict) else None,
+                           output=str(output), device=device, dtype=dtype, batch_size=cfg.get("batch_size"),
+                           limit=cfg.get("limit"), seed=cfg["seed"], trust_remote_code=bool(cfg.get("trust_remote_code")),
+                           progress=False, options={k: v for k, v in cfg.items() if k not in KNOWN_CONFIG}, **extra)
+
+
+def reproduce(submission: Path, tolerance: str | None = None, data_dir: str | None = None, device: str = "auto",
+              dtype: str = "auto", output: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Validate, preflight, re-evaluate; returns the diff rows and the new result."""
+    from ..evaluate import evaluate
+
+    rules = load_tolerances(tolerance)
+    sub = validate_file(submission)
+    preflight(submission, sub.doc, resolve_data_dir(data_dir))
+    with tempfile.TemporaryDirectory(prefix="collapse-bench-reproduce-") as tmp:
+        target = Path(output) if output else Path(tmp) / "reproduced.json"
+        _, new = evaluate(request_for(sub.doc, data_dir, target, device, dtype))
+    return diff_metrics(sub.doc, new, rules), new
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from ..cli import quiet_libraries
+
+    quiet_libraries()
+    rows, _ = reproduce(Path(args.submission), args.tolerance, args.data_dir, args.device, args.dtype, args.output)
+    print(format_table(rows))
+    failed = [r for r in rows if not r["ok"]]
+    if failed:
+        f = failed[0]
+        raise CollapseBenchError(f"{len(failed)} of {len(rows)} metrics outside tolerance (first: {f['task']}.{f['metric']} "
+                                 f"recorded {f['recorded']} reproduced {f['reproduced']})")
+    print(f"reproduced: all {len(rows)} metrics within tolerance")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("reproduce", help="re-run a submission and diff every metric",
+                       description="Re-evaluate SUBMISSION with its recorded model, suite, tasks, seed, batch size and "
+                                   "limit on the same data (sha256-checked first); exit 0 only if every metric is within tolerance.")
+    p.add_argument("submission", metavar="SUBMISSION", help="a result file, e.g. submissions/<org>/<model>/<suite>-<hash>.json")
+    p.add_argument("--tolerance", metavar="FILE", help="tolerance YAML (default: the packaged tolerance.yaml)")
+    p.add_argument("--data-dir", metavar="DIR", help="data mirror (default: $COLLAPSE_BENCH_DATA or the user cache)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+    p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 (default: auto)")
+    p.add_argument("--output", metavar="PATH", help="also keep the reproduced result here")
+    p.set_defaults(func=cmd_reproduce)

@@ -1,0 +1,238 @@
+"""``collapse-bench leaderboard build|check``: the static site in ``leaderboard/``.
+
+Output: ``index.html`` (models, interventions and hypothesis tables; sortable and filterable with a small
+inline script; works from ``file://``, no network), ``models/<slug>.html`` per submission, ``plots/*.svg``,
+``data.csv`` and ``data.json``. Jinja2 with autoescape on: every string from a submission is escaped.
+Deterministic: no clock anywhere, rows ordered by submission id before any computation, bootstrap seeds
+derived from ids, SVGs without dates; two builds from the same submissions are byte-identical, which
+``check`` verifies by rebuilding into a temp dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+
+from ..errors import CollapseBenchError
+from ..io import atomic_write_bytes, sha256_json
+from ..results.provenance import package_version
+from .aggregate import Entry, Tables, build_tables, composite_config, entries_from
+from .hypothesis import hypothesis_panel
+from .plots import entry_plots
+from .validate import validate_paths
+
+MARKERS = ("index.html", "data.json")
+MODEL_KEYS = ("parent", "stage", "recipe", "intervention", "lineage", "architecture", "num_layers", "hidden_size",
+              "num_parameters")  # an --out dir holding these (or nothing) may be replaced
+
+
+def clean(obj: Any) -> Any:
+    """JSON-safe copy: NaN/inf -> None, numpy scalars -> Python numbers, tuples -> lists."""
+    if isinstance(obj, dict):
+        return {str(k): clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return clean(frame.astype(object).where(frame.notna(), None).to_dict(orient="records"))
+
+
+def fmt_num(x: Any) -> str:
+    x = clean(x)
+    if x is None:
+        return "—"
+    if isinstance(x, bool) or isinstance(x, int):
+        return str(x)
+    if isinstance(x, float):
+        return f"{x:.0f}" if abs(x) >= 1e4 else f"{x:.4g}"
+    return str(x)
+
+
+def data_value(x: Any) -> str:
+    x = clean(x)
+    return "" if x is None else repr(x) if isinstance(x, float) else str(x)
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("collapse_bench.leaderboard", "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters.update(num=fmt_num, dv=data_value)
+    return env
+
+
+def headline_columns(tables: Tables) -> list[str]:
+    """The scalar columns the composite reads (shown on the index), in component order."""
+    import fnmatch
+
+    cols: list[str] = []
+    kinds = {t: k for e in tables.entries.values() for t, k in e.kinds.items()}
+    for spec in composite_config()["components"].values():
+        for rule in spec["metrics"]:
+            for col in tables.scalars.columns:
+                task, metric = col.split(".", 1)
+                if kinds.get(task) == spec["kind"] and fnmatch.fnmatchcase(metric, rule["metric"]) and col not in cols:
+                    cols.append(col)
+    return cols
+
+
+def stamp(entries: list[Entry]) -> dict[str, Any]:
+    suites = sorted({(e.doc["suite"]["name"], e.doc["suite"]["version"]) for e in entries})
+    return {"suites": ", ".join(f"suite {n} v{v}" for n, v in suites) or "no suites yet",
+            "harness": package_version("collapse-bench") or "unknown",
+            "n": len(entries), "inputs": sha256_json([[e.id, e.doc] for e in entries])}
+
+
+def model_page(env: jinja2.Environment, row: dict[str, Any], tables: Tables, pages: dict[str, str],
+               plots: list[dict[str, str]], common: dict[str, Any]) -> str:
+    entry = tables.entries[row["id"]]
+    doc, bid = entry.doc, row["base_id"]
+    metrics = []
+    for task in sorted(entry.metrics):
+        for metric in sorted(entry.metrics[task]):
+            col = f"{task}.{metric}"
+            metrics.append({"task": task, "metric": metric, "value": tables.scalars.at[row["id"], col],
+                            "ci": tables.cis[row["id"]].get(col), "base": tables.scalars.at[bid, col] if bid else None,
+                            "delta": tables.deltas.at[row["id"], col]})
+    env_items = sorted((k, v) for k, v in doc["environment"].items() if v is not None)
+    config = sorted((k, v if not isinstance(v, dict) else v.get("name")) for k, v in doc["config"].items()
+                    if not isinstance(v, list))
+    model = {**dict.fromkeys(MODEL_KEYS), **doc["model"]}
+    harness = {**dict.fromkeys(("git_sha", "git_dirty")), **doc["harness"]}
+    return env.get_template("model.html.j2").render(
+        row=row, model=model, harness=harness, env=env_items, config=config, metrics=metrics,
+        plots=plots, base_page=pages.get(bid) if bid and bid != row["id"] else None, **common)
+
+
+def render(entries: list[Entry], out: Path) -> None:
+    """Write the whole site into ``out`` (an empty or new dir)."""
+    entries = sorted(entries, key=lambda e: e.id)
+    tables = build_tables(entries)
+    hyp = hypothesis_panel(tables)
+    env = environment()
+    models = records(tables.models)
+    pages = {r["id"]: r["page"] for r in models}
+    scalars = {rid: clean(tables.scalars.loc[rid].to_dict()) for rid in tables.scalars.index}
+    cfg = composite_config()
+    common = {"stamp": stamp(entries), "components": list(cfg["components"])}
+    files: dict[str, bytes] = {}
+    for row in models:
+        entry = tables.entries[row["id"]]
+        base = tables.entries.get(row["base_id"]) if row["base_id"] else None
+        plots = []
+        for task, kind, svg in entry_plots(entry, base):
+            name = f"{row['page']}--{task}-{kind}.svg"
+            files[f"plots/{name}"] = svg
+            plots.append({"file": name, "alt": f"{task}: {kind}"})
+        files[f"models/{row['page']}.html"] = model_page(env, row, tables, pages, plots, common).encode()
+    files["index.html"] = env.get_template("index.html.j2").render(
+        models=models, scalars=scalars, metric_cols=headline_columns(tables), interventions=records(tables.interventions),
+        hypothesis=records(hyp), pages=pages, min_n=cfg["hypothesis"]["min_n"],
+        weights=[(k, v["weight"]) for k, v in cfg["components"].items()], **common).encode()
+    wide = tables.models.set_index("id").join(tables.scalars).join(tables.deltas.add_prefix("delta."))
+    files["data.csv"] = wide.reset_index().rename(columns={"index": "id"}).to_csv(index=False, lineterminator="\n").encode()
+    data = {"stamp": common["stamp"], "composite": cfg, "models": models, "scalars": scalars,
+            "deltas": {rid: clean(tables.deltas.loc[rid].to_dict()) for rid in tables.deltas.index},
+            "cis": tables.cis, "interventions": records(tables.interventions), "hypothesis": records(hyp)}
+    files["data.json"] = (json.dumps(clean(data), indent=1, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n").encode()
+    for rel in sorted(files):
+        atomic_write_bytes(out / rel, files[rel])
+        (out / rel).chmod(0o644)
+    for d in (out, *{(out / rel).parent for rel in files}):
+        d.chmod(0o755)
+
+
+def load_entries(submissions: Path) -> list[Entry]:
+    """Validate every submission (all must pass) and read them for the aggregator."""
+    if not submissions.is_dir():
+        raise CollapseBenchError(f"--submissions {submissions} is not a directory")
+    report = validate_paths([submissions])
+    if report.failures:
+        raise CollapseBenchError(f"{len(report.failures)} invalid submission(s); first: {report.failures[0]}")
+    return entries_from(report.ok, submissions)
+
+
+def build(submissions: Path, out: Path) -> None:
+    """Render into a temp dir next to ``out``, then replace ``out`` (only if it is empty or a leaderboard)."""
+    entries = load_entries(submissions)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not any((out / m).is_file() for m in MARKERS))):
+        raise CollapseBenchError(f"--out {out} exists and is not a leaderboard directory; refusing to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        render(entries, tmp / "site")
+        (tmp / "site").mkdir(exist_ok=True)
+        if out.exists():
+            out.rename(tmp / "old")
+        (tmp / "site").rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _mpl_version() -> str:
+    import matplotlib
+
+    return matplotlib.__version__
+
+
+def tree(root: Path) -> dict[str, Path]:
+    return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()} if root.is_dir() else {}
+
+
+def compare_trees(fresh: Path, out: Path, submissions: Path) -> int:
+    """Raise naming the first file (sorted) that is missing, stale or different in ``out``."""
+    new, committed = tree(fresh), tree(out)
+    for rel in sorted(set(new) | set(committed)):
+        shown = (out / rel).as_posix()
+        if rel not in committed:
+            raise CollapseBenchError(f"{shown}: missing; the leaderboard is out of date (run `collapse-bench leaderboard build` and commit {out})")
+        if rel not in new:
+            raise CollapseBenchError(f"{shown}: not produced by a fresh build (stale file); rebuild and commit {out}")
+        if committed[rel].read_bytes() != new[rel].read_bytes():
+            hint = f" (SVGs depend on the matplotlib version; this machine has {_mpl_version()})" if rel.endswith(".svg") else ""
+            raise CollapseBenchError(f"{shown}: differs from a fresh build of {submissions}{hint}; run `collapse-bench leaderboard build` and commit {out}")
+    return len(new)
+
+
+def check(submissions: Path, out: Path) -> int:
+    """Rebuild into a temp dir and compare with ``out`` (:func:`compare_trees`)."""
+    entries = load_entries(submissions)
+    with tempfile.TemporaryDirectory(prefix="collapse-bench-check-") as tmp:
+        render(entries, Path(tmp))
+        return compare_trees(Path(tmp), out, submissions)
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    submissions, out = Path(args.submissions), Path(args.out)
+    if args.leaderboard_command == "build":
+        build(submissions, out)
+        print(f"leaderboard written to {out} ({len(tree(out))} files)")
+    else:
+        n = check(submissions, out)
+        print(f"{out} is up to date ({n} files identical to a fresh build)")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("leaderboard", help="build or check the static leaderboard site",
+                       description="Build the static leaderboard from validated submissions, or check that it is up to date.")
+    lsub = p.add_subparsers(dest="leaderboard_command", metavar="SUBCOMMAND", required=True)
+    for name, text in (("build", "render submissions/ into leaderboard/"),
+                       ("check", "rebuild into a temp dir and fail if leaderboard/ differs")):
+        q = lsub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        q.add_argument("--submissions", default="submissions", metavar="DIR", help="default: submissions/")
+        q.add_argument("--out", default="leaderboard", metavar="DIR", help="default: leaderboard/")
+        q.set_defaults(func=cmd_leaderboard)

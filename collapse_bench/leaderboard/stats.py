@@ -1,0 +1,114 @@
+"""Uncertainty and association statistics for the leaderboard (numpy only; pure functions).
+
+* Percentile bootstrap: ``B`` resamples with replacement of the ``n`` units (items, seeds or
+  submissions), index matrix ``rng.integers(0, n, (B, n))`` from ``numpy.random.default_rng(seed)``;
+  the ``level`` CI is ``quantile(reps, [(1-level)/2, (1+level)/2])`` (numpy's linear interpolation).
+* Pearson r = Σ(x-x̄)(y-ȳ) / sqrt(Σ(x-x̄)² Σ(y-ȳ)²); Spearman ρ = Pearson of average ranks (ties share
+  the mean of their ranks). Undefined (None) for n < 3 or a constant variable.
+* Rank intervals from CIs [lo, hi] (higher is better): best = 1 + #{j: lo_j > hi_i},
+  worst = N - #{j: hi_j < lo_i}. Tied groups: rows sorted by point value; a row joins the current
+  group while its hi >= the group leader's lo, else it starts the next group.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Callable, Sequence
+
+import numpy as np
+
+N_BOOT = 2000
+LEVEL = 0.95
+
+
+def seed_of(*parts: object) -> int:
+    """A stable 32-bit seed from labels (so a row's bootstrap does not depend on the other rows)."""
+    return int.from_bytes(hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()[:4], "big")
+
+
+def bootstrap_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def percentile_ci(reps: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
+    lo, hi = np.quantile(np.asarray(reps, dtype=np.float64), [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def bootstrap_mean_reps(values: Sequence[float], n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
+    """Bootstrap replicates of the mean of ``values``."""
+    x = np.asarray(values, dtype=np.float64)
+    return x[bootstrap_indices(len(x), n_boot, seed)].mean(axis=1)
+
+
+def bootstrap_ci(values: Sequence[float], n_boot: int = N_BOOT, seed: int = 0, level: float = LEVEL) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean."""
+    return percentile_ci(bootstrap_mean_reps(values, n_boot, seed), level)
+
+
+def bootstrap_stat_reps(columns: Sequence[np.ndarray], stat: Callable[..., float], n_boot: int = N_BOOT,
+                        seed: int = 0) -> np.ndarray:
+    """Replicates of ``stat(*columns)`` over paired resamples of the rows."""
+    idx = bootstrap_indices(len(columns[0]), n_boot, seed)
+    return np.array([stat(*(c[i] for c in columns)) for i in idx], dtype=np.float64)
+
+
+def rankdata(x: Sequence[float]) -> np.ndarray:
+    """1-based average ranks (ties share the mean rank), like ``scipy.stats.rankdata``."""
+    a = np.asarray(x, dtype=np.float64)
+    order = np.argsort(a, kind="mergesort")
+    ranks = np.empty(len(a), dtype=np.float64)
+    sorted_a = a[order]
+    i = 0
+    while i < len(a):
+        j = i
+        while j + 1 < len(a) and sorted_a[j + 1] == sorted_a[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
+    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if len(a) < 3:
+        return None
+    da, db = a - a.mean(), b - b.mean()
+    denom = float(np.sqrt((da * da).sum() * (db * db).sum()))
+    if denom <= 1e-300:
+        return None
+    return float(np.clip((da * db).sum() / denom, -1.0, 1.0))
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+    return pearson(rankdata(x), rankdata(y)) if len(x) >= 3 else None
+
+
+def correlation_ci(x: Sequence[float], y: Sequence[float], fn: Callable[[np.ndarray, np.ndarray], float | None],
+                   n_boot: int = N_BOOT, seed: int = 0, level: float = LEVEL) -> tuple[float, float] | None:
+    """Percentile CI of a correlation over resampled (x, y) pairs; degenerate resamples are dropped."""
+    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if len(a) < 3:
+        return None
+    reps = [fn(a[i], b[i]) for i in bootstrap_indices(len(a), n_boot, seed)]
+    kept = np.array([r for r in reps if r is not None], dtype=np.float64)
+    return percentile_ci(kept, level) if len(kept) >= n_boot // 2 else None
+
+
+def rank_intervals(lo: Sequence[float], hi: Sequence[float]) -> list[tuple[int, int]]:
+    """(best, worst) rank of each row given CIs (higher is better)."""
+    los, his = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    n = len(los)
+    return [(1 + int((los > his[i]).sum()), n - int((his < los[i]).sum())) for i in range(n)]
+
+
+def tied_groups(point: Sequence[float], lo: Sequence[float], hi: Sequence[float]) -> list[int]:
+    """Group number (1 = best) of each row; rows in one group are statistically tied with its leader."""
+    order = sorted(range(len(point)), key=lambda i: -point[i])
+    groups = [0] * len(point)
+    group, leader_lo = 0, None
+    for i in order:
+        if leader_lo is None or hi[i] < leader_lo:
+            group, leader_lo = group + 1, lo[i]
+        groups[i] = group
+    return groups

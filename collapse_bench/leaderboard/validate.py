@@ -1,0 +1,244 @@
+"""``collapse-bench validate PATH...``: is a result file fit for the leaderboard?
+
+Checks, in order, stopping at a file's first failure (one line ``FILE: field: reason`` each):
+size cap and strict JSON (:mod:`.submission`); the result JSON Schema
+(:func:`collapse_bench.results.validate_result`); a model sha256; names (no control characters, ``<``/``>``,
+backslashes or ``..``); the suite and every task exist in this repo or in ``released.json``, and each
+task hash equals :meth:`Task.task_hash` of this repo's YAML (or of a released older config) over the
+submission's recorded data hashes; every metric in its documented range (``ranges.yaml``); samples files
+present with the recorded sha256; no two files with the same model sha256 + suite + task hashes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import functools
+import json
+import math
+import sys
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from ..errors import CollapseBenchError
+from ..io import atomic_write_bytes, sha256_json
+from ..results import validate_result
+from ..tasks import Task, TaskRegistry
+from .submission import Submission, SubmissionError, check_names, check_samples, identity, read_submission, submission_files
+
+SLACK = 1e-9
+MODEL_BOUNDS = ("hidden_size", "num_layers", "vocab_size")
+
+
+@functools.lru_cache(maxsize=1)
+def ranges() -> list[dict[str, Any]]:
+    text = resources.files(__package__).joinpath("ranges.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)["ranges"]
+
+
+def released_path() -> Path:
+    return Path(str(resources.files(__package__).joinpath("released.json")))
+
+
+def released() -> dict[str, Any]:
+    return json.loads(released_path().read_text(encoding="utf-8"))
+
+
+@functools.lru_cache(maxsize=4)
+def _registry() -> TaskRegistry:
+    return TaskRegistry()
+
+
+# --- ranges ------------------------------------------------------------------------------------------
+
+def _bound(value: Any, model: dict[str, Any]) -> float | None:
+    if value is None or isinstance(value, (int, float)):
+        return value
+    if value == "ln_vocab_size":
+        return math.log(model["vocab_size"]) if model.get("vocab_size") else None
+    if value in MODEL_BOUNDS:
+        return model.get(value)
+    raise ValueError(f"ranges.yaml: unknown bound {value!r}")
+
+
+def range_problem(metric: str, value: float, model: dict[str, Any]) -> str | None:
+    """Why ``value`` is outside the documented range of ``metric`` (first matching glob), or None."""
+    for rule in ranges():
+        if not fnmatch.fnmatchcase(metric, rule["metric"]):
+            continue
+        lo, hi = _bound(rule.get("min"), model), _bound(rule.get("max"), model)
+        lo_open, hi_open = rule.get("min_exclusive", False), rule.get("max_exclusive", False)
+        bad_lo = lo is not None and (value <= lo if lo_open else value < lo - SLACK * max(1.0, abs(lo)))
+        bad_hi = hi is not None and (value >= hi if hi_open else value > hi + SLACK * max(1.0, abs(hi)))
+        if bad_lo or bad_hi:
+            left = f"{'(' if lo_open else '['}{_show(rule.get('min'), lo)}"
+            right = f"{_show(rule.get('max'), hi)}{')' if hi_open else ']'}"
+            return f"{value:g} is outside the documented range {left}, {right} of '{rule['metric']}' (ranges.yaml)"
+        return None
+    return None
+
+
+def _show(raw: Any, value: float | None) -> str:
+    if raw is None or value is None:
+        return "-inf" if raw is None else f"{raw}=?"
+    return f"{raw}={value:g}" if isinstance(raw, str) else f"{value:g}"
+
+
+def check_ranges(path: Path, doc: dict[str, Any]) -> None:
+    model = doc["model"]
+    for task, block in doc["tasks"].items():
+        for metric, value in block["metrics"].items():
+            problem = value is not None and range_problem(metric, value, model)
+            if problem:
+                raise SubmissionError(path, f"tasks/{task}/metrics/{metric}", problem)
+        for metric, series in (block.get("per_layer") or {}).items():
+            if metric in ("layers", "post_final_norm"):
+                continue
+            for i, value in enumerate(series):
+                problem = value is not None and range_problem(metric, value, model)
+                if problem:
+                    raise SubmissionError(path, f"tasks/{task}/per_layer/{metric}/{i}", problem)
+
+
+# --- suite and tasks vs this repo ---------------------------------------------------------------------
+
+def task_config(task: Task) -> dict[str, Any]:
+    """The hashed config of a task (the YAML with defaults filled in), as ``released.json`` keeps it."""
+    return {"version": task.version, "kind": task.kind, "config": task.config, "params": task.params,
+            "config_sha256": sha256_json({**task.config, "params": task.params})}
+
+
+def _released_task(name: str, entry: dict[str, Any]) -> Task:
+    cfg = entry["config"]
+    return Task(name, entry["version"], entry["kind"], cfg.get("description", ""), tuple(cfg.get("data") or ()),
+                entry["params"], released_path(), cfg)
+
+
+def match_task(path: Path, name: str, block: dict[str, Any]) -> str:
+    """Which version of task ``name`` the block's hash matches ("current v1" / "released v1 (0.1.0)")."""
+    current = _registry().tasks.get(name)
+    old = released()["tasks"].get(name, [])
+    if current is None and not old:
+        raise SubmissionError(path, f"tasks/{name}", f"unknown task '{name}' (not in this repo's tasks/ nor in released.json)")
+    data = block["data"]
+    tried = []
+    if current is not None:
+        tried.append(f"current v{current.version}")
+        if current.version == block["version"] and current.kind == block["kind"] and current.task_hash(data) == block["hash"]:
+            return f"{name}: current v{current.version}"
+    for entry in old:
+        tried.append(f"released v{entry['version']} ({entry['released_in']})")
+        task = _released_task(name, entry)
+        if task.version == block["version"] and task.kind == block["kind"] and task.task_hash(data) == block["hash"]:
+            return f"{name}: released v{task.version} ({entry['released_in']})"
+    raise SubmissionError(path, f"tasks/{name}/hash", f"does not match task '{name}' v{block['version']} recomputed from the "
+                          f"recorded data hashes (tried {', '.join(tried)})")
+
+
+def check_suite(path: Path, doc: dict[str, Any]) -> str:
+    suite = doc["suite"]
+    name, version = suite["name"], suite["version"]
+    current = _registry().suites.get(name)
+    versions = [e["version"] for e in released()["suites"].get(name, [])]
+    if current is None and not versions:
+        raise SubmissionError(path, "suite/name", f"unknown suite '{name}'")
+    if current is not None and current.version == version:
+        matched = f"suite {name}: current v{version}"
+    elif version in versions:
+        matched = f"suite {name}: released v{version}"
+    else:
+        known = sorted({*versions, *([current.version] if current else [])})
+        raise SubmissionError(path, "suite/version", f"suite '{name}' v{version} is not a version of this repo (known: {known})")
+    missing = [t for t in suite["tasks"] if t not in doc["tasks"]]
+    if missing:
+        raise SubmissionError(path, "suite/tasks", f"lists '{missing[0]}' but the result has no such task block")
+    return matched
+
+
+# --- one file, many files -----------------------------------------------------------------------------
+
+def validate_file(path: Path) -> Submission:
+    """Every per-file check; raises :class:`SubmissionError` at the first failure."""
+    doc = read_submission(path)
+    validate_result(doc, str(path))  # JSON Schema; raises "FILE: field: message"
+    if not doc["model"].get("sha256"):
+        raise SubmissionError(path, "model/sha256", "a submission needs the weights' content hash (null here)")
+    check_names(path, doc)
+    notes = [check_suite(path, doc)]
+    notes += [match_task(path, name, block) for name, block in doc["tasks"].items()]
+    check_ranges(path, doc)
+    check_samples(path, doc)
+    return Submission(path, doc, notes)
+
+
+@dataclass
+class Report:
+    ok: list[Submission]
+    failures: list[str]
+
+
+def validate_paths(paths: Iterable[str | Path], existing: dict[str, Path] | None = None) -> Report:
+    """Validate every result file under ``paths``; ``existing`` maps identity -> file already accepted
+    (duplicates of those, and of earlier files in sorted order, fail)."""
+    seen = dict(existing or {})
+    ok, failures = [], []
+    try:
+        files = submission_files(paths)
+    except CollapseBenchError as exc:
+        return Report([], [str(exc)])
+    for f in files:
+        try:
+            sub = validate_file(f)
+            key = identity(sub.doc)
+            if key in seen and seen[key].resolve() != f.resolve():
+                raise SubmissionError(f, "model/sha256", f"duplicate of {seen[key]} (same model sha256, suite and task hashes)")
+            seen[key] = f
+            ok.append(sub)
+        except CollapseBenchError as exc:
+            failures.append(str(exc))
+    return Report(ok, failures)
+
+
+def record_release(version: str) -> int:
+    """Append this repo's current task configs and suites to ``released.json`` (a maintainer step at a release)."""
+    reg, rel = _registry(), released()
+    added = 0
+    for name in sorted(reg.tasks):
+        entry = {**task_config(reg.tasks[name]), "released_in": version}
+        if not any(e["version"] == entry["version"] for e in rel["tasks"].setdefault(name, [])):
+            rel["tasks"][name].append(entry)
+            added += 1
+    for name in sorted(reg.suites):
+        s = reg.suites[name]
+        if not any(e["version"] == s.version for e in rel["suites"].setdefault(name, [])):
+            rel["suites"][name].append({"version": s.version, "tasks": list(s.tasks), "released_in": version})
+            added += 1
+    atomic_write_bytes(released_path(), (json.dumps(rel, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode())
+    return added
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    if args.record_release:
+        print(f"released.json: {record_release(args.record_release)} entries added")
+        return 0
+    if not args.paths:
+        raise CollapseBenchError("give at least one result file or directory")
+    report = validate_paths(args.paths)
+    for sub in report.ok:
+        print(f"OK {sub.path} ({'; '.join(sub.notes)})")
+    for line in report.failures:
+        print(line, file=sys.stderr)
+    print(f"{len(report.ok)} valid, {len(report.failures)} rejected")
+    return 1 if report.failures else 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="check result files for the leaderboard",
+                       description="Validate result files (or directories of them) for submission; one line per failure.")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="result files or directories (searched for *.json)")
+    p.add_argument("--record-release", metavar="VERSION", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_validate)

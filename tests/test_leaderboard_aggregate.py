@@ -1,0 +1,172 @@
+"""Aggregator numbers against hand computations, numpy re-implementations and scipy."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from collapse_bench.leaderboard import stats
+from collapse_bench.leaderboard.aggregate import Entry, build_tables, item_outcomes, metric_cis
+from collapse_bench.leaderboard.hypothesis import hypothesis_panel
+
+GEOM_BASE = {"effective_rank": 50.0, "participation_ratio": 20.0, "anisotropy": 0.2, "prompt_entropy": 0.8,
+             "dormant_fraction": 0.0}
+GEOM_CHILD = {"effective_rank": 40.0, "participation_ratio": 30.0, "anisotropy": 0.3, "prompt_entropy": 0.8,
+              "dormant_fraction": 0.02}
+
+
+def entry(eid: str, sha: str, tasks: dict[str, tuple[str, dict[str, Any]]], base_sha: str | None = None,
+          items: dict | None = None, **model: Any) -> Entry:
+    lineage = [{"name": "base", "sha256": base_sha, "stage": None}, {"name": eid, "sha256": sha, "stage": "sft"}] if base_sha else []
+    doc = {"model": {"name": eid, "source": "hub", "sha256": sha, "lineage": lineage, "parent": None, "stage": None, **model},
+           "suite": {"name": "standard", "version": 1},
+           "tasks": {t: {"kind": k, "metrics": {m: v for m, v in ms.items() if not isinstance(v, (list, dict))},
+                         **{m: v for m, v in ms.items() if isinstance(v, (list, dict))}} for t, (k, ms) in tasks.items()}}
+    return Entry(f"submissions/{eid}.json", doc, items or {})
+
+
+FULL_TASKS = {
+    "probe_standard": ("probe", GEOM_CHILD),
+    "arc": ("lm_eval", {"acc": 0.6, "ece": 0.1, "acc_norm": 0.9}),
+    "piqa": ("lm_eval", {"acc": 0.7, "ece": 0.3}),
+    "plast": ("plasticity", {"gain": 0.5, "bpb_initial": 2.0, "bpb_final": 1.5}),
+    "div": ("diversity", {"distinct_1": 0.4, "distinct_2": 0.6, "self_bleu4": 0.3, "mean_length": 30.0}),
+}
+
+
+def test_composite_with_known_weights_and_deltas() -> None:
+    base = entry("org/base", "a" * 64, {"probe_standard": ("probe", GEOM_BASE)})
+    child = entry("org/child", "b" * 64, FULL_TASKS, base_sha="a" * 64)
+    nodiv = entry("org/nodiv", "c" * 64, {k: v for k, v in FULL_TASKS.items() if k != "div"}, base_sha="a" * 64)
+    orphan = entry("org/orphan", "d" * 64, {"probe_standard": ("probe", GEOM_CHILD)}, base_sha="e" * 64)
+    t = build_tables([orphan, nodiv, child, base], n_boot=200)
+    m = t.models.set_index("id")
+    # geometry by hand (scale 0.5; floors: dormant 0.01): er 0.5-0.5*10/25, pr 0.5+0.5*10/10, anisotropy
+    # 0.5-0.5*0.1/0.1, prompt entropy unchanged, dormant 0.5-0.5*0.02/0.005 -> clipped to 0
+    geometry = (0.3 + 1.0 + 0.0 + 0.5 + 0.0) / 5
+    ood, calib, plast, div = (0.6 + 0.7) / 2, (0.9 + 0.7) / 2, 0.5 / 2.0, (0.4 + 0.6 + 0.7) / 3
+    full = 0.30 * geometry + 0.20 * plast + 0.20 * ood + 0.15 * calib + 0.15 * div
+    c = m.loc["submissions/org/child.json"]
+    assert c["c.geometry"] == pytest.approx(geometry) and c["c.diversity"] == pytest.approx(div)
+    assert c["composite"] == pytest.approx(full) and not c["partial"]
+    n = m.loc["submissions/org/nodiv.json"]
+    assert n["composite"] == pytest.approx((full - 0.15 * div) / 0.85) and n["partial"] and n["missing"] == "diversity"
+    b = m.loc["submissions/org/base.json"]
+    assert b["composite"] == pytest.approx(0.5) and b["missing"] == "plasticity,ood_accuracy,calibration,diversity"
+    o = m.loc["submissions/org/orphan.json"]  # base not submitted: no geometry, no composite, unranked
+    assert pd_isna(o["base_id"]) and pd_isna(o["composite"]) and pd_isna(o["rank"])
+    # deltas vs base
+    d = t.deltas
+    assert d.at["submissions/org/child.json", "probe_standard.effective_rank"] == pytest.approx(-10.0)
+    assert d.at["submissions/org/base.json", "probe_standard.effective_rank"] == 0.0
+    assert math.isnan(d.at["submissions/org/orphan.json", "probe_standard.effective_rank"])
+    assert math.isnan(d.at["submissions/org/child.json", "arc.acc"])  # the base has no arc
+    # order: composite desc, unranked last; constant components -> zero-width CIs, distinct ranks
+    assert list(t.models["id"]) == ["submissions/org/base.json", "submissions/org/child.json",  # 0.5, 0.493,
+                                    "submissions/org/nodiv.json", "submissions/org/orphan.json"]  # 0.48, null
+    ranked = t.models.dropna(subset=["composite"])
+    assert list(ranked["composite"]) == sorted(ranked["composite"], reverse=True)
+    assert list(ranked["rank"]) == [1, 2, 3] and list(ranked["group"]) == [1, 2, 3]
+
+
+def pd_isna(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def test_bootstrap_ci_matches_numpy_loop() -> None:
+    x = np.arange(20, dtype=float) ** 1.5
+    got = stats.bootstrap_ci(x, n_boot=500, seed=7)
+    rng = np.random.default_rng(7)
+    means = [x[rng.integers(0, 20, size=20)].mean() for _ in range(500)]
+    assert got == pytest.approx((np.percentile(means, 2.5), np.percentile(means, 97.5)), rel=1e-12)
+    # and it is a sensible CI: close to the normal approximation for this smooth sample
+    lo, hi = stats.bootstrap_ci(x, n_boot=20000, seed=1)
+    se = x.std(ddof=1) / np.sqrt(len(x))
+    assert lo == pytest.approx(x.mean() - 1.96 * se, rel=0.1) and hi == pytest.approx(x.mean() + 1.96 * se, rel=0.1)
+
+
+def test_correlations_match_scipy() -> None:
+    rng = np.random.default_rng(0)
+    x = np.round(rng.normal(size=30), 1)  # ties
+    y = x ** 3 + rng.normal(scale=0.5, size=30)
+    assert stats.rankdata(x) == pytest.approx(scipy.stats.rankdata(x))
+    assert stats.spearman(x, y) == pytest.approx(scipy.stats.spearmanr(x, y).statistic, abs=1e-12)
+    assert stats.pearson(x, y) == pytest.approx(scipy.stats.pearsonr(x, y).statistic, abs=1e-12)
+    assert stats.pearson([1, 2], [3, 4]) is None and stats.pearson([1, 1, 1], [1, 2, 3]) is None
+    lo, hi = stats.correlation_ci(x, y, stats.spearman, n_boot=500, seed=3)
+    assert lo < stats.spearman(x, y) < hi
+
+
+def test_rank_intervals_and_tied_groups_by_hand() -> None:
+    point, lo, hi = [0.9, 0.85, 0.5, 0.45], [0.8, 0.7, 0.4, 0.3], [1.0, 0.95, 0.6, 0.55]
+    assert stats.rank_intervals(lo, hi) == [(1, 2), (1, 2), (3, 4), (3, 4)]
+    assert stats.tied_groups(point, lo, hi) == [1, 1, 2, 2]
+    assert stats.tied_groups([3.0, 2.0, 1.0], [3.0, 2.0, 1.0], [3.0, 2.0, 1.0]) == [1, 2, 3]
+
+
+def test_item_and_seed_bootstrap() -> None:
+    records = [{"task": "arc", "loglik": [0.0, math.log(3.0)], "gold": i % 2} for i in range(40)]
+    items = item_outcomes(records)
+    conf, correct = items["arc"]
+    assert conf == pytest.approx(np.full(40, 0.75)) and correct.mean() == 0.5  # argmax is choice 1
+    per_seed = {"0": {"gain": 0.4, "bpb_initial": 2.0}, "1": {"gain": 0.5, "bpb_initial": 2.0},
+                "2": {"gain": 0.6, "bpb_initial": 2.0}}
+    e = entry("org/x", "a" * 64, {"arc": ("lm_eval", {"acc": 0.5, "ece": 0.25}),
+                                  "plast": ("plasticity", {"gain": 0.5, "bpb_initial": 2.0, "per_seed": per_seed})},
+              items=items)
+    cis = metric_cis(e, n_boot=300)
+    acc_reps = stats.bootstrap_mean_reps(correct, 300, stats.seed_of(e.id, "arc", "acc"))
+    assert cis["arc.acc"] == list(stats.percentile_ci(acc_reps))
+    rng = np.random.default_rng(stats.seed_of(e.id, "arc", "ece"))  # ECE over resampled items, by hand
+    eces = []
+    for _ in range(300):
+        i = rng.integers(0, 40, size=40)
+        order = np.argsort(conf[i], kind="stable")
+        eces.append(sum(len(b) / 40 * abs(correct[i][b].mean() - conf[i][b].mean()) for b in np.array_split(order, 15)))
+    assert cis["arc.ece"] == pytest.approx(list(np.percentile(eces, [2.5, 97.5])), abs=1e-12)
+    assert cis["plast.gain"] == list(stats.bootstrap_ci([0.4, 0.5, 0.6], 300, stats.seed_of(e.id, "plast", "gain")))
+    assert cis["plast.bpb_initial"] == [2.0, 2.0]
+    t = build_tables([e], n_boot=300)
+    row = t.models.iloc[0]
+    assert row["composite_lo"] < row["composite"] < row["composite_hi"]
+
+
+def test_interventions_view() -> None:
+    base = entry("org/base", "a" * 64, {"probe_standard": ("probe", GEOM_BASE)})
+    common = dict(base_sha="a" * 64, recipe="r1", stage="sft")
+    plain = entry("org/plain", "b" * 64, {"probe_standard": ("probe", GEOM_CHILD)}, intervention=None, **common)
+    reg = entry("org/reg", "c" * 64, {"probe_standard": ("probe", GEOM_BASE)}, intervention="replay", **common)
+    lone = entry("org/lone", "d" * 64, {"probe_standard": ("probe", GEOM_BASE)}, base_sha="a" * 64, recipe="r2",
+                 stage="sft", intervention="replay")
+    t = build_tables([base, plain, reg, lone], n_boot=50)
+    v = t.interventions.set_index("id")
+    assert list(t.interventions["recipe"]) == ["r1", "r1", "r2"]
+    assert v.at["submissions/org/reg.json", "baseline_id"] == "submissions/org/plain.json"
+    assert v.at["submissions/org/reg.json", "delta_composite"] == pytest.approx(0.5 - 0.36)
+    assert v.at["submissions/org/reg.json", "within_noise"] is False
+    assert v.at["submissions/org/plain.json", "intervention"] == "none"
+    assert v.at["submissions/org/plain.json", "delta_composite"] == 0.0
+    assert pd_isna(v.at["submissions/org/lone.json", "baseline_id"])
+
+
+def test_hypothesis_panel_numbers_and_flags() -> None:
+    rng = np.random.default_rng(5)
+    er = rng.uniform(10, 60, size=10)
+    acc = np.clip(0.3 + er / 200 + rng.normal(scale=0.02, size=10), 0, 1)
+    entries = [entry(f"org/m{i}", f"{i:x}" * 64, {"probe_standard": ("probe", {"effective_rank": float(er[i])}),
+                                                  "arc": ("lm_eval", {"acc": float(acc[i]), "ece": 0.1})}) for i in range(10)]
+    panel = hypothesis_panel(build_tables(entries, n_boot=50), n_boot=300)
+    row = panel[(panel["metric"] == "probe_standard.effective_rank") & (panel["target"] == "ood_accuracy")].iloc[0]
+    assert row["n"] == 10 and row["flag"] == ""
+    assert row["pearson"] == pytest.approx(np.corrcoef(er, acc)[0, 1], abs=1e-6)
+    assert row["spearman"] == pytest.approx(scipy.stats.spearmanr(er, acc).statistic, abs=1e-6)
+    assert row["pearson_lo"] <= row["pearson"] <= row["pearson_hi"]
+    ece = panel[(panel["metric"] == "probe_standard.effective_rank") & (panel["target"] == "ece")].iloc[0]
+    assert ece["flag"] == "undefined (constant)" and pd_isna(ece["pearson"])
+    small = hypothesis_panel(build_tables(entries[:5], n_boot=50), n_boot=100)
+    assert set(small[small["target"] == "ood_accuracy"]["flag"]) == {"n too small"}
+    assert set(small[small["target"] == "plasticity"]["flag"]) == {"no data"}

@@ -1,0 +1,94 @@
+"""`collapse-bench submit`: canonical path, slugging, traversal attempts, samples copy, PR instructions."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from leaderboard_helpers import BAD, GOOD, good_doc, snapshot
+
+from collapse_bench.cli import main
+from collapse_bench.errors import CollapseBenchError
+from collapse_bench.evaluate import slug
+from collapse_bench.io import sha256_file, sha256_json
+from collapse_bench.leaderboard.submission import identity
+from collapse_bench.leaderboard.submit import canonical_path, org_and_model, submit
+
+
+def test_canonical_path_and_pr_instructions(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["submit", str(GOOD)]) == 0
+    doc = good_doc()
+    expected_hash = sha256_json({"model": doc["model"]["sha256"], "suite": ["quick", 1],
+                                 "tasks": {"probe_quick": doc["tasks"]["probe_quick"]["hash"]}})[:12]
+    rel = f"submissions/local/tiny-random-llama/quick-{expected_hash}.json"
+    assert (tmp_path / rel).is_file()
+    written = json.loads((tmp_path / rel).read_text())
+    assert written == doc  # content unchanged (no samples to rewrite)
+    out = capsys.readouterr().out
+    assert f"wrote {rel}" in out and f"git add submissions/local/tiny-random-llama leaderboard/" in out
+    assert f"collapse-bench reproduce {rel}" in out and "collapse-bench leaderboard build" in out
+    # the same row again: refused, nothing new
+    before = snapshot(tmp_path / "submissions")
+    assert main(["submit", str(GOOD)]) == 1
+    assert "duplicate of" in capsys.readouterr().err
+    assert snapshot(tmp_path / "submissions") == before
+
+
+@pytest.mark.parametrize("model,expected", [
+    ({"name": "HuggingFaceTB/SmolLM2-135M-Instruct@main", "source": "hub"}, ("HuggingFaceTB", "SmolLM2-135M-Instruct")),
+    ({"name": "smollm2-135m-instruct", "source": "alias"}, ("HuggingFaceTB", "smollm2-135m-instruct")),
+    ({"name": "/ckpt/run 7/stage2/", "source": "local"}, ("local", "stage2")),
+    ({"name": "./m/model.Q4_K_M.gguf", "source": "gguf"}, ("local", "model.Q4_K_M")),
+    ({"name": "/tmp/x/sft-lora", "source": "peft", "base": {"name": "smollm2-135m-instruct", "source": "alias"}},
+     ("HuggingFaceTB", "sft-lora")),
+])
+def test_org_and_model(model: dict, expected: tuple[str, str]) -> None:
+    assert org_and_model(model) == expected
+
+
+@pytest.mark.parametrize("name,org", [
+    ("../../../../etc/passwd", None), ("evil/../../x", None), ("a/b", "../../.."), ("x", "/etc"), ("x", "..\\..\\win"),
+    (".hidden/.model", "."), ("ÄÖÜ 模型/名字", None),
+])
+def test_traversal_attempts_stay_inside(tmp_path: Path, name: str, org: str | None) -> None:
+    doc = good_doc()
+    doc["model"].update(name=name, source="hub")
+    root = tmp_path / "submissions"
+    target = canonical_path(doc, root, org)
+    assert target.resolve().is_relative_to(root.resolve())
+    parts = target.relative_to(root.resolve()).parts
+    assert len(parts) == 3 and all(p == slug(p) or p.endswith(".json") for p in parts)
+    assert all(not p.startswith(".") and p not in ("", "..") for p in parts)
+
+
+def test_symlinked_org_dir_is_refused(tmp_path: Path) -> None:
+    root, outside = tmp_path / "submissions", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    os.symlink(outside, root / "local")
+    with pytest.raises(CollapseBenchError, match="refusing to write outside"):
+        submit(GOOD, root)
+    assert list(outside.iterdir()) == []
+
+
+def test_samples_file_copied_and_reference_rewritten(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    samples = src / "run.samples.jsonl"
+    samples.write_bytes((BAD / "samples_hash.samples.jsonl").read_bytes())
+    doc = good_doc()
+    doc["tasks"]["probe_quick"]["samples"] = {"path": "run.samples.jsonl", "sha256": sha256_file(samples)}
+    result = src / "run.json"
+    result.write_text(json.dumps(doc))
+    target = submit(result, tmp_path / "submissions")
+    written = json.loads(target.read_text())
+    ref = written["tasks"]["probe_quick"]["samples"]
+    assert ref["path"] == f"{target.stem}.samples.jsonl"
+    copy = target.parent / ref["path"]
+    assert copy.read_bytes() == samples.read_bytes() and sha256_file(copy) == ref["sha256"]
+    assert target.name == f"quick-{identity(written)[:12]}.json"
+    assert main(["validate", str(target)]) == 0
