@@ -1,0 +1,129 @@
+"""Chain recipes (``tasks/chains/*.yaml``): an ordered list of post-training stages plus profiles.
+
+A stage fixes its kind, data references (the data dir layout), steps, batch size, sequence length,
+LoRA config, optimiser and seed. A profile (``tiny`` | ``cpu`` | ``reference``) overrides the scale
+(base model, steps, batch, length, rows per data reference) and nothing else, so two recipes that
+differ only in stage order stay comparable under every profile.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import CollapseBenchError
+from ..io import sha256_json
+from ..tasks.loader import read_yaml
+from ..tasks.schema import DATA_REF_SCHEMA, NAME_PATTERN, validate
+
+STAGE_KINDS = ("sft", "dpo", "safety", "math", "code", "long_cot")
+PROFILES = ("tiny", "cpu", "reference")
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+_LORA = {"type": "object", "additionalProperties": False, "properties": {
+    "r": {"type": "integer", "minimum": 1}, "alpha": {"type": "number", "exclusiveMinimum": 0},
+    "dropout": {"type": "number", "minimum": 0, "maximum": 1},
+    "target_modules": {"type": "array", "items": {"type": "string"}, "minItems": 1}}}
+_OPTIM = {"type": "object", "additionalProperties": False, "properties": {
+    "lr": {"type": "number", "minimum": 0}, "weight_decay": {"type": "number", "minimum": 0},
+    "schedule": {"enum": ["constant", "linear", "cosine"]}, "warmup_ratio": {"type": "number", "minimum": 0, "exclusiveMaximum": 1}}}
+_STAGE = {"type": "object", "additionalProperties": False, "required": ["name", "kind", "data", "steps"], "properties": {
+    "name": {"type": "string", "pattern": NAME_PATTERN}, "kind": {"enum": list(STAGE_KINDS)},
+    "data": {"type": "array", "minItems": 1, "items": DATA_REF_SCHEMA},
+    "steps": {"type": "integer", "minimum": 1}, "batch_size": {"type": "integer", "minimum": 1},
+    "max_length": {"type": "integer", "minimum": 16}, "lora": _LORA, "optimizer": _OPTIM,
+    "beta": {"type": "number", "exclusiveMinimum": 0}, "seed": {"type": "integer", "minimum": 0}}}
+_PROFILE = {"type": "object", "additionalProperties": False, "properties": {
+    "base": {"type": "string"}, "steps_scale": {"type": "number", "exclusiveMinimum": 0},
+    "steps": {"type": "integer", "minimum": 1}, "batch_size": {"type": "integer", "minimum": 1},
+    "max_length": {"type": "integer", "minimum": 16}, "rows": {"type": "integer", "minimum": 1}}}
+RECIPE_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object", "additionalProperties": False,
+    "required": ["name", "version", "base", "stages"],
+    "properties": {
+        "name": {"type": "string", "pattern": NAME_PATTERN}, "version": {"type": "integer", "minimum": 1},
+        "description": {"type": "string"}, "base": {"type": "string"},
+        "stages": {"type": "array", "minItems": 1, "items": _STAGE},
+        "profiles": {"type": "object", "additionalProperties": False,
+                     "properties": {p: _PROFILE for p in PROFILES}},
+    },
+}
+STAGE_DEFAULTS: dict[str, Any] = {
+    "batch_size": 4, "max_length": 256, "beta": 0.1, "seed": 0,
+    "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ALL_LINEAR},
+    "optimizer": {"lr": 2e-4, "weight_decay": 0.0, "schedule": "cosine", "warmup_ratio": 0.0},
+}
+
+
+@dataclass(frozen=True)
+class Stage:
+    index: int  # 1-based position in the chain
+    name: str
+    kind: str
+    data: tuple[dict[str, Any], ...]
+    steps: int
+    batch_size: int
+    max_length: int
+    lora: dict[str, Any]
+    optimizer: dict[str, Any]
+    beta: float
+    seed: int
+
+    @property
+    def dirname(self) -> str:
+        return f"{self.index:02d}-{self.name}"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    version: int
+    description: str
+    base: str
+    stages: tuple[Stage, ...]
+    profile: str
+    path: Path
+    config: dict[str, Any]
+
+    @property
+    def recipe_hash(self) -> str:
+        """sha256 of the canonical recipe as run (profile applied)."""
+        return sha256_json({"config": self.config, "profile": self.profile})
+
+
+def _merge(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(defaults)
+    for key, value in given.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_recipe(path: str | Path, profile: str = "cpu", base: str | None = None) -> Recipe:
+    """Read, validate and resolve a recipe under ``profile`` (``base`` overrides the base model)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CollapseBenchError(f"recipe not found: {path}")
+    if profile not in PROFILES:
+        raise CollapseBenchError(f"unknown profile '{profile}' (use {', '.join(PROFILES)})")
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise CollapseBenchError(f"{path}: a recipe must be a YAML mapping")
+    validate(raw, RECIPE_SCHEMA, str(path))
+    prof = (raw.get("profiles") or {}).get(profile, {})
+    stages = []
+    for i, spec in enumerate(raw["stages"], 1):
+        s = _merge(STAGE_DEFAULTS, spec)
+        steps = prof.get("steps") or max(1, round(s["steps"] * prof.get("steps_scale", 1.0)))
+        data = tuple({**ref, "n": min(ref.get("n", prof["rows"]), prof["rows"])} if "rows" in prof else dict(ref)
+                     for ref in s["data"])
+        stages.append(Stage(i, s["name"], s["kind"], data, steps, prof.get("batch_size", s["batch_size"]),
+                            prof.get("max_length", s["max_length"]), s["lora"], s["optimizer"], float(s["beta"]),
+                            int(s["seed"])))
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise CollapseBenchError(f"{path}: stage names must be unique ({', '.join(names)})")
+    resolved = {**raw, "stages": [s.__dict__ for s in stages], "base": base or prof.get("base", raw["base"])}
+    return Recipe(raw["name"], raw["version"], raw.get("description", ""), resolved["base"], tuple(stages), profile,
+                  path.resolve(), resolved)

@@ -1,0 +1,186 @@
+"""``collapse-bench chain run``: the reference sequential post-training chain, resumable stage by stage.
+
+Layout of ``--out``:
+  chain.json                 recipe, profile, interventions, seed, base, leakage check, stage status
+  NN-<stage>/model/          merged checkpoint (safetensors + tokenizer) + lineage.yaml
+  NN-<stage>/adapter/        the stage's LoRA adapter (for the LoRA-geometry task) + lineage.yaml
+  NN-<stage>/stage.json      training log (losses, replay fractions, intervention reports, data hashes)
+  NN-<stage>/result.json     the stage's evaluation (``--evaluate SUITE``), submission-ready
+A stage directory appears only when complete (built in ``.NN-<stage>.tmp`` and renamed), so a crashed
+chain restarts from the last finished stage.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..data import resolve_data_dir
+from ..errors import CollapseBenchError
+from ..evaluate import EvaluateRequest, evaluate, seed_everything, slug
+from ..interventions import StageContext, parse_interventions
+from ..interventions.replay import to_sft
+from ..lora.task import TASK_NAME as LORA_TASK
+from ..io import atomic_write_bytes, atomic_write_json, sha256_json
+from ..models import find_source
+from ..paths import builtin_tasks_dir
+from ..tasks import TaskRegistry
+from .data import fits, load_stage_refs, stage_examples
+from .leakage import check_no_leakage
+from .recipe import Recipe, load_recipe
+from .trainer import train_stage
+
+
+@dataclass
+class ChainRequest:
+    recipe: str
+    interventions: str | None = None
+    profile: str = "cpu"
+    out: str | None = None
+    evaluate: str | None = None
+    evaluate_stages: str = "all"  # all | final
+    eval_tasks: list[str] | None = None
+    eval_limit: int | None = None
+    seed: int = 0
+    base: str | None = None
+    data_dir: str | None = None
+    device: str = "auto"
+    progress: bool = True
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # intervention parameter overrides
+
+
+def recipe_path(name: str) -> Path:
+    """A recipe file path, or the name of a built-in recipe in ``tasks/chains/``."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    builtin = builtin_tasks_dir() / "chains" / f"{name}.yaml"
+    if not builtin.is_file():
+        known = sorted(p.stem for p in (builtin_tasks_dir() / "chains").glob("*.yaml"))
+        raise CollapseBenchError(f"unknown recipe '{name}' (built-in: {', '.join(known)})")
+    return builtin
+
+
+def run_chain(req: ChainRequest) -> Path:
+    import torch
+
+    from ..models.resolve import pick_device
+
+    recipe = load_recipe(recipe_path(req.recipe), req.profile, req.base)
+    interventions = parse_interventions(req.interventions, req.overrides)
+    label = ",".join(i.name for i in interventions) or "none"
+    data_dir = resolve_data_dir(req.data_dir)
+    device = pick_device(req.device)
+    out = Path(req.out or Path("runs") / f"{recipe.name}-{recipe.profile}-{slug(label)}-s{req.seed}")
+    refs = [(s.name, load_stage_refs(s.data, recipe.path, data_dir, s.seed + req.seed)) for s in recipe.stages]
+    leakage = check_no_leakage(refs, TaskRegistry(), data_dir)
+    base = find_source(recipe.base)
+    header = {"recipe": recipe.name, "recipe_hash": recipe.recipe_hash, "profile": recipe.profile, "intervention": label,
+              "seed": req.seed, "base": {"name": recipe.base, "sha256": base.sha256},
+              "intervention_params": {i.name: i.params for i in interventions}}
+    state = _open_state(out, header)
+    state["leakage_check"] = leakage
+    lineage: list[dict[str, Any]] = [{"name": recipe.base, "sha256": base.sha256, "revision": base.revision, "stage": "base"}]
+    parent_dir, adapters, pool = Path(base.path), [], []
+    parent_ref = recipe.base  # what ``evaluate --parent`` resolves to the stage's parent (the lora task's dW)
+    suite_tasks = req.eval_tasks or (list(TaskRegistry().suite(req.evaluate).tasks) if req.evaluate else [])
+    for stage, (_, stage_refs) in zip(recipe.stages, refs):
+        seed = stage.seed + req.seed
+        examples = stage_examples(stage.kind, stage_refs, seed)
+        sdir = out / stage.dirname
+        if not (sdir / "stage.json").is_file():
+            _train(recipe, stage, examples, stage_refs, interventions, parent_dir, base.path, adapters, pool, lineage,
+                   label, seed, data_dir, sdir, device, req.progress, torch)
+        info = json.loads((sdir / "stage.json").read_text())
+        state["stages"][stage.name] = {"dir": sdir.name, "status": "trained", "duration_s": info["duration_s"]}
+        atomic_write_json(out / "chain.json", state)
+        lineage.append({"name": info["name"], "sha256": info["sha256"], "revision": None, "stage": stage.name})
+        adapters.append({"stage": stage.name, "path": f"../../{sdir.name}/adapter"})
+        pool += [to_sft(e) for e in examples]
+        parent_dir = sdir / "model"
+        last = stage.index == len(recipe.stages)
+        if req.evaluate and (req.evaluate_stages == "all" or last) and not (sdir / "result.json").is_file():
+            # the suite plus the lora task: the stage's weight update vs its parent, overlap with earlier stages
+            tasks = suite_tasks + [LORA_TASK] * (LORA_TASK not in suite_tasks)
+            evaluate(EvaluateRequest(model=str(sdir / "model"), suite=req.evaluate, tasks=tasks, parent=parent_ref,
+                                     data_dir=req.data_dir, output=str(sdir / "result.json"), device=req.device,
+                                     seed=req.seed, limit=req.eval_limit, progress=req.progress))
+            state["stages"][stage.name]["status"] = "evaluated"
+            atomic_write_json(out / "chain.json", state)
+        parent_ref = str(sdir / "model")
+    return out
+
+
+def _open_state(out: Path, header: dict[str, Any]) -> dict[str, Any]:
+    """chain.json of a previous run of the same chain (resume), or a fresh one; refuses a different chain."""
+    path = out / "chain.json"
+    if path.is_file():
+        state = json.loads(path.read_text())
+        for key in ("recipe_hash", "intervention", "seed", "base"):
+            if state.get(key) != header[key]:
+                raise CollapseBenchError(f"{out} holds a different chain ({key} differs); use another --out")
+        return state
+    out.mkdir(parents=True, exist_ok=True)
+    return {**header, "stages": {}}
+
+
+def _train(recipe: Recipe, stage: Any, examples: list, stage_refs: list, interventions: list, parent_dir: Path,
+           base_dir: str, adapters: list, pool: list, lineage: list, label: str, seed: int, data_dir: Path | None,
+           sdir: Path, device: str, progress: bool, torch: Any) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    t0 = time.perf_counter()
+    tmp = sdir.parent / f".{sdir.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    seed_everything(seed)
+    tok = AutoTokenizer.from_pretrained(parent_dir)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(parent_dir, dtype=torch.float32).to(device)
+    usable = [e for e in examples if fits(e, tok, stage.max_length)]
+    if not usable:
+        raise CollapseBenchError(f"stage '{stage.name}': no example fits max_length {stage.max_length}")
+    dropped = len(examples) - len(usable)
+    examples = usable
+    ctx = StageContext(stage=stage, kind=stage.kind, batch_size=stage.batch_size, steps=stage.steps, seed=seed,
+                       tokenizer=tok, base_dir=Path(base_dir), recipe_path=recipe.path,
+                       previous_adapters=[sdir.parent / a["path"].removeprefix("../../") for a in adapters],
+                       replay_pool=list(pool), stage_examples=examples, data_dir=data_dir)
+    arranged = examples
+    for intervention in interventions:
+        arranged = intervention.arrange(arranged, ctx)
+    for intervention in interventions:
+        intervention.before_stage(model, ctx)
+    peft_model, log = train_stage(model, tok, stage, arranged, interventions, ctx, tmp / "trainer", device=device,
+                                  progress=progress)
+    peft_model.save_pretrained(tmp / "adapter")
+    merged = peft_model.merge_and_unload()
+    merged.save_pretrained(tmp / "model")
+    tok.save_pretrained(tmp / "model")
+    shutil.rmtree(tmp / "trainer", ignore_errors=True)
+    name = f"{recipe.base}/{recipe.name}/{label}/s{seed - stage.seed}/{stage.dirname}"
+    from ..models.resolve import dir_sha256
+
+    sha = dir_sha256(tmp / "model")
+    data_hashes = {r.key: r.sha256 for r in stage_refs}
+    entry = {
+        "name": name, "parent": lineage[-1]["name"], "parent_sha256": lineage[-1]["sha256"], "stage": stage.name,
+        "stage_kind": stage.kind, "recipe": recipe.name, "recipe_hash": recipe.recipe_hash, "profile": recipe.profile,
+        "intervention": label, "seed": seed, "data": data_hashes, "lineage": list(lineage),
+        "adapters": [*adapters, {"stage": stage.name, "path": f"../../{sdir.name}/adapter"}],
+        "chat_template_sha256": sha256_json(tok.chat_template or ""),
+    }
+    for sub in ("model", "adapter"):
+        atomic_write_bytes(tmp / sub / "lineage.yaml", yaml.safe_dump(entry, sort_keys=False).encode())
+    reports = {i.name: i.report() for i in interventions}
+    atomic_write_json(tmp / "stage.json", {**log, "dropped_too_long": dropped, "name": name, "sha256": sha, "stage": stage.name, "kind": stage.kind,
+                                          "data": data_hashes, "interventions": reports,
+                                          "duration_s": round(time.perf_counter() - t0, 3)})
+    tmp.rename(sdir)
