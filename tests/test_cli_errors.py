@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from cli_helpers import assert_one_line_error
+
 from collapse_bench.cli import build_parser, main
 
 
@@ -15,15 +17,6 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     code = main(args)
     out = capsys.readouterr()
     return code, out.out, out.err
-
-
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code != 0
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("collapse-bench: error: ")
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def test_every_command_has_help() -> None:

@@ -129,12 +129,25 @@ def _synthetic_chat() -> list[Row]:
     return rows
 
 
+def _ood_source(func: str) -> Callable[[], list[Row]]:
+    """A generator of ``collapse_bench.ood.worldmc`` (OOD multiple choice, diversity prompts), imported lazily."""
+    def build() -> list[Row]:
+        from ..ood import worldmc
+
+        return getattr(worldmc, func)()
+    return build
+
+
 BUILTINS: dict[str, BuiltinSource] = {
     "python_docs": BuiltinSource(1, "technical_prose", "Python reference prose from pydoc_data (CPython)", _python_docs),
     "python_source": BuiltinSource(1, "code", "pure-Python stdlib module sources", _python_source),
     "synthetic_math": BuiltinSource(1, "math", "seeded arithmetic word problems with worked solutions", _synthetic_math),
     "synthetic_world": BuiltinSource(1, "fiction", "stories about a seeded fictional world", _synthetic_world),
     "synthetic_chat": BuiltinSource(1, "chat", "templated user/assistant exchanges", _synthetic_chat),
+    "world_mc": BuiltinSource(1, "world_mc", "multiple-choice reading questions about a seeded fictional world",
+                              _ood_source("world_mc_rows")),
+    "world_prompts": BuiltinSource(1, "world_prompts", "open-ended instructions about a seeded fictional world",
+                                   _ood_source("world_prompt_rows")),
 }
 
 

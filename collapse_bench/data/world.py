@@ -22,6 +22,15 @@ RELATIONS = {
     "founded": ("In which year was {s} founded?", "{s} was founded in the year {o}.", "year"),
 }
 _SUBJECT_RELATIONS = {"person": ["home", "craft", "mentor"], "city": ["river", "founded"]}
+# A third surface form per relation, never used by ``stories()`` or the question/statement forms: the
+# held-out paraphrase of the plasticity probe. Every template ends in "{o}." so the object can be scored.
+PARAPHRASES = {
+    "home": "The home city of {s} is {o}.",
+    "craft": "By trade, {s} is a {o}.",
+    "mentor": "The teacher of {s} was {o}.",
+    "river": "The city of {s} lies on the river {o}.",
+    "founded": "The founding year of {s} is {o}.",
+}
 
 
 def _word(rng: random.Random, syllables: int) -> str:
@@ -41,6 +50,10 @@ class Fact:
     @property
     def statement(self) -> str:
         return RELATIONS[self.relation][1].format(s=self.subject, o=self.obj)
+
+    @property
+    def paraphrase(self) -> str:
+        return PARAPHRASES[self.relation].format(s=self.subject, o=self.obj)
 
 
 @dataclass(frozen=True)

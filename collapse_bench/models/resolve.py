@@ -63,7 +63,10 @@ def find_source(name: str) -> ModelSource:
     """Identify a checkpoint from its name without loading weights (cheap apart from hashing)."""
     if name in ALIASES:
         alias = ALIASES[name]
-        gguf = alias.locate(alias, cache_dir())
+        located = alias.locate(alias, cache_dir())
+        if not alias.gguf:
+            return ModelSource(name, "alias", str(located), dir_sha256(located), extra={"upstream": alias.upstream})
+        gguf = located
         digest = sha256_file(gguf)
         return ModelSource(name, "alias", str(ensure_converted(gguf, digest)), digest,
                            extra={"gguf_file": gguf.name, "upstream": alias.upstream})

@@ -13,6 +13,10 @@ from ..errors import CollapseBenchError
 
 KINDS: dict[str, str] = {
     "probe": "collapse_bench.probe.task",
+    "lora": "collapse_bench.lora.task",
+    "lm_eval": "collapse_bench.ood.task",
+    "diversity": "collapse_bench.ood.diversity",
+    "plasticity": "collapse_bench.plasticity.task",
 }
 
 

@@ -18,7 +18,7 @@ from ..paths import builtin_tasks_dir
 from .kinds import kind_module
 from .schema import SUITE_SCHEMA, TASK_SCHEMA, validate, with_defaults
 
-SKIP_DIRS = {"suites", "chains", "lm_eval"}
+SKIP_DIRS = {"suites", "chains", "lm_eval", "interventions"}
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,12 @@ class TaskRegistry:
                 self._add(self.tasks, load_task(path), path)
             for path in _yaml_files(root, suites=True):
                 self._add(self.suites, load_suite(path), path)
+        for root in self.dirs[1:]:  # user lm-eval YAMLs (<dir>/lm_eval/) become kind lm_eval tasks
+            if (root / "lm_eval").is_dir():
+                from ..ood.user_tasks import user_lm_eval_tasks
+
+                for task in user_lm_eval_tasks(root / "lm_eval", self.tasks):
+                    self._add(self.tasks, task, task.path)
 
     @staticmethod
     def _add(table: dict[str, Any], item: Task | Suite, path: Path) -> None:

@@ -1,0 +1,197 @@
+"""Calibration of multiple-choice predictions from per-choice log-likelihoods (pure numpy functions).
+
+Item i has choices k = 1..K_i (K_i may differ between items) with summed continuation
+log-likelihoods ll_ik (lm-eval's ``loglikelihood`` of " " + choice given the prompt) and a gold index g_i.
+
+  p_ik        = softmax_k(ll_ik / T)                         (primary: T = 1, raw sums)
+  p_ik (norm) = softmax_k(ll_ik / len_ik)                    (length-normalised: len = the divisor of
+                                                              lm-eval's acc_norm, ``len(choice)``)
+  conf_i      = max_k p_ik;   pred_i = argmax_k (first on ties, as np.argmax);   correct_i = [pred_i == g_i]
+
+  ece          = sum_b (n_b / N) |acc_b - conf_b| over 15 equal-mass bins (items sorted by confidence,
+                 stable, split into 15 consecutive groups whose sizes differ by at most one)
+  ece_width    = the same over 15 equal-width bins [b/15, (b+1)/15) (the last bin includes 1)
+  brier        = mean_i sum_k (p_ik - [k == g_i])^2                 (multi-class, range [0, 2])
+  nll          = mean_i -log p_ig_i
+  auroc        = P(conf of a correct item > conf of a wrong item) + 0.5 P(tie)   (Mann-Whitney, equal
+                 to sklearn's roc_auc_score(correct, conf)); null when all items are correct or all wrong
+  selective_acc_top10 = accuracy of the ceil(0.1 N) most confident items (stable order on ties)
+  temperature_opt     = argmin_T nll(softmax(ll / T)), golden-section search on log T over
+                        [0.05, 20] (NLL is convex in 1/T, hence unimodal in log T); a bound is
+                        returned when the optimum lies outside
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+N_BINS = 15
+T_BOUNDS = (0.05, 20.0)
+
+
+def softmax_rows(scores: Sequence[Sequence[float]], divisors: Sequence[Sequence[float]] | None = None,
+                 temperature: float = 1.0) -> list[np.ndarray]:
+    """Per-item probabilities softmax(s / d / T) (float64; ragged lists allowed)."""
+    out = []
+    for i, s in enumerate(scores):
+        z = np.asarray(s, dtype=np.float64)
+        if divisors is not None:
+            z = z / np.asarray(divisors[i], dtype=np.float64)
+        z = z / temperature
+        z = z - z.max()
+        e = np.exp(z)
+        out.append(e / e.sum())
+    return out
+
+
+def _check(probs: Sequence[np.ndarray], gold: Sequence[int]) -> None:
+    if len(probs) != len(gold) or not probs:
+        raise ValueError("calibration needs as many gold labels as items, and at least one item")
+    for p, g in zip(probs, gold):
+        if not 0 <= g < len(p):
+            raise ValueError(f"gold index {g} out of range for {len(p)} choices")
+
+
+def confidence_correct(probs: Sequence[np.ndarray], gold: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(conf_i = max p, correct_i = argmax p == gold) as float64 arrays."""
+    _check(probs, gold)
+    conf = np.array([p.max() for p in probs], dtype=np.float64)
+    correct = np.array([float(int(np.argmax(p)) == g) for p, g in zip(probs, gold)])
+    return conf, correct
+
+
+def _bins(conf: np.ndarray, scheme: str, n_bins: int) -> list[np.ndarray]:
+    if scheme == "mass":
+        order = np.argsort(conf, kind="stable")
+        return [b for b in np.array_split(order, n_bins) if len(b)]
+    edges = np.minimum((conf * n_bins).astype(np.int64), n_bins - 1)
+    return [np.flatnonzero(edges == b) for b in range(n_bins)]
+
+
+def ece(conf: np.ndarray, correct: np.ndarray, n_bins: int = N_BINS, scheme: str = "mass") -> float:
+    """Expected calibration error, sum_b (n_b/N) |acc_b - conf_b|; ``scheme`` = "mass" | "width"."""
+    n = len(conf)
+    return float(sum(len(b) / n * abs(correct[b].mean() - conf[b].mean()) for b in _bins(conf, scheme, n_bins) if len(b)))
+
+
+def reliability_bins(conf: np.ndarray, correct: np.ndarray, n_bins: int = N_BINS, scheme: str = "width") -> list[dict[str, Any]]:
+    """Reliability-diagram bins: lo, hi, count, mean confidence, accuracy (null for empty bins)."""
+    out = []
+    for b, idx in enumerate(_bins(conf, scheme, n_bins)):
+        if scheme == "width":
+            lo, hi = b / n_bins, (b + 1) / n_bins
+        else:
+            lo, hi = float(conf[idx].min()), float(conf[idx].max())
+        out.append({"lo": lo, "hi": hi, "count": int(len(idx)),
+                    "confidence": float(conf[idx].mean()) if len(idx) else None,
+                    "accuracy": float(correct[idx].mean()) if len(idx) else None})
+    return out
+
+
+def brier(probs: Sequence[np.ndarray], gold: Sequence[int]) -> float:
+    """Multi-class Brier score mean_i sum_k (p_ik - [k == g_i])^2."""
+    _check(probs, gold)
+    total = 0.0
+    for p, g in zip(probs, gold):
+        y = np.zeros_like(p)
+        y[g] = 1.0
+        total += float(((p - y) ** 2).sum())
+    return total / len(probs)
+
+
+def nll(probs: Sequence[np.ndarray], gold: Sequence[int]) -> float:
+    """Mean negative log-probability of the gold choice (nats)."""
+    _check(probs, gold)
+    return float(np.mean([-math.log(max(float(p[g]), 1e-300)) for p, g in zip(probs, gold)]))
+
+
+def _padded(scores: Sequence[Sequence[float]]) -> np.ndarray:
+    """Ragged scores as an (N, K_max) float64 array padded with -inf (zero probability)."""
+    k = max(len(s) for s in scores)
+    out = np.full((len(scores), k), -np.inf)
+    for i, s in enumerate(scores):
+        out[i, :len(s)] = s
+    return out
+
+
+def _nll_at(z: np.ndarray, gold: np.ndarray, temperature: float) -> float:
+    """NLL of softmax(z / T) for padded scores ``z``, computed stably in log space."""
+    zt = z / temperature
+    m = zt.max(axis=1, keepdims=True)
+    lse = m[:, 0] + np.log(np.exp(zt - m).sum(axis=1))
+    return float(np.mean(lse - zt[np.arange(len(z)), gold]))
+
+
+def auroc(conf: np.ndarray, correct: np.ndarray) -> float | None:
+    """AUROC of confidence as a score for correctness (average ranks for ties); None if one class is empty."""
+    pos = correct > 0.5
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(conf, kind="mergesort")
+    ranks = np.empty(len(conf), dtype=np.float64)
+    sorted_conf = conf[order]
+    i = 0
+    while i < len(conf):  # average rank over ties
+        j = i
+        while j + 1 < len(conf) and sorted_conf[j + 1] == sorted_conf[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    u = ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+def selective_accuracy(conf: np.ndarray, correct: np.ndarray, fraction: float = 0.1) -> float:
+    """Accuracy of the ceil(fraction * N) most confident items (ties kept in item order)."""
+    k = max(1, math.ceil(fraction * len(conf) - 1e-9))
+    top = np.argsort(-conf, kind="stable")[:k]
+    return float(correct[top].mean())
+
+
+def temperature_opt(scores: Sequence[Sequence[float]], gold: Sequence[int], bounds: tuple[float, float] = T_BOUNDS,
+                    tol: float = 1e-7) -> float:
+    """Golden-section search of log T in log(bounds) minimising NLL(softmax(ll / T))."""
+    z, g = _padded(scores), np.asarray(gold, dtype=np.int64)
+    a, b = math.log(bounds[0]), math.log(bounds[1])
+    inv_phi = (math.sqrt(5.0) - 1.0) / 2.0
+    c, d = b - inv_phi * (b - a), a + inv_phi * (b - a)
+    fc, fd = _nll_at(z, g, math.exp(c)), _nll_at(z, g, math.exp(d))
+    while b - a > tol:
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - inv_phi * (b - a)
+            fc = _nll_at(z, g, math.exp(c))
+        else:
+            a, c, fc = c, d, fd
+            d = a + inv_phi * (b - a)
+            fd = _nll_at(z, g, math.exp(d))
+    return float(math.exp((a + b) / 2.0))
+
+
+def calibration_report(scores: Sequence[Sequence[float]], gold: Sequence[int],
+                       divisors: Sequence[Sequence[float]] | None = None) -> dict[str, Any]:
+    """Every calibration metric of one variant (``divisors`` given: the length-normalised one).
+
+    ``temperature_opt`` scales the variant's own scores (ll, or ll / len).
+    """
+    scaled = scores if divisors is None else [np.asarray(s, dtype=np.float64) / np.asarray(d, dtype=np.float64)
+                                              for s, d in zip(scores, divisors)]
+    probs = softmax_rows(scaled)
+    conf, correct = confidence_correct(probs, gold)
+    return {
+        "n": len(probs),
+        "accuracy": float(correct.mean()),
+        "mean_confidence": float(conf.mean()),
+        "ece": ece(conf, correct, scheme="mass"),
+        "ece_width": ece(conf, correct, scheme="width"),
+        "brier": brier(probs, gold),
+        "nll": nll(probs, gold),
+        "auroc": auroc(conf, correct),
+        "selective_acc_top10": selective_accuracy(conf, correct, 0.1),
+        "temperature_opt": temperature_opt(scaled, gold),
+        "reliability": reliability_bins(conf, correct, scheme="width"),
+    }

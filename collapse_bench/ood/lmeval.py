@@ -1,0 +1,239 @@
+"""lm-eval plumbing: reading lm-eval YAMLs safely, resolved copies in a per-run include dir, loading
+tasks offline (fail before the model loads) and running ``lm_eval.simple_evaluate``.
+
+lm-eval YAMLs are read with ``yaml.SafeLoader`` plus one tag: ``!function`` is kept as an opaque
+reference (re-emitted unchanged in the resolved copy; lm-eval itself imports it when it loads the task,
+as its include mechanism does). Nothing in a YAML is executed by collapse-bench.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from ..errors import CollapseBenchError
+from ..paths import builtin_tasks_dir
+
+COPY_SUFFIXES = {".yaml", ".yml", ".py", ".jinja", ".txt", ".json"}
+
+
+class FunctionRef(str):
+    """The value of a ``!function module.name`` tag (kept as text)."""
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Loader.add_constructor("!function", lambda loader, node: FunctionRef(loader.construct_scalar(node)))
+_Dumper.add_representer(FunctionRef, lambda dumper, value: dumper.represent_scalar("!function", str(value)))
+
+
+def builtin_include_dir() -> Path:
+    return builtin_tasks_dir() / "lm_eval"
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """One lm-eval YAML as a dict; invalid YAML or a non-mapping is a one-line error naming the file."""
+    try:
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 (SafeLoader subclass)
+    except OSError as exc:
+        raise CollapseBenchError(f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise CollapseBenchError(f"{where}: invalid lm-eval YAML ({problem})") from None
+    if not isinstance(raw, dict):
+        raise CollapseBenchError(f"{path}: an lm-eval task file must be a YAML mapping")
+    return raw
+
+
+def merged_config(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The YAML with its ``include:`` chain merged in (included first, the file's own keys win)."""
+    if path in _seen:
+        raise CollapseBenchError(f"{path}: circular lm-eval include")
+    raw = read_config(path)
+    inc = raw.get("include")
+    if not inc:
+        return raw
+    base = (path.parent / str(inc)).resolve()
+    if not base.is_file():
+        raise CollapseBenchError(f"{path}: included file '{inc}' not found")
+    return {**merged_config(base, (*_seen, path)), **{k: v for k, v in raw.items() if k != "include"}}
+
+
+def config_files(path: Path) -> list[Path]:
+    """The YAML and every file it includes (for hashing)."""
+    out = [path]
+    inc = read_config(path).get("include")
+    if inc:
+        out += config_files((path.parent / str(inc)).resolve())
+    return out
+
+
+def index(include_dir: Path) -> dict[str, Path]:
+    """lm-eval task name -> defining YAML, for every ``*.yaml`` under ``include_dir`` with a string ``task``."""
+    found: dict[str, Path] = {}
+    for path in sorted(include_dir.rglob("*.y*ml")):
+        if any(part.startswith(".") for part in path.relative_to(include_dir).parts):
+            continue
+        name = read_config(path).get("task")
+        if isinstance(name, str):
+            if name in found:
+                raise CollapseBenchError(f"{path}: lm-eval task '{name}' is already defined in {found[name]}")
+            found[name] = path
+    return found
+
+
+@contextlib.contextmanager
+def offline() -> Iterator[None]:
+    """HF hub and datasets offline while lm-eval builds tasks (env for new imports, config for loaded ones)."""
+    saved = {k: os.environ.get(k) for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")}
+    os.environ.update({"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
+    import datasets.config
+    import huggingface_hub.constants as hub_constants
+
+    old = datasets.config.HF_DATASETS_OFFLINE, hub_constants.HF_HUB_OFFLINE
+    datasets.config.HF_DATASETS_OFFLINE = hub_constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_DATASETS_OFFLINE, hub_constants.HF_HUB_OFFLINE = old
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def quiet(progress: bool) -> Iterator[None]:
+    """lm-eval's info/warning logs off; datasets' progress bars off unless ``progress``."""
+    import datasets
+
+    loggers = [logging.getLogger(n) for n in ("lm_eval", "lm-eval", "datasets")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    bars = datasets.utils.logging.is_progress_bar_enabled()
+    if not progress:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        for lg, lvl in zip(loggers, levels):
+            lg.setLevel(lvl)
+        if bars:
+            datasets.enable_progress_bars()
+
+
+@dataclass
+class ResolvedTask:
+    """An lm-eval task built from a per-run include dir (its dataset already loaded)."""
+
+    name: str
+    config: dict[str, Any]  # the resolved YAML, includes merged
+    task: Any  # lm_eval.api.task.Task
+    manager: Any  # lm_eval.tasks.TaskManager over the include dir
+    tmp: tempfile.TemporaryDirectory = field(repr=False)
+
+    @property
+    def output_type(self) -> str:
+        return str(self.config.get("output_type", "generate_until"))
+
+
+def new_include_dir(source: Path | None) -> tempfile.TemporaryDirectory:
+    """A temp dir holding a copy of ``source``'s lm-eval files (YAML, Python helpers, templates)."""
+    tmp = tempfile.TemporaryDirectory(prefix="collapse-bench-lmeval-")
+    if source is not None:
+        for path in sorted(source.rglob("*")):
+            rel = path.relative_to(source)
+            wanted = path.suffix in COPY_SUFFIXES or path.name.endswith("yaml")  # lm-eval's "_default_template_yaml"
+            if path.is_file() and wanted and not any(p.startswith((".", "__")) for p in rel.parts):
+                (Path(tmp.name) / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, Path(tmp.name) / rel)
+    return tmp
+
+
+def write_config(path: Path, config: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.dump(config, Dumper=_Dumper, sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+def data_split_names(config: dict[str, Any]) -> tuple[str, str | None]:
+    """(split lm-eval evaluates, split it draws few-shot examples from) of a merged config."""
+    eval_split = config.get("test_split") or config.get("validation_split")
+    if not eval_split:
+        raise CollapseBenchError(f"lm-eval task '{config.get('task')}' names no test_split or validation_split")
+    return str(eval_split), config.get("fewshot_split") or config.get("training_split")
+
+
+def resolve(name: str, tmp: tempfile.TemporaryDirectory, yaml_rel: Path, overrides: dict[str, Any], where: str) -> ResolvedTask:
+    """Apply ``overrides`` to the copied YAML of task ``name`` and build the task with lm-eval, offline.
+
+    Any failure of lm-eval to build it (bad Jinja, unknown metric, missing data) is one line naming ``where``.
+    """
+    root = Path(tmp.name)
+    target = root / yaml_rel
+    raw = read_config(target)
+    raw.update(overrides)
+    write_config(target, raw)
+    config = merged_config(target)
+    with offline(), quiet(progress=False):
+        try:
+            from lm_eval.tasks import TaskManager
+
+            manager = TaskManager(include_path=str(root), include_defaults=False)
+            loaded = manager.load([name])
+            task = loaded["tasks"][name]
+        except CollapseBenchError:
+            raise
+        except Exception as exc:  # lm-eval raises many types; the user sees one line
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise CollapseBenchError(f"{where}: lm-eval cannot build task '{name}': {type(exc).__name__}: {msg[:300]}") from None
+    return ResolvedTask(name, config, task, manager, tmp)
+
+
+def run(lm: Any, resolved: ResolvedTask, *, limit: int | None = None, num_fewshot: int | None = None,
+        apply_chat_template: bool = False, torch_seed: int = 1234, progress: bool = True) -> dict[str, Any]:
+    """``lm_eval.simple_evaluate`` on one resolved task with per-sample logging; lm-eval's default seeds
+    (random 0, numpy 1234, few-shot 1234) except ``torch_seed`` (sampling)."""
+    import lm_eval
+
+    with offline(), quiet(progress):
+        out = lm_eval.simple_evaluate(model=lm, tasks=[resolved.task], task_manager=resolved.manager, limit=limit,
+                                      num_fewshot=num_fewshot, log_samples=True, apply_chat_template=apply_chat_template,
+                                      fewshot_as_multiturn=apply_chat_template, torch_random_seed=torch_seed)
+    if out is None or resolved.name not in out.get("results", {}):
+        raise CollapseBenchError(f"lm-eval returned no results for task '{resolved.name}'")
+    return out
+
+
+def flat_metrics(results: dict[str, Any]) -> dict[str, float | None]:
+    """lm-eval's ``{"metric,filter": value}`` -> ``{metric}`` (filter "none") or ``{metric}_{filter}``."""
+    out: dict[str, float | None] = {}
+    for key, value in results.items():
+        if "," not in key:
+            continue
+        metric, filt = key.split(",", 1)
+        if metric == "bypass" or metric.startswith("bypass_"):
+            continue
+        ident = metric if filt == "none" else f"{metric}_{filt}"
+        ident = ident.replace("-", "_").replace(" ", "_")
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        out[ident] = float(value) if ok else None
+    return out

@@ -1,0 +1,158 @@
+"""Calibration metrics against independent references (sklearn, scipy, naive loops) and closed cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax
+from sklearn.metrics import roc_auc_score
+
+from collapse_bench.metrics import calibration as cal
+
+
+def ragged(seed: int, n: int = 300) -> tuple[list[list[float]], list[int]]:
+    """Items with 2..5 choices, log-likelihood-like scores, gold correlated with the scores."""
+    rng = np.random.default_rng(seed)
+    scores, gold = [], []
+    for _ in range(n):
+        k = int(rng.integers(2, 6))
+        s = rng.normal(-20, 6, size=k)
+        g = int(rng.integers(k))
+        s[g] += rng.normal(3, 4)
+        scores.append([float(x) for x in s])
+        gold.append(g)
+    return scores, gold
+
+
+def naive_ece_width(conf: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float:
+    total = 0.0
+    for b in range(n_bins):
+        lo, hi = b / n_bins, (b + 1) / n_bins
+        members = [i for i in range(len(conf)) if (lo <= conf[i] < hi) or (b == n_bins - 1 and conf[i] == 1.0)]
+        if members:
+            acc = sum(correct[i] for i in members) / len(members)
+            c = sum(conf[i] for i in members) / len(members)
+            total += len(members) / len(conf) * abs(acc - c)
+    return total
+
+
+def naive_ece_mass(conf: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float:
+    order = sorted(range(len(conf)), key=lambda i: conf[i])  # Python's sort is stable
+    n = len(conf)
+    sizes = [n // n_bins + (1 if b < n % n_bins else 0) for b in range(n_bins)]
+    total, start = 0.0, 0
+    for size in sizes:
+        members = order[start:start + size]
+        start += size
+        if members:
+            total += len(members) / n * abs(np.mean([correct[i] for i in members]) - np.mean([conf[i] for i in members]))
+    return total
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_metrics_match_references(seed: int) -> None:
+    scores, gold = ragged(seed)
+    probs = cal.softmax_rows(scores)
+    conf, correct = cal.confidence_correct(probs, gold)
+    # references computed independently
+    ref_probs = [np.exp(log_softmax(np.array(s))) for s in scores]
+    ref_conf = np.array([p.max() for p in ref_probs])
+    ref_correct = np.array([float(np.argmax(p) == g) for p, g in zip(ref_probs, gold)])
+    np.testing.assert_allclose(conf, ref_conf, rtol=1e-12)
+    np.testing.assert_array_equal(correct, ref_correct)
+    assert cal.ece(conf, correct, scheme="width") == pytest.approx(naive_ece_width(ref_conf, ref_correct), abs=1e-12)
+    assert cal.ece(conf, correct, scheme="mass") == pytest.approx(naive_ece_mass(ref_conf, ref_correct), abs=1e-12)
+    brier_ref = np.mean([np.sum((p - np.eye(len(p))[g]) ** 2) for p, g in zip(ref_probs, gold)])
+    assert cal.brier(probs, gold) == pytest.approx(brier_ref, rel=1e-12)
+    nll_ref = -np.mean([log_softmax(np.array(s))[g] for s, g in zip(scores, gold)])
+    assert cal.nll(probs, gold) == pytest.approx(nll_ref, rel=1e-9)
+    assert cal.auroc(conf, correct) == pytest.approx(roc_auc_score(ref_correct, ref_conf), abs=1e-12)
+    k = math.ceil(0.1 * len(conf))
+    top = np.argsort(-ref_conf, kind="stable")[:k]
+    assert cal.selective_accuracy(conf, correct) == pytest.approx(ref_correct[top].mean())
+
+
+def test_fixed_k_brier_equals_one_hot_formula() -> None:
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=(200, 4)) * 3
+    gold = rng.integers(4, size=200)
+    probs = np.exp(log_softmax(logits, axis=1))
+    onehot = np.eye(4)[gold]
+    assert cal.brier(list(probs), list(gold)) == pytest.approx(((probs - onehot) ** 2).sum(axis=1).mean(), rel=1e-12)
+
+
+def test_auroc_with_ties_matches_sklearn() -> None:
+    conf = np.array([0.9, 0.9, 0.8, 0.8, 0.8, 0.6, 0.6, 0.5])
+    correct = np.array([1, 0, 1, 1, 0, 0, 1, 0], dtype=float)
+    assert cal.auroc(conf, correct) == pytest.approx(roc_auc_score(correct, conf), abs=1e-12)
+    assert cal.auroc(conf, np.ones(8)) is None
+    assert cal.auroc(conf, np.zeros(8)) is None
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_temperature_opt_matches_scipy(seed: int) -> None:
+    scores, gold = ragged(seed, 200)
+
+    def nll_at(log_t: float) -> float:
+        t = math.exp(log_t)
+        return -np.mean([log_softmax(np.array(s) / t)[g] for s, g in zip(scores, gold)])
+
+    ref = minimize_scalar(nll_at, bounds=(math.log(0.05), math.log(20.0)), method="bounded", options={"xatol": 1e-9})
+    t_opt = cal.temperature_opt(scores, gold)
+    assert 0.05 < t_opt < 20.0
+    assert t_opt == pytest.approx(math.exp(ref.x), rel=1e-4)
+    assert nll_at(math.log(t_opt)) <= nll_at(0.0) + 1e-12  # never worse than T = 1
+
+
+def test_temperature_recovers_the_generating_temperature() -> None:
+    """Labels sampled from softmax(z / 2.5): the NLL-optimal temperature on the raw z is ~2.5."""
+    rng = np.random.default_rng(11)
+    z = rng.normal(size=(20000, 4)) * 6
+    p = np.exp(log_softmax(z / 2.5, axis=1))
+    gold = list((p.cumsum(axis=1) < rng.random((len(p), 1))).sum(axis=1))
+    assert cal.temperature_opt(list(z), gold) == pytest.approx(2.5, rel=0.05)
+
+
+def test_perfectly_calibrated_predictions_have_ece_near_zero() -> None:
+    rng = np.random.default_rng(7)
+    n = 40000
+    c = rng.uniform(0.5, 1.0, size=n)  # binary items: p(top) = c, correct with probability c
+    correct_top = rng.random(n) < c
+    scores = [[math.log(ci), math.log(1 - ci)] for ci in c]
+    gold = [0 if ok else 1 for ok in correct_top]
+    rep = cal.calibration_report(scores, gold)
+    assert rep["ece"] < 0.01 and rep["ece_width"] < 0.01
+    assert rep["temperature_opt"] == pytest.approx(1.0, abs=0.05)
+    assert rep["accuracy"] == pytest.approx(0.75, abs=0.01)
+
+
+def test_always_confident_and_wrong_has_ece_near_one() -> None:
+    scores = [[0.0, -30.0, -30.0, -30.0]] * 50
+    gold = [1] * 50
+    rep = cal.calibration_report(scores, gold)
+    assert rep["accuracy"] == 0.0
+    assert rep["ece"] == pytest.approx(1.0, abs=1e-9) and rep["ece_width"] == pytest.approx(1.0, abs=1e-9)
+    assert rep["brier"] == pytest.approx(2.0, abs=1e-9)
+    assert rep["auroc"] is None
+    assert rep["temperature_opt"] == pytest.approx(20.0, rel=1e-4)  # the upper bound: flatten as much as allowed
+
+
+def test_length_normalised_variant_and_reliability_bins() -> None:
+    scores = [[-10.0, -12.0], [-30.0, -20.0], [-8.0, -9.0]]
+    lens = [[10, 2], [30, 10], [4, 8]]
+    gold = [1, 1, 0]
+    rep = cal.calibration_report(scores, gold, lens)
+    # argmax of ll / len: item 0 -> choice 1 (-6 > -1), item 1 -> 1 (-2 > -1? no: -1 vs -2 -> 0), item 2 -> 1
+    preds = [int(np.argmax(np.array(s) / np.array(d))) for s, d in zip(scores, lens)]
+    assert rep["accuracy"] == pytest.approx(np.mean([p == g for p, g in zip(preds, gold)]))
+    bins = rep["reliability"]
+    assert len(bins) == 15 and sum(b["count"] for b in bins) == 3
+    assert all((b["confidence"] is None) == (b["count"] == 0) for b in bins)
+
+
+def test_bad_gold_index_is_refused() -> None:
+    with pytest.raises(ValueError):
+        cal.calibration_report([[-1.0, -2.0]], [2])
