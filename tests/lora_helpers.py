@@ -85,3 +85,9 @@ def np_intruders(W0: np.ndarray, Wt: np.ndarray, k: int, eps: float) -> int:
     U0 = np.linalg.svd(W0, full_matrices=False)[0]
     Ut = np.linalg.svd(Wt, full_matrices=False)[0][:, :k]
     return int((np.abs(U0.T @ Ut).max(axis=0) < eps).sum())
+
+
+def np_top_alignment(W0: np.ndarray, dW: np.ndarray, k: int) -> float:
+    """||U0_k^T dW||_F^2 / ||dW||_F^2 with U0_k the top-k left singular vectors of W0 (numpy SVD)."""
+    U0 = np.linalg.svd(W0, full_matrices=False)[0][:, :k]
+    return float(np.linalg.norm(U0.T @ dW) ** 2 / np.linalg.norm(dW) ** 2)

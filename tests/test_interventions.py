@@ -105,3 +105,45 @@ def test_diversity_reg_raises_effective_rank_of_its_layer(data_dir: Path, tmp_pa
         H, _ = states(out / "01-sft" / "model", block + 1)  # hidden_states index = block output
         ranks[label] = effective_rank(H)
     assert ranks["diversity_reg"] > ranks["none"] * 1.02, ranks
+
+
+def mean_overlap(later: Path, earlier: Path) -> float:
+    """Mean over modules of phi(U_later, U_earlier): the normalised ||U_i^T U_j||_F^2 of the left singular
+    subspaces of the two stages' LoRA updates (the lora task's overlap_prev, recomputed here)."""
+    from collapse_bench.lora.geometry import subspace, subspace_overlap
+    from collapse_bench.lora.updates import read_adapter
+
+    a, b = read_adapter(later), read_adapter(earlier)
+    values = [subspace_overlap(subspace(a.delta(m))[0], subspace(b.delta(m))[0])[0] for m in sorted(a.factors)]
+    return sum(values) / len(values)
+
+
+def test_lora_decorrelation_lowers_overlap_with_the_earlier_stage(data_dir: Path, tmp_path: Path) -> None:
+    stage = {"kind": "sft", "steps": 8, "batch_size": 4, "max_length": 256, "optimizer": {"lr": 0.01, "schedule": "constant"}}
+    recipe = one_stage_recipe(tmp_path, [
+        {**stage, "name": "first", "data": [{"dataset": "alpaca", "split": "train", "n": 32}]},
+        {**stage, "name": "second", "data": [{"dataset": "alpaca", "split": "train", "n": 32}], "seed": 1}])
+    overlap = {}
+    for label in ("none", "lora_decorrelation"):
+        out = run_chain(ChainRequest(recipe=str(recipe), interventions=label, profile="cpu", out=str(tmp_path / label),
+                                     data_dir=str(data_dir), progress=False))
+        overlap[label] = mean_overlap(out / "02-second" / "adapter", out / "01-first" / "adapter")
+    # same first stage in both chains: the penalty starts at the second
+    assert json.loads((tmp_path / "none" / "01-first" / "stage.json").read_text())["sha256"] == \
+        json.loads((tmp_path / "lora_decorrelation" / "01-first" / "stage.json").read_text())["sha256"]
+    print("overlap_prev", overlap)
+    assert 0.0 <= overlap["lora_decorrelation"] < 0.8 * overlap["none"], overlap
+
+
+def test_orthogonality_loss_closed_forms() -> None:
+    from collapse_bench.interventions.lora_decorrelation import orthogonality_loss, previous_bases
+
+    eye = torch.eye(8)
+    prev = [previous_bases({"m": (eye[:2, :6], eye[:, :2])})]  # A_i spans e0,e1 (input); B_i spans e0,e1 (output)
+    inside = {"m": (3 * eye[:2, :6], 5 * eye[:, :2])}
+    outside = {"m": (eye[2:4, :6], eye[:, 2:4])}
+    half = {"m": (eye[1:3, :6], eye[:, 1:3])}
+    assert float(orthogonality_loss(inside, prev)) == pytest.approx(2.0)  # each term = 1, scale-free
+    assert float(orthogonality_loss(outside, prev)) == pytest.approx(0.0, abs=1e-7)
+    assert float(orthogonality_loss(half, prev)) == pytest.approx(1.0)  # half of each factor's energy inside
+    assert orthogonality_loss(inside, []) is None
