@@ -130,7 +130,8 @@ class Lineage:
     parent_source: ModelSource | None
 
     def fields(self, source: ModelSource) -> dict[str, Any]:
-        """``parent``, ``stage`` and ``lineage`` for the result's model block of the loaded ``source``."""
+        """``parent``, ``stage`` and ``lineage`` for the result's model block of the loaded ``source`` (plus
+        ``recipe`` and ``intervention`` of a chain run's lineage file, for the leaderboard's interventions view)."""
         name = source.name
         if self.file is not None:
             ancestors, parent, stage = self.file.ancestors(), self.file.parent, self.file.stage
@@ -141,7 +142,8 @@ class Lineage:
             ancestors, parent, stage = chain_to(source.base), source.base.name, self.stage
         else:
             ancestors, parent, stage = [], None, self.stage
-        return {"parent": parent, "stage": stage,
+        chain_run = {k: self.file.raw.get(k) for k in ("recipe", "intervention")} if self.file is not None else {}
+        return {"parent": parent, "stage": stage, **{k: v for k, v in chain_run.items() if isinstance(v, str)},
                 "lineage": [*ancestors, entry(name, source.sha256, source.revision, stage)]}
 
 

@@ -106,6 +106,7 @@ def test_evaluated_stages_carry_lineage_and_update_geometry(data_dir: Path, tmp_
         lineage = result["model"]["lineage"]
         assert [e["stage"] for e in lineage] == ["base", "sft", "safety", "math"][: i + 2]
         assert lineage[-1]["sha256"] == stage_log(out, stage)["sha256"]
+        assert (result["model"]["recipe"], result["model"]["intervention"]) == ("sft_safety_math", "none")
         lora = result["tasks"]["lora"]["metrics"]
         assert lora["delta_norm"] > 0 and 1 <= lora["delta_effective_rank"] <= 8 + 1e-6  # rank-8 LoRA, merged
         assert (lora.get("overlap_prev") is not None) == (i > 0)
