@@ -42,6 +42,8 @@ def test_canonical_path_and_pr_instructions(tmp_path: Path, capsys: pytest.Captu
     ({"name": "HuggingFaceTB/SmolLM2-135M-Instruct@main", "source": "hub"}, ("HuggingFaceTB", "SmolLM2-135M-Instruct")),
     ({"name": "smollm2-135m-instruct", "source": "alias"}, ("HuggingFaceTB", "smollm2-135m-instruct")),
     ({"name": "/ckpt/run 7/stage2/", "source": "local"}, ("local", "stage2")),
+    ({"name": "/runs/c/01-sft/model", "source": "local", "lineage": [{"name": "base"}, {"name": "base/rec/none/s0/01-sft"}]},
+     ("local", "base--rec--none--s0--01-sft")),
     ({"name": "./m/model.Q4_K_M.gguf", "source": "gguf"}, ("local", "model.Q4_K_M")),
     ({"name": "/tmp/x/sft-lora", "source": "peft", "base": {"name": "smollm2-135m-instruct", "source": "alias"}},
      ("HuggingFaceTB", "sft-lora")),

@@ -3,7 +3,8 @@
     submissions/<org>/<model>/<suite>-<short hash>.json     (+ <same stem>.samples.jsonl if referenced)
 
 ``org``/``model`` come from the model block (hub id ``org/model``; an alias's upstream org; a PEFT
-adapter inherits its base's org; local dirs and GGUF files are ``local``), every part slugged with
+adapter inherits its base's org; local dirs and GGUF files are ``local``, a chain stage's dir is named by its
+lineage name, ``/`` -> ``--``), every part slugged with
 :func:`collapse_bench.evaluate.slug` (``[a-z0-9._-]``, no leading dot, so no part can be ``..`` or hold a
 separator), and the final path is checked to lie inside the submissions dir. ``short hash`` = the first
 12 hex digits of :func:`.submission.identity` (model sha256 + suite + task hashes): a resubmission of
@@ -46,6 +47,10 @@ def org_and_model(model: dict[str, Any]) -> tuple[str, str]:
     base = model.get("base")
     if source == "peft" and isinstance(base, dict) and base.get("name") and base.get("source"):
         return org_and_model({"name": base["name"], "source": base["source"]})[0], leaf
+    lineage = model.get("lineage") or []
+    named = lineage[-1].get("name") if lineage and isinstance(lineage[-1], dict) else None
+    if source == "local" and isinstance(named, str) and named != name:  # a chain stage: its lineage name
+        return "local", named.replace("/", "--")
     return "local", leaf
 
 
