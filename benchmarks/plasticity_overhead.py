@@ -19,6 +19,7 @@ import time
 
 import torch
 
+from collapse_bench.data import resolve_data_dir
 from collapse_bench.models import load_model
 from collapse_bench.plasticity.encode import encode, prompt_ids
 from collapse_bench.plasticity.protocol import Protocol, batch_order, train_seed
@@ -62,7 +63,7 @@ def main() -> None:
 
     task = TaskRegistry().task(args.task)
     p = dict(task.params, steps=args.steps or task.params["steps"])
-    data = prepare(task, args.data_dir, None)
+    data = prepare(task, resolve_data_dir(args.data_dir), None)
     loaded = load_model(args.model, device="cpu", dtype="float32")
     model, tok = loaded.model, loaded.tokenizer
     proto = Protocol.from_params(p)

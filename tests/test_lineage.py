@@ -71,13 +71,16 @@ def test_adapter_stage_gets_lineage_lora_and_overlap(chain: dict[str, Path], tmp
     block = result["tasks"]["lora"]
     # independent reference: numpy SVD of PEFT's dense updates of both stages, phi = ||U1^T U2||_F^2 / min(k1, k2)
     d1, d2 = peft_deltas(chain["base"], chain["ad1"]), peft_deltas(chain["m1"], chain["ad2"])
-    phis = {}
+    phis, phis_in = {}, {}
     for key in d2:
-        U1 = np.linalg.svd(d1[key][1], full_matrices=False)[0][:, :4]
-        U2 = np.linalg.svd(d2[key][1], full_matrices=False)[0][:, :4]
-        phis[key] = float(((U1.T @ U2) ** 2).sum() / 4)
+        U1, _, Vt1 = np.linalg.svd(d1[key][1], full_matrices=False)
+        U2, _, Vt2 = np.linalg.svd(d2[key][1], full_matrices=False)
+        phis[key] = float(((U1[:, :4].T @ U2[:, :4]) ** 2).sum() / 4)
+        phis_in[key] = float(((Vt1[:4] @ Vt2[:4].T) ** 2).sum() / 4)  # right singular (input-side) subspaces
     assert block["metrics"]["overlap_prev@sft"] == pytest.approx(np.mean(list(phis.values())), rel=1e-8)
     assert block["metrics"]["overlap_prev"] == pytest.approx(np.mean(list(phis.values())), rel=1e-8)
+    assert block["metrics"]["overlap_prev_input"] == pytest.approx(np.mean(list(phis_in.values())), rel=1e-8)
+    assert block["metrics"]["overlap_prev_chance:q"] == pytest.approx(4 / 64)  # max(k_i, k_j) / m
     assert block["per_layer"]["overlap_prev:q"][0] == pytest.approx(1.0, abs=1e-9)  # planted: same column space
     assert block["metrics"]["overlap_prev"] < 0.5  # the other (random) modules are far from it
     assert [s["stage"] for s in block["overlap"]["stages"]] == ["sft"] and block["counts"]["previous_stages"] == 1

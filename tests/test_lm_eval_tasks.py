@@ -206,3 +206,23 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path, capsys) -> None:
     assert "--backend vllm needs a CUDA GPU" in err
     assert "--backend vllm needs a CUDA GPU" in one_line_error(capsys, ["parity", "--n", "4"])
     assert not out.exists() and not (tmp_path / "never.samples.jsonl").exists()
+
+
+def test_user_task_missing_data_and_unknown_lm_eval_task_are_one_line_errors(tmp_path: Path, capsys) -> None:
+    """Offline, before any model loads: a user lm-eval YAML whose local data file is missing, one whose data is a
+    hub dataset (not cached, offline), and a wrapper naming an lm-eval task its include dir does not define."""
+    out = tmp_path / "never.json"
+    lm_dir = tmp_path / "user" / "lm_eval"
+    lm_dir.mkdir(parents=True)
+    body = "output_type: multiple_choice\ntest_split: test\ndoc_to_text: q\ndoc_to_target: 0\ndoc_to_choice: [a, b]\n"
+    (lm_dir / "local.yaml").write_text("task: local_mc\ndataset_path: json\ndataset_kwargs:\n  data_files: {test: gone.jsonl}\n" + body)
+    (lm_dir / "hub.yaml").write_text("task: hub_mc\ndataset_path: no-such-org/no-such-dataset\n" + body)
+    argv = ["evaluate", "/no/such/model", "--tasks-dir", str(tmp_path / "user"), "--output", str(out), "--tasks"]
+    err = one_line_error(capsys, [*argv, "local_mc"])
+    assert "local.yaml: data file" in err and "gone.jsonl not found" in err
+    err = one_line_error(capsys, [*argv, "hub_mc"])
+    assert "lm-eval cannot build task 'hub_mc'" in err and "hub.yaml" in err
+    (tmp_path / "user" / "wrap.yaml").write_text("name: wrap\nversion: 1\nkind: lm_eval\nparams: {lm_eval_task: nope, include: lm_eval}\n")
+    err = one_line_error(capsys, [*argv, "wrap"])
+    assert "no lm-eval task 'nope'" in err and "known: hub_mc, local_mc" in err
+    assert not out.exists()

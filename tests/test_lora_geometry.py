@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from lora_helpers import (assert_one_line_error, evaluate_cli, make_adapter, np_erank, np_intruders, peft_deltas)
+from lora_helpers import (assert_one_line_error, evaluate_cli, make_adapter, np_erank, np_intruders, np_top_alignment,
+                          peft_deltas)
 
 from collapse_bench.lora.geometry import (effective_rank, intruder_counts, lowrank_svd, stable_rank, subspace_overlap,
                                           thin_svd, top_alignment, update_metrics)
@@ -186,9 +187,10 @@ def test_adapter_task_matches_peft_reference(adapter_result: tuple[Path, Path], 
         S = np.linalg.svd(dW, compute_uv=False)
         per_module[key] = {"delta_effective_rank": np_erank(S), "delta_stable_rank": float((S ** 2).sum() / S[0] ** 2),
                            "delta_norm": float(np.linalg.norm(dW) / np.linalg.norm(W0)),
+                           "top_alignment": np_top_alignment(W0, dW, 16),
                            **{f"intruder_count_eps{e:g}": np_intruders(W0, W0 + dW, 10, e) for e in (0.3, 0.5, 0.7)}}
     assert block["counts"]["modules"] == len(ref) == 14
-    for metric in ("delta_effective_rank", "delta_stable_rank", "delta_norm"):
+    for metric in ("delta_effective_rank", "delta_stable_rank", "delta_norm", "top_alignment"):
         assert block["metrics"][metric] == pytest.approx(np.mean([v[metric] for v in per_module.values()]), rel=1e-8)
         for mtype, leaf in (("q", "q_proj"), ("up", "up_proj"), ("v", "v_proj")):
             chosen = [v[metric] for k, v in per_module.items() if k.endswith(leaf)]
@@ -204,6 +206,8 @@ def test_adapter_task_matches_peft_reference(adapter_result: tuple[Path, Path], 
         assert block["per_layer"][metric] == [sum(v[metric] for k, v in per_module.items() if f".layers.{i}." in k)
                                               for i in (0, 1)]
     assert block["metrics"]["delta_effective_rank:up"] <= 2.0 + 1e-9  # rank_pattern gave up_proj rank 2
+    q_rows = ref["model.layers.0.self_attn.q_proj"][0].shape[0]
+    assert block["metrics"]["top_alignment_chance:q"] == pytest.approx(16 / q_rows)  # chance level k / m
     assert block["per_layer"]["layers"] == [0, 1]
     assert block["update"]["rank"] == [2, 4] and block["metrics"]["overlap_prev"] is None
 

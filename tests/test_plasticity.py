@@ -23,6 +23,7 @@ from collapse_bench.plasticity.task import PARAMS_SCHEMA, run_task
 from collapse_bench.results import validate_result
 from collapse_bench.tasks.schema import with_defaults
 
+TRAPEZOID = getattr(np, "trapezoid", None) or np.trapz  # numpy >= 2 / 1.26
 TINY = {"source": "world", "world_entities": 6, "steps": 6, "batch_size": 4, "micro_batch_size": 2, "seq_len": 32,
         "eval_every": 2, "eval_batch_size": 5, "seeds": [0, 1], "lr": 0.01, "diag_steps": 3}
 
@@ -125,6 +126,15 @@ def test_same_seed_same_numbers_and_model_untouched(tiny, world) -> None:
     assert a["metrics"]["bpb_initial"] == curve["bpb"][0] == a["curves"]["1"]["bpb"][0]  # LoRA B = 0 at step 0
     assert len(a["diagnostics"]["per_seed"]["0"]["grad_norm"]) == 3 and a["diagnostics"]["update_norm"]["max"] > 0
     assert 0.0 <= a["metrics"]["exact_match"] <= 1.0 and a["counts"]["exact_match_items"] == 16
+    for seed, c in a["curves"].items():  # the scalars are those of the recorded curve (numpy trapezoid, by hand)
+        b0, bk, scores = c["bpb"][0], c["bpb"][-1], a["per_seed"][seed]
+        assert scores["bpb_auc"] == pytest.approx(TRAPEZOID(c["bpb"], c["steps"]) / 6, rel=1e-12)
+        assert scores["gain"] == pytest.approx((b0 - bk) / b0, rel=1e-12) and scores["bpb_final"] == bk
+        hit = [s for s, b in zip(c["steps"], c["bpb"]) if b <= b0 - 0.25 * b0]  # default fraction 0.25, target 0
+        assert scores["steps_to_threshold"] == (hit[0] if hit else None)
+    gains = [a["per_seed"][s]["gain"] for s in ("0", "1")]
+    assert a["metrics"]["gain"] == pytest.approx(np.mean(gains))
+    assert a["metrics"]["gain_std"] == pytest.approx(np.std(gains, ddof=1))
 
 
 def test_zero_lr_learns_nothing_and_higher_lr_learns_faster(tiny, world) -> None:

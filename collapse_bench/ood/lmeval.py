@@ -208,13 +208,41 @@ def resolve(name: str, tmp: tempfile.TemporaryDirectory, yaml_rel: Path, overrid
     return ResolvedTask(name, config, task, manager, tmp)
 
 
+_ENV_INFO: dict[str, Any] = {}
+
+
+@contextlib.contextmanager
+def env_info_once() -> Iterator[None]:
+    """lm-eval's ``add_env_info`` computed once per process and then reused.
+
+    It runs torch's ``collect_env`` (~0.5 s of subprocesses) on every ``simple_evaluate``; collapse-bench makes
+    one call per task and records its own environment block, so repeating it is pure overhead.
+    """
+    import lm_eval.evaluator as evaluator
+
+    original = evaluator.add_env_info
+
+    def cached(storage: dict[str, Any]) -> None:
+        if not _ENV_INFO:
+            fresh: dict[str, Any] = {}
+            original(fresh)
+            _ENV_INFO.update(fresh)
+        storage.update(_ENV_INFO)
+
+    evaluator.add_env_info = cached
+    try:
+        yield
+    finally:
+        evaluator.add_env_info = original
+
+
 def run(lm: Any, resolved: ResolvedTask, *, limit: int | None = None, num_fewshot: int | None = None,
         apply_chat_template: bool = False, torch_seed: int = 1234, progress: bool = True) -> dict[str, Any]:
     """``lm_eval.simple_evaluate`` on one resolved task with per-sample logging; lm-eval's default seeds
     (random 0, numpy 1234, few-shot 1234) except ``torch_seed`` (sampling)."""
     import lm_eval
 
-    with offline(), quiet(progress):
+    with offline(), quiet(progress), env_info_once():
         out = lm_eval.simple_evaluate(model=lm, tasks=[resolved.task], task_manager=resolved.manager, limit=limit,
                                       num_fewshot=num_fewshot, log_samples=True, apply_chat_template=apply_chat_template,
                                       fewshot_as_multiturn=apply_chat_template, torch_random_seed=torch_seed)
