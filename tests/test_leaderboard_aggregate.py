@@ -73,6 +73,20 @@ def test_composite_with_known_weights_and_deltas() -> None:
     assert list(ranked["rank"]) == [1, 2, 3] and list(ranked["group"]) == [1, 2, 3]
 
 
+def test_ranks_are_per_suite_and_chain_stages_show_their_lineage_name() -> None:
+    base = entry("org/base", "a" * 64, {"probe_standard": ("probe", GEOM_BASE)})
+    child = entry("org/child", "b" * 64, FULL_TASKS, base_sha="a" * 64)
+    quick = entry("org/quick", "c" * 64, {"plast": ("plasticity", {"gain": 1.9, "bpb_initial": 2.0})})
+    quick.doc["suite"]["name"] = "quick"
+    stage = entry("/runs/c/01-sft/model", "d" * 64, FULL_TASKS, base_sha="a" * 64, source="local")
+    stage.doc["model"]["lineage"][-1]["name"] = "base/rec/none/s0/01-sft"
+    m = build_tables([base, child, quick, stage], n_boot=50).models
+    assert list(m["suite"]) == ["quick", "standard", "standard", "standard"]
+    assert m.iloc[0]["rank"] == 1 and m.iloc[0]["composite"] == pytest.approx(0.95)  # alone in its suite
+    assert sorted(m[m["suite"] == "standard"]["rank"]) == [1, 2, 2]  # base 0.5; child and stage identical (tied)
+    assert "base/rec/none/s0/01-sft" in set(m["model"])
+
+
 def pd_isna(x: Any) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 

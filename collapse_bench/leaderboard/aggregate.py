@@ -91,8 +91,13 @@ def entries_from(subs: list[Submission], root: Path) -> list[Entry]:
 # --- rows ----------------------------------------------------------------------------------------------
 
 def display_name(model: dict[str, Any]) -> str:
+    """Hub ids and aliases as they are; local checkpoints by their lineage name (chain stages), else their leaf."""
     name = model["name"]
-    return (Path(name.rstrip("/")).name or name) if model.get("source") in LOCAL_SOURCES else name
+    if model.get("source") not in LOCAL_SOURCES:
+        return name
+    lineage = model.get("lineage") or []
+    named = lineage[-1].get("name") if lineage and isinstance(lineage[-1], dict) else None
+    return named if isinstance(named, str) and named != name else (Path(name.rstrip("/")).name or name)
 
 
 def page_slug(entry_id: str) -> str:
@@ -302,19 +307,20 @@ def build_tables(entries: list[Entry], n_boot: int = stats.N_BOOT) -> Tables:
             row["composite_lo"], row["composite_hi"] = stats.percentile_ci(r)
             reps[e.id] = r
         rows.append(row)
-    ranked = [r for r in rows if r["composite"] is not None]
-    intervals = stats.rank_intervals([r["composite_lo"] for r in ranked], [r["composite_hi"] for r in ranked])
-    groups = stats.tied_groups([r["composite"] for r in ranked], [r["composite_lo"] for r in ranked],
-                               [r["composite_hi"] for r in ranked])
-    for r, (best, worst), g in zip(ranked, intervals, groups):
-        r.update({"rank": 1 + sum(o["composite"] > r["composite"] for o in ranked), "rank_best": best,
-                  "rank_worst": worst, "group": g})
+    for suite in sorted({r["suite"] for r in rows}):  # composites are comparable within a suite only
+        ranked = [r for r in rows if r["composite"] is not None and r["suite"] == suite]
+        intervals = stats.rank_intervals([r["composite_lo"] for r in ranked], [r["composite_hi"] for r in ranked])
+        groups = stats.tied_groups([r["composite"] for r in ranked], [r["composite_lo"] for r in ranked],
+                                   [r["composite_hi"] for r in ranked])
+        for r, (best, worst), g in zip(ranked, intervals, groups):
+            r.update({"rank": 1 + sum(o["composite"] > r["composite"] for o in ranked), "rank_best": best,
+                      "rank_worst": worst, "group": g})
     columns = ["id", "page", "model", "model_name", "source", "sha256", "parent", "stage", "depth", "recipe",
                "intervention", "suite", "suite_version", "base_id", "rank", "rank_best", "rank_worst", "group",
                "composite", "composite_lo", "composite_hi", "partial", "missing"] + [f"c.{k}" for k in names]
     models = pd.DataFrame(rows).reindex(columns=columns)
     models = models.assign(_k=models["composite"].fillna(-np.inf)).sort_values(
-        ["_k", "model", "id"], ascending=[False, True, True], kind="mergesort").drop(columns="_k").reset_index(drop=True)
+        ["suite", "_k", "model", "id"], ascending=[True, False, True, True], kind="mergesort").drop(columns="_k").reset_index(drop=True)
     scalars = scalar_frame(entries)
     return Tables(models, scalars, delta_frame(scalars, base_ids), interventions_view(models),
                   {e.id: metric_cis(e, n_boot) for e in entries}, by_id)
