@@ -226,3 +226,11 @@ def test_user_task_missing_data_and_unknown_lm_eval_task_are_one_line_errors(tmp
     err = one_line_error(capsys, [*argv, "wrap"])
     assert "no lm-eval task 'nope'" in err and "known: hub_mc, local_mc" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_no_progress_silences_lm_eval_bars(flag: bool, tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    args = ["evaluate", str(tiny_model_dir), "--tasks", "world_mc", "--limit", "4", "--output", str(tmp_path / "r.json")]
+    assert main(args + ["--no-progress"] * flag) == 0
+    err = capsys.readouterr().err
+    assert ("Running loglikelihood requests" in err) == (not flag)

@@ -122,7 +122,7 @@ def offline() -> Iterator[None]:
 
 @contextlib.contextmanager
 def quiet(progress: bool) -> Iterator[None]:
-    """lm-eval's info/warning logs off; datasets' progress bars off unless ``progress``."""
+    """lm-eval's info/warning logs off; datasets' and lm-eval's request progress bars off unless ``progress``."""
     import datasets
 
     loggers = [logging.getLogger(n) for n in ("lm_eval", "lm-eval", "datasets")]
@@ -130,11 +130,27 @@ def quiet(progress: bool) -> Iterator[None]:
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     bars = datasets.utils.logging.is_progress_bar_enabled()
+    patched = {}
     if not progress:
         datasets.disable_progress_bars()
+        import sys
+
+        import tqdm
+
+        import lm_eval.models.huggingface  # noqa: F401  (its request bars ignore every global switch)
+
+        def silent(*args: Any, **kwargs: Any) -> Any:
+            return tqdm.tqdm(*args, **{**kwargs, "disable": True})
+
+        for name, module in list(sys.modules.items()):  # lm-eval's modules that do `from tqdm import tqdm`
+            if name.startswith(("lm_eval.models.", "lm_eval.api.")) and getattr(module, "tqdm", None) is tqdm.tqdm:
+                patched[module] = module.tqdm
+                module.tqdm = silent
     try:
         yield
     finally:
+        for module, original in patched.items():
+            module.tqdm = original
         for lg, lvl in zip(loggers, levels):
             lg.setLevel(lvl)
         if bars:
