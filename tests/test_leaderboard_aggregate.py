@@ -156,9 +156,16 @@ def test_interventions_view() -> None:
     reg = entry("org/reg", "c" * 64, {"probe_standard": ("probe", GEOM_BASE)}, intervention="replay", **common)
     lone = entry("org/lone", "d" * 64, {"probe_standard": ("probe", GEOM_BASE)}, base_sha="a" * 64, recipe="r2",
                  stage="sft", intervention="replay")
-    t = build_tables([base, plain, reg, lone], n_boot=50)
+    fuller = entry("org/fuller", "e" * 64, {"probe_standard": ("probe", GEOM_BASE), **{k: FULL_TASKS[k] for k in ("plast",)}},
+                   intervention="lora_decorrelation", **common)
+    t = build_tables([base, plain, reg, lone, fuller], n_boot=50)
     v = t.interventions.set_index("id")
-    assert list(t.interventions["recipe"]) == ["r1", "r1", "r2"]
+    assert list(t.interventions["recipe"]) == ["r1", "r1", "r1", "r2"]
+    # a composite over other components than the baseline's: no Δ composite, the component deltas still shown
+    f = v.loc["submissions/org/fuller.json"]
+    assert not f["comparable"] and pd_isna(f["delta_composite"]) and pd_isna(f["within_noise"])
+    assert f["delta_c.geometry"] == pytest.approx(0.5 - 0.36) and pd_isna(f["delta_c.plasticity"])
+    assert v.at["submissions/org/reg.json", "comparable"]
     assert v.at["submissions/org/reg.json", "baseline_id"] == "submissions/org/plain.json"
     assert v.at["submissions/org/reg.json", "delta_composite"] == pytest.approx(0.5 - 0.36)
     assert v.at["submissions/org/reg.json", "within_noise"] is False

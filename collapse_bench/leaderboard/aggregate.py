@@ -328,9 +328,10 @@ def build_tables(entries: list[Entry], n_boot: int = stats.N_BOOT) -> Tables:
 
 def interventions_view(models: pd.DataFrame) -> pd.DataFrame:
     """Rows with a recipe, each against the baseline chain (intervention null/"none") of the same recipe,
-    stage and suite: Δ composite and Δ components, and whether the composite CIs overlap."""
-    cols = ["recipe", "stage", "suite", "intervention", "id", "model", "baseline_id", "composite", "delta_composite",
-            "within_noise"] + [f"delta_{c}" for c in models.columns if c.startswith("c.")]
+    stage and suite: Δ components, and Δ composite with whether the composite CIs overlap (only when both
+    composites are over the same components)."""
+    cols = ["recipe", "stage", "suite", "intervention", "id", "model", "baseline_id", "composite", "comparable",
+            "delta_composite", "within_noise"] + [f"delta_{c}" for c in models.columns if c.startswith("c.")]
     out = []
     chains = models[models["recipe"].notna()]
     for _, row in chains.iterrows():
@@ -341,7 +342,10 @@ def interventions_view(models: pd.DataFrame) -> pd.DataFrame:
         rec = {k: row[k] for k in ("recipe", "stage", "suite", "intervention", "id", "model", "composite")}
         rec["intervention"] = "none" if row["intervention"] in BASELINE or pd.isna(row["intervention"]) else row["intervention"]
         rec["baseline_id"] = None if b is None else b["id"]
-        rec["delta_composite"] = None if b is None or pd.isna(row["composite"]) or pd.isna(b["composite"]) else row["composite"] - b["composite"]
+        # composites over different component sets are not comparable: then only the component deltas are shown
+        rec["comparable"] = b is not None and (row["missing"] or "") == (b["missing"] or "")
+        rec["delta_composite"] = None if not rec["comparable"] or pd.isna(row["composite"]) or pd.isna(b["composite"]) \
+            else row["composite"] - b["composite"]
         rec["within_noise"] = None if rec["delta_composite"] is None else bool(
             row["composite_lo"] <= b["composite_hi"] and b["composite_lo"] <= row["composite_hi"])
         for c in models.columns:
