@@ -161,11 +161,12 @@ def test_interventions_view() -> None:
     t = build_tables([base, plain, reg, lone, fuller], n_boot=50)
     v = t.interventions.set_index("id")
     assert list(t.interventions["recipe"]) == ["r1", "r1", "r1", "r2"]
-    # a composite over other components than the baseline's: no Δ composite, the component deltas still shown
+    # a row with a task its baseline lacks: compared on the common tasks only (here the probe -> geometry)
     f = v.loc["submissions/org/fuller.json"]
-    assert not f["comparable"] and pd_isna(f["delta_composite"]) and pd_isna(f["within_noise"])
+    assert f["compared_on"] == "1 common tasks" and f["composite"] > f["delta_composite"]
+    assert f["delta_composite"] == pytest.approx(0.5 - 0.36) and f["within_noise"] is False
     assert f["delta_c.geometry"] == pytest.approx(0.5 - 0.36) and pd_isna(f["delta_c.plasticity"])
-    assert v.at["submissions/org/reg.json", "comparable"]
+    assert v.at["submissions/org/reg.json", "compared_on"] == ""
     assert v.at["submissions/org/reg.json", "baseline_id"] == "submissions/org/plain.json"
     assert v.at["submissions/org/reg.json", "delta_composite"] == pytest.approx(0.5 - 0.36)
     assert v.at["submissions/org/reg.json", "within_noise"] is False

@@ -322,16 +322,23 @@ def build_tables(entries: list[Entry], n_boot: int = stats.N_BOOT) -> Tables:
     models = models.assign(_k=models["composite"].fillna(-np.inf)).sort_values(
         ["suite", "_k", "model", "id"], ascending=[True, False, True, True], kind="mergesort").drop(columns="_k").reset_index(drop=True)
     scalars = scalar_frame(entries)
-    return Tables(models, scalars, delta_frame(scalars, base_ids), interventions_view(models),
+    return Tables(models, scalars, delta_frame(scalars, base_ids), interventions_view(models, by_id, base_ids, n_boot),
                   {e.id: metric_cis(e, n_boot) for e in entries}, by_id)
 
 
-def interventions_view(models: pd.DataFrame) -> pd.DataFrame:
+def restricted(entry: Entry, tasks: set[str]) -> Entry:
+    """The entry with only ``tasks`` (to compare two rows on the tasks both have)."""
+    return Entry(entry.id, {**entry.doc, "tasks": {t: b for t, b in entry.doc["tasks"].items() if t in tasks}}, entry.items)
+
+
+def interventions_view(models: pd.DataFrame, by_id: dict[str, Entry], base_ids: dict[str, str | None],
+                       n_boot: int = stats.N_BOOT) -> pd.DataFrame:
     """Rows with a recipe, each against the baseline chain (intervention null/"none") of the same recipe,
-    stage and suite: Δ components, and Δ composite with whether the composite CIs overlap (only when both
-    composites are over the same components)."""
-    cols = ["recipe", "stage", "suite", "intervention", "id", "model", "baseline_id", "composite", "comparable",
-            "delta_composite", "within_noise"] + [f"delta_{c}" for c in models.columns if c.startswith("c.")]
+    stage and suite, on the tasks both rows have: Δ composite (re-computed over those tasks), whether the two
+    composite CIs overlap, and Δ of every component; ``compared_on`` names the task subset when it is not all."""
+    names = list(composite_config()["components"])
+    cols = ["recipe", "stage", "suite", "intervention", "id", "model", "baseline_id", "composite", "compared_on",
+            "delta_composite", "within_noise"] + [f"delta_c.{c}" for c in names]
     out = []
     chains = models[models["recipe"].notna()]
     for _, row in chains.iterrows():
@@ -342,15 +349,20 @@ def interventions_view(models: pd.DataFrame) -> pd.DataFrame:
         rec = {k: row[k] for k in ("recipe", "stage", "suite", "intervention", "id", "model", "composite")}
         rec["intervention"] = "none" if row["intervention"] in BASELINE or pd.isna(row["intervention"]) else row["intervention"]
         rec["baseline_id"] = None if b is None else b["id"]
-        # composites over different component sets are not comparable: then only the component deltas are shown
-        rec["comparable"] = b is not None and (row["missing"] or "") == (b["missing"] or "")
-        rec["delta_composite"] = None if not rec["comparable"] or pd.isna(row["composite"]) or pd.isna(b["composite"]) \
-            else row["composite"] - b["composite"]
-        rec["within_noise"] = None if rec["delta_composite"] is None else bool(
-            row["composite_lo"] <= b["composite_hi"] and b["composite_lo"] <= row["composite_hi"])
-        for c in models.columns:
-            if c.startswith("c."):
-                rec[f"delta_{c}"] = None if b is None or pd.isna(row[c]) or pd.isna(b[c]) else row[c] - b[c]
+        rec.update({"compared_on": "", "delta_composite": None, "within_noise": None, **{f"delta_c.{c}": None for c in names}})
+        if b is not None:
+            mine, theirs = by_id[row["id"]], by_id[b["id"]]
+            common = set(mine.doc["tasks"]) & set(theirs.doc["tasks"])
+            if common != set(mine.doc["tasks"]) or common != set(theirs.doc["tasks"]):
+                rec["compared_on"] = f"{len(common)} common tasks"
+            comps = [components(restricted(e, common), by_id.get(base_ids.get(e.id) or ""), n_boot) for e in (mine, theirs)]
+            (pr, rr, _), (pb, rb, _) = composite(comps[0]), composite(comps[1])
+            if pr is not None and pb is not None:
+                (lo_r, hi_r), (lo_b, hi_b) = stats.percentile_ci(rr), stats.percentile_ci(rb)
+                rec["delta_composite"], rec["within_noise"] = pr - pb, bool(lo_r <= hi_b and lo_b <= hi_r)
+            for c in names:
+                if comps[0][c] is not None and comps[1][c] is not None:
+                    rec[f"delta_c.{c}"] = comps[0][c][0] - comps[1][c][0]
         out.append(rec)
     frame = pd.DataFrame(out, columns=cols)
     return frame.sort_values(["recipe", "stage", "suite", "intervention", "id"], kind="mergesort", na_position="first").reset_index(drop=True)
