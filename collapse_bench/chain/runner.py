@@ -79,7 +79,8 @@ def run_chain(req: ChainRequest) -> Path:
     device = pick_device(req.device)
     out = Path(req.out or Path("runs") / f"{recipe.name}-{recipe.profile}-{slug(label)}-s{req.seed}")
     refs = [(s.name, load_stage_refs(s.data, recipe.path, data_dir, s.seed + req.seed)) for s in recipe.stages]
-    leakage = check_no_leakage(refs, TaskRegistry(), data_dir)
+    registry = TaskRegistry()
+    leakage = check_no_leakage(refs, registry, data_dir)
     base = find_source(recipe.base)
     header = {"recipe": recipe.name, "recipe_hash": recipe.recipe_hash, "profile": recipe.profile, "intervention": label,
               "seed": req.seed, "base": {"name": recipe.base, "sha256": base.sha256},
@@ -89,7 +90,7 @@ def run_chain(req: ChainRequest) -> Path:
     lineage: list[dict[str, Any]] = [{"name": recipe.base, "sha256": base.sha256, "revision": base.revision, "stage": "base"}]
     parent_dir, adapters, pool = Path(base.path), [], []
     parent_ref = recipe.base  # what ``evaluate --parent`` resolves to the stage's parent (the lora task's dW)
-    suite_tasks = req.eval_tasks or (list(TaskRegistry().suite(req.evaluate).tasks) if req.evaluate else [])
+    suite_tasks = req.eval_tasks or (list(registry.suite(req.evaluate).tasks) if req.evaluate else [])
     for stage, (_, stage_refs) in zip(recipe.stages, refs):
         seed = stage.seed + req.seed
         examples = stage_examples(stage.kind, stage_refs, seed)

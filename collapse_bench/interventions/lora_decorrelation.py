@@ -1,7 +1,7 @@
 """LoRA-update decorrelation (O-LoRA style): keep this stage's LoRA subspaces away from earlier stages'.
 
 For every adapted module m with current factors A_t (r x in), B_t (out x r), and for each earlier stage i the
-orthonormal bases Q_i of col(B_i) and P_i of row(A_i) (from its saved adapter, singular values > 1e-6 s_max):
+orthonormal bases Q_i of col(B_i) and P_i of row(A_i) (from its saved adapter; ``lora.geometry.subspace``: singular values > 1e-6 s_max):
   L_orth = mean_m sum_i ( ||Q_i^T B_t||_F^2 / (||B_t||_F^2 + eps) + ||A_t P_i||_F^2 / (||A_t||_F^2 + eps) )
   penalty = coefficient * L_orth                                                   (eps = 1e-12)
 Each term is the share of the current factor's energy inside an earlier stage's subspace (0 = orthogonal,
@@ -14,53 +14,26 @@ subgradient (which lies inside span(B_i)) pushed the update *into* the earlier s
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
-from safetensors.torch import load_file
 
-from ..errors import CollapseBenchError
+from ..lora.geometry import subspace, thin_svd
+from ..lora.updates import read_adapter
 from .base import Intervention, StageContext
 
 
-def module_key(name: str) -> str:
-    """Canonical module path of a LoRA parameter/module name (PEFT prefixes and adapter names dropped)."""
-    name = name.removeprefix("base_model.model.")
-    for suffix in (".lora_A.weight", ".lora_B.weight", ".lora_A.default.weight", ".lora_B.default.weight"):
-        name = name.removesuffix(suffix)
-    return name
-
-
-def load_lora_factors(adapter_dir: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """{module: (A, B)} from a saved PEFT adapter (adapter_model.safetensors)."""
-    path = Path(adapter_dir) / "adapter_model.safetensors"
-    if not path.is_file():
-        raise CollapseBenchError(f"earlier stage adapter missing: {path}")
-    tensors = load_file(str(path))
-    factors: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        if ".lora_A." in key or ".lora_B." in key:
-            factors.setdefault(module_key(key), {})["A" if ".lora_A." in key else "B"] = value.float()
-    return {k: (v["A"], v["B"]) for k, v in factors.items() if "A" in v and "B" in v}
-
-
 def current_factors(model: torch.nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{module: (A_t, B_t)} of the model's trainable LoRA, keyed like ``read_adapter`` (PEFT's prefix dropped)."""
     out = {}
     for name, module in model.named_modules():
         if hasattr(module, "lora_A") and "default" in getattr(module, "lora_A", {}):
-            out[module_key(name)] = (module.lora_A["default"].weight, module.lora_B["default"].weight)
+            out[name.removeprefix("base_model.model.")] = (module.lora_A["default"].weight, module.lora_B["default"].weight)
     return out
 
 
-def orthonormal_basis(M: torch.Tensor, rel_tol: float = 1e-6) -> torch.Tensor:
-    """Orthonormal basis (columns) of the column space of M."""
-    U, S, _ = torch.linalg.svd(M.double(), full_matrices=False)
-    return U[:, S > rel_tol * S.max()].float() if S.numel() and S.max() > 0 else U[:, :0].float()
-
-
 def previous_bases(factors: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """{module: (P_i, Q_i)}: bases of row(A_i) and col(B_i) of one earlier stage's adapter."""
-    return {k: (orthonormal_basis(A.T), orthonormal_basis(B)) for k, (A, B) in factors.items()}
+    """{module: (P_i, Q_i)}: bases of row(A_i) and col(B_i) of one earlier stage's adapter (``read_adapter`` factors)."""
+    return {k: (subspace(thin_svd(A, complete=False))[1].float(), subspace(thin_svd(B, complete=False))[0].float())
+            for k, (A, B) in factors.items()}
 
 
 def energy_share(X: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
@@ -85,7 +58,7 @@ class LoraDecorrelation(Intervention):
     name = "lora_decorrelation"
 
     def attach(self, model: torch.nn.Module, ctx: StageContext) -> None:
-        self._previous = [previous_bases(load_lora_factors(p)) for p in ctx.previous_adapters]
+        self._previous = [previous_bases(read_adapter(p).factors) for p in ctx.previous_adapters]
         self._current = current_factors(model)
         self._report = {"previous_adapters": len(self._previous), "penalty_mean": 0.0, "steps": 0}
 

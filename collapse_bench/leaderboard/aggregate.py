@@ -23,7 +23,7 @@ import yaml
 from ..evaluate import slug
 from ..io import read_jsonl, sha256_bytes
 from . import stats
-from .submission import Submission, samples_refs
+from .submission import Submission, samples_refs, stage_name
 
 LL_KEYS = ("loglik", "loglikelihoods", "choice_loglikelihoods", "logliks", "lls")  # samples.py writes "loglik"
 LOCAL_SOURCES = ("local", "peft", "gguf")
@@ -95,9 +95,7 @@ def display_name(model: dict[str, Any]) -> str:
     name = model["name"]
     if model.get("source") not in LOCAL_SOURCES:
         return name
-    lineage = model.get("lineage") or []
-    named = lineage[-1].get("name") if lineage and isinstance(lineage[-1], dict) else None
-    return named if isinstance(named, str) and named != name else (Path(name.rstrip("/")).name or name)
+    return stage_name(model) or Path(name.rstrip("/")).name or name
 
 
 def page_slug(entry_id: str) -> str:

@@ -206,5 +206,13 @@ def identity(doc: dict[str, Any]) -> str:
                         "tasks": {name: block["hash"] for name, block in sorted(doc["tasks"].items())}})
 
 
+def stage_name(model: dict[str, Any]) -> str | None:
+    """A chain stage's own name (its lineage's last entry, e.g. ``base/recipe/none/s0/01-sft``) when that differs
+    from ``model.name`` (the checkpoint's path), else None."""
+    lineage = model.get("lineage") or []
+    named = lineage[-1].get("name") if lineage and isinstance(lineage[-1], dict) else None
+    return named if isinstance(named, str) and named != model["name"] else None
+
+
 def short_hash(doc: dict[str, Any]) -> str:
     return identity(doc)[:12]

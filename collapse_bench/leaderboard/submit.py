@@ -22,7 +22,7 @@ from typing import Any
 from ..errors import CollapseBenchError
 from ..evaluate import slug
 from ..io import atomic_write_bytes, atomic_write_json, sha256_bytes
-from .submission import SAMPLES_SUFFIX, identity, read_submission, samples_path, samples_refs, short_hash, submission_files
+from .submission import SAMPLES_SUFFIX, identity, read_submission, samples_path, samples_refs, short_hash, stage_name, submission_files
 from .validate import validate_paths
 
 
@@ -47,9 +47,8 @@ def org_and_model(model: dict[str, Any]) -> tuple[str, str]:
     base = model.get("base")
     if source == "peft" and isinstance(base, dict) and base.get("name") and base.get("source"):
         return org_and_model({"name": base["name"], "source": base["source"]})[0], leaf
-    lineage = model.get("lineage") or []
-    named = lineage[-1].get("name") if lineage and isinstance(lineage[-1], dict) else None
-    if source == "local" and isinstance(named, str) and named != name:  # a chain stage: its lineage name
+    named = stage_name(model) if source == "local" else None
+    if named:  # a chain stage: its lineage name
         return "local", named.replace("/", "--")
     return "local", leaf
 
