@@ -8,6 +8,8 @@ normalised before the first file is written, so a failed pull leaves the data di
 Revisions are commit shas of the HF dataset repositories, taken from public pins (lm-eval protocol
 files, license registries and provenance tables in public repositories). ``revision=None`` marks
 a source whose sha could not be confirmed (``# TODO pin``); it loads the hub's default branch.
+tinyshakespeare loads the hub's parquet conversion (``refs/convert/parquet``) because its main branch
+is a loading script that ``datasets`` >= 4 no longer runs.
 """
 
 from __future__ import annotations
@@ -156,7 +158,9 @@ SOURCES: dict[str, Source] = {
                      "contrast prompts (should_refuse=true)."),
     "tinyshakespeare": Source("karpathy/tiny_shakespeare", (None,),
                               tuple(SplitMap(s, s) for s in ("train", "validation", "test")),
-                              None,  # TODO pin: no commit sha confirmed (the repo has a loading script)
+                              # the main branch is a loading script, which datasets>=4 refuses; the hub's
+                              # parquet conversion holds the same three splits (a ref; no commit sha confirmed)
+                              "refs/convert/parquet",
                               "text", "file split at the last blank line before 90% of characters (train = "
                               "first 90%, test = rest); speeches merged into 200-2000 char chunks; first 2000 "
                               "chunks per split", "public-domain Shakespeare (karpathy/char-rnn)",

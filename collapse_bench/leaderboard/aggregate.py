@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -324,7 +325,7 @@ def build_tables(entries: list[Entry], n_boot: int = stats.N_BOOT) -> Tables:
                   {e.id: metric_cis(e, n_boot) for e in entries}, by_id)
 
 
-def restricted(entry: Entry, tasks: set[str]) -> Entry:
+def restricted(entry: Entry, tasks: AbstractSet[str]) -> Entry:
     """The entry with only ``tasks`` (to compare two rows on the tasks both have)."""
     return Entry(entry.id, {**entry.doc, "tasks": {t: b for t, b in entry.doc["tasks"].items() if t in tasks}}, entry.items)
 
@@ -337,8 +338,14 @@ def interventions_view(models: pd.DataFrame, by_id: dict[str, Entry], base_ids: 
     names = list(composite_config()["components"])
     cols = ["recipe", "stage", "suite", "intervention", "id", "model", "baseline_id", "composite", "compared_on",
             "delta_composite", "within_noise"] + [f"delta_c.{c}" for c in names]
-    out = []
+    out, cache = [], {}  # (id, common tasks) -> components: a baseline is compared with many rows
     chains = models[models["recipe"].notna()]
+
+    def comps_of(e: Entry, common: frozenset) -> dict:
+        if (e.id, common) not in cache:
+            cache[(e.id, common)] = components(restricted(e, common), by_id.get(base_ids.get(e.id) or ""), n_boot)
+        return cache[(e.id, common)]
+
     for _, row in chains.iterrows():
         peers = chains[(chains["recipe"] == row["recipe"]) & (chains["suite"] == row["suite"])
                        & ((chains["stage"] == row["stage"]) | (chains["stage"].isna() & pd.isna(row["stage"])))]
@@ -350,10 +357,10 @@ def interventions_view(models: pd.DataFrame, by_id: dict[str, Entry], base_ids: 
         rec.update({"compared_on": "", "delta_composite": None, "within_noise": None, **{f"delta_c.{c}": None for c in names}})
         if b is not None:
             mine, theirs = by_id[row["id"]], by_id[b["id"]]
-            common = set(mine.doc["tasks"]) & set(theirs.doc["tasks"])
+            common = frozenset(mine.doc["tasks"]) & frozenset(theirs.doc["tasks"])
             if common != set(mine.doc["tasks"]) or common != set(theirs.doc["tasks"]):
                 rec["compared_on"] = f"{len(common)} common tasks"
-            comps = [components(restricted(e, common), by_id.get(base_ids.get(e.id) or ""), n_boot) for e in (mine, theirs)]
+            comps = [comps_of(e, common) for e in (mine, theirs)]
             (pr, rr, _), (pb, rb, _) = composite(comps[0]), composite(comps[1])
             if pr is not None and pb is not None:
                 (lo_r, hi_r), (lo_b, hi_b) = stats.percentile_ci(rr), stats.percentile_ci(rb)
