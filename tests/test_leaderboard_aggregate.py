@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.stats
 
@@ -173,6 +174,10 @@ def test_interventions_view() -> None:
     assert v.at["submissions/org/plain.json", "intervention"] == "none"
     assert v.at["submissions/org/plain.json", "delta_composite"] == 0.0
     assert pd_isna(v.at["submissions/org/lone.json", "baseline_id"])
+    # ranked within (recipe, stage, suite) by Δ composite; equal Δ share the best rank; no baseline -> no rank
+    assert list(t.interventions["id"]) == ["submissions/org/fuller.json", "submissions/org/reg.json",
+                                           "submissions/org/plain.json", "submissions/org/lone.json"]
+    assert list(t.interventions["rank"][:3]) == [1, 1, 3] and v.at["submissions/org/lone.json", "rank"] is pd.NA
 
 
 def test_hypothesis_panel_numbers_and_flags() -> None:

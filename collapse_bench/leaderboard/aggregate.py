@@ -334,7 +334,8 @@ def interventions_view(models: pd.DataFrame, by_id: dict[str, Entry], base_ids: 
                        n_boot: int = stats.N_BOOT) -> pd.DataFrame:
     """Rows with a recipe, each against the baseline chain (intervention null/"none") of the same recipe,
     stage and suite, on the tasks both rows have: Δ composite (re-computed over those tasks), whether the two
-    composite CIs overlap, and Δ of every component; ``compared_on`` names the task subset when it is not all."""
+    composite CIs overlap, and Δ of every component; ``compared_on`` names the task subset when it is not all;
+    ``rank`` orders the rows of one (recipe, stage, suite) by Δ composite, the baseline (Δ 0) among them."""
     names = list(composite_config()["components"])
     cols = ["recipe", "stage", "suite", "intervention", "id", "model", "baseline_id", "composite", "compared_on",
             "delta_composite", "within_noise"] + [f"delta_c.{c}" for c in names]
@@ -370,4 +371,10 @@ def interventions_view(models: pd.DataFrame, by_id: dict[str, Entry], base_ids: 
                     rec[f"delta_c.{c}"] = comps[0][c][0] - comps[1][c][0]
         out.append(rec)
     frame = pd.DataFrame(out, columns=cols)
-    return frame.sort_values(["recipe", "stage", "suite", "intervention", "id"], kind="mergesort", na_position="first").reset_index(drop=True)
+    # rank within (recipe, stage, suite) by Δ composite vs the baseline (ties share the best rank; no baseline: none)
+    group = [frame[k].fillna("") for k in ("recipe", "stage", "suite")]
+    delta = pd.to_numeric(frame["delta_composite"], errors="coerce").round(12)
+    frame.insert(3, "rank", delta.groupby(group).rank(method="min", ascending=False).astype("Int64"))
+    frame = frame.sort_values(["recipe", "stage", "suite", "rank", "intervention", "id"], kind="mergesort",
+                              na_position="last")
+    return frame.reset_index(drop=True)
