@@ -121,3 +121,19 @@ def test_evaluated_stages_carry_lineage_and_update_geometry(data_dir: Path, tmp_
         assert (lora.get("overlap_prev") is not None) == (i > 0)
         assert result["tasks"]["lora"]["counts"]["previous_stages"] == i
         assert main(["validate", str(out / stage / "result.json")]) == 0
+
+
+def test_reproduce_finds_a_chain_stages_parent(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A stage records its parent by lineage name; ``reproduce`` finds that checkpoint beside the stage's
+    recorded adapters (or takes ``--parent``) and re-measures the lora task against it."""
+    out = run_chain(ChainRequest(recipe="sft_safety_math", profile="tiny", out=str(tmp_path / "c"), data_dir=str(data_dir),
+                                 evaluate="quick", eval_tasks=["probe_quick"], eval_limit=4, evaluate_stages="final",
+                                 progress=False))
+    result = out / "03-math" / "result.json"
+    assert json.loads(result.read_text())["model"]["parent"].endswith("/02-safety")  # a lineage name, not a path
+    assert main(["reproduce", str(result), "--data-dir", str(data_dir)]) == 0
+    assert "reproduced: all" in capsys.readouterr().out
+    shutil.rmtree(out / "02-safety")  # the parent is gone: a one-line refusal naming --parent
+    assert main(["reproduce", str(result), "--data-dir", str(data_dir)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--parent PATH" in err

@@ -4,8 +4,9 @@ Before any model is loaded: the submission is validated, every task must match t
 config (a row recorded with an older released config needs that release), each task's data is prepared
 from ``--data-dir`` and its sha256s must equal the recorded ones, and the checkpoint found under the
 recorded name must have the recorded sha256 — otherwise a one-line refusal. Then ``evaluate`` runs with
-the recorded model, suite, tasks, seed, batch size, limit and reference, and a per-metric diff table is
-printed; exit 0 only if every metric is within its tolerance (``tolerance.yaml``:
+the recorded model, suite, tasks, seed, batch size, limit and reference (and parent: a chain stage records
+its parent by lineage name, found as the checkpoint next to one of the stage's recorded adapters, or given
+with ``--parent``), and a per-metric diff table is printed; exit 0 only if every metric is within its tolerance (``tolerance.yaml``:
 |new - old| <= abs + rel * |old|).
 """
 
@@ -109,10 +110,38 @@ def preflight(path: Path, doc: dict[str, Any], data_dir: Path | None) -> None:
                               f"the submission recorded {doc['model']['sha256'][:12]}…; refusing to evaluate a different checkpoint")
 
 
-def request_for(doc: dict[str, Any], data_dir: str | None, output: Path, device: str, dtype: str) -> EvaluateRequest:
+def locate_parent(path: Path, doc: dict[str, Any], override: str | None) -> str | None:
+    """What ``evaluate --parent`` gets: ``override``, else the recorded parent when it resolves as a model
+    name, else the checkpoint beside one of the model's lineage adapters whose lineage name is the parent
+    (a chain run's ``NN-stage/model`` next to ``NN-stage/adapter``)."""
+    from ..lineage import read_lineage
+    from ..models import find_source
+
+    parent = doc["model"].get("parent")
+    if override or not parent:
+        return override or None
+    try:
+        find_source(parent)
+        return parent
+    except CollapseBenchError:
+        pass
+    model_dir = Path(doc["model"]["name"]).expanduser()
+    found = read_lineage(model_dir) if model_dir.is_dir() else None
+    for _, adapter in (found.adapters if found else ()):
+        beside = read_lineage(adapter.parent / "model") if (adapter.parent / "model").is_dir() else None
+        if beside is not None and beside.name == parent:
+            return str(adapter.parent / "model")
+    raise SubmissionError(path, "model/parent", f"the parent '{parent}' is neither a model name here nor beside the "
+                          "checkpoint's recorded adapters; pass its checkpoint with --parent PATH")
+
+
+def request_for(doc: dict[str, Any], data_dir: str | None, output: Path, device: str, dtype: str,
+                parent: str | None = None) -> EvaluateRequest:
     cfg = doc["config"]
     fields = {f.name for f in dataclasses.fields(EvaluateRequest)}
     extra = {k: doc["model"][k] for k in ("parent", "stage") if k in fields and doc["model"].get(k)}
+    if parent:
+        extra["parent"] = parent
     reference = cfg.get("reference")
     return EvaluateRequest(model=doc["model"]["name"], suite=doc["suite"]["name"], tasks=list(doc["tasks"]),
                            data_dir=data_dir, reference=reference.get("name") if isinstance(reference, dict) else None,
@@ -122,16 +151,18 @@ def request_for(doc: dict[str, Any], data_dir: str | None, output: Path, device:
 
 
 def reproduce(submission: Path, tolerance: str | None = None, data_dir: str | None = None, device: str = "auto",
-              dtype: str = "auto", output: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+              dtype: str = "auto", output: str | None = None,
+              parent: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Validate, preflight, re-evaluate; returns the diff rows and the new result."""
     from ..evaluate import evaluate
 
     rules = load_tolerances(tolerance)
     sub = validate_file(submission)
     preflight(submission, sub.doc, resolve_data_dir(data_dir))
+    parent = locate_parent(submission, sub.doc, parent)
     with tempfile.TemporaryDirectory(prefix="collapse-bench-reproduce-") as tmp:
         target = Path(output) if output else Path(tmp) / "reproduced.json"
-        _, new = evaluate(request_for(sub.doc, data_dir, target, device, dtype))
+        _, new = evaluate(request_for(sub.doc, data_dir, target, device, dtype, parent))
     return diff_metrics(sub.doc, new, rules), new
 
 
@@ -139,7 +170,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from ..cli import quiet_libraries
 
     quiet_libraries()
-    rows, _ = reproduce(Path(args.submission), args.tolerance, args.data_dir, args.device, args.dtype, args.output)
+    rows, _ = reproduce(Path(args.submission), args.tolerance, args.data_dir, args.device, args.dtype, args.output,
+                        args.parent)
     print(format_table(rows))
     failed = [r for r in rows if not r["ok"]]
     if failed:
@@ -160,4 +192,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 (default: auto)")
     p.add_argument("--output", metavar="PATH", help="also keep the reproduced result here")
+    p.add_argument("--parent", metavar="MODEL", help="the parent checkpoint, when the recorded parent name does not "
+                                                     "resolve here (default: found beside the recorded adapters)")
     p.set_defaults(func=cmd_reproduce)
