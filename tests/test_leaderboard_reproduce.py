@@ -86,16 +86,18 @@ def test_tolerance_rules_and_custom_file(tmp_path: Path) -> None:
     assert R.tolerance_for("probe_standard", "effective_rank", rules) == (0.0, 0.05)
     assert R.tolerance_for("arc_easy", "acc_norm", rules) == (0.02, 0.0)
     assert R.tolerance_for("t", "whatever_new", rules) == (1e-6, 0.01)
-    # SmolLM2 standard, plasticity_standard_world recorded with 1 torch thread, re-run with 2: a seed std moves
-    # 2.7% while its mean moves 2.4e-4 -- the std has its own rule; a doubled std still fails
-    one, two = {"bpb_auc": 2.701470601852857, "bpb_auc_std": 0.03363395892737455}, {"bpb_auc": 2.702110963057395,
-                                                                                     "bpb_auc_std": 0.034538294145736476}
+    # plasticity_standard_world recorded with 1 torch thread, re-run with 2 (the replay chain's final stage):
+    # the 2-seed stds move 30% while the means stay within their rules -- a std has its own rule; a doubled
+    # std still fails
+    one = {"bpb_final": 1.19482, "bpb_final_std": 0.1449765793721129, "gain_std": 0.0296675}
+    two = {"bpb_final": 1.17665, "bpb_final_std": 0.10061464254514586, "gain_std": 0.0205894}
 
     def wrap(metrics: dict) -> dict:
         return {"tasks": {"plasticity_standard_world": {"metrics": metrics}}}
 
     assert all(r["ok"] for r in R.diff_metrics(wrap(one), wrap(two), rules))
-    assert [r["ok"] for r in R.diff_metrics(wrap(one), wrap({**two, "bpb_auc_std": 0.0673}), rules)] == [True, False]
+    doubled = {**two, "bpb_final_std": 2 * one["bpb_final_std"]}
+    assert [r["ok"] for r in R.diff_metrics(wrap(one), wrap(doubled), rules)] == [True, False, True]
     custom = tmp_path / "tol.yaml"
     custom.write_text("tolerances:\n  - {metric: 'probe_quick.effective_rank', abs: 100}\n  - {metric: '*', rel: 0}\n")
     rows = R.diff_metrics({"tasks": {"probe_quick": {"metrics": {"effective_rank": 10.0, "x": None, "y": 1.0}}}},
