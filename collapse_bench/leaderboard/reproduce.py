@@ -13,7 +13,6 @@ with ``--parent``), and a per-metric diff table is printed; exit 0 only if every
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import fnmatch
 import tempfile
 from importlib import resources
@@ -111,43 +110,40 @@ def preflight(path: Path, doc: dict[str, Any], data_dir: Path | None) -> None:
 
 
 def locate_parent(path: Path, doc: dict[str, Any], override: str | None) -> str | None:
-    """What ``evaluate --parent`` gets: ``override``, else the recorded parent when it resolves as a model
-    name, else the checkpoint beside one of the model's lineage adapters whose lineage name is the parent
-    (a chain run's ``NN-stage/model`` next to ``NN-stage/adapter``)."""
+    """What ``evaluate --parent`` gets: ``override``, else the checkpoint beside one of the model's lineage
+    adapters whose lineage name is the recorded parent (a chain run's ``NN-stage/model`` next to
+    ``NN-stage/adapter``; YAML reads only), else the recorded parent when it resolves as a model name."""
     from ..lineage import read_lineage
     from ..models import find_source
 
     parent = doc["model"].get("parent")
     if override or not parent:
         return override or None
-    try:
-        find_source(parent)
-        return parent
-    except CollapseBenchError:
-        pass
     model_dir = Path(doc["model"]["name"]).expanduser()
     found = read_lineage(model_dir) if model_dir.is_dir() else None
     for _, adapter in (found.adapters if found else ()):
-        beside = read_lineage(adapter.parent / "model") if (adapter.parent / "model").is_dir() else None
-        if beside is not None and beside.name == parent:
-            return str(adapter.parent / "model")
-    raise SubmissionError(path, "model/parent", f"the parent '{parent}' is neither a model name here nor beside the "
-                          "checkpoint's recorded adapters; pass its checkpoint with --parent PATH")
+        beside = adapter.parent / "model"
+        if beside.is_dir() and (lf := read_lineage(beside)) is not None and lf.name == parent:
+            return str(beside)
+    try:
+        find_source(parent)
+    except CollapseBenchError:
+        raise SubmissionError(path, "model/parent", f"the parent '{parent}' is neither a model name here nor beside "
+                              "the checkpoint's recorded adapters; pass its checkpoint with --parent PATH") from None
+    return parent
 
 
 def request_for(doc: dict[str, Any], data_dir: str | None, output: Path, device: str, dtype: str,
-                parent: str | None = None) -> EvaluateRequest:
+                parent: str | None) -> EvaluateRequest:
+    """The recorded evaluation, with ``parent`` as located by :func:`locate_parent`."""
     cfg = doc["config"]
-    fields = {f.name for f in dataclasses.fields(EvaluateRequest)}
-    extra = {k: doc["model"][k] for k in ("parent", "stage") if k in fields and doc["model"].get(k)}
-    if parent:
-        extra["parent"] = parent
     reference = cfg.get("reference")
     return EvaluateRequest(model=doc["model"]["name"], suite=doc["suite"]["name"], tasks=list(doc["tasks"]),
                            data_dir=data_dir, reference=reference.get("name") if isinstance(reference, dict) else None,
                            output=str(output), device=device, dtype=dtype, batch_size=cfg.get("batch_size"),
                            limit=cfg.get("limit"), seed=cfg["seed"], trust_remote_code=bool(cfg.get("trust_remote_code")),
-                           progress=False, options={k: v for k, v in cfg.items() if k not in KNOWN_CONFIG}, **extra)
+                           progress=False, options={k: v for k, v in cfg.items() if k not in KNOWN_CONFIG},
+                           parent=parent, stage=doc["model"].get("stage") or None)
 
 
 def reproduce(submission: Path, tolerance: str | None = None, data_dir: str | None = None, device: str = "auto",
