@@ -1,6 +1,8 @@
 """Command line: ``collapse-bench <command> [options]``; every command has ``--help``.
 
-User errors print one line (``collapse-bench: error: ...``) and exit 1; usage errors exit 2.
+User errors print one line (``collapse-bench: error: ...``) and exit 1; usage errors exit 2. Any OSError
+that escapes a command (disk full, file size limit, permissions) is one such line too, naming the file; values
+quoted in a message are cut to 200 characters.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 from typing import Callable, Sequence
 
@@ -160,6 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(message: object, quoted: int = 200) -> str:
+    """``message`` on one line, every quoted value ('...' or "...") longer than ``quoted`` characters cut."""
+    text = " ".join(str(message).split())
+    return re.sub(r"""(['"])([^'"]{%d})[^'"]{20,}\1""" % quoted, lambda m: f"{m[1]}{m[2]}…{m[1]}", text)
+
+
+def os_error_message(exc: OSError) -> str:
+    where = f"{exc.filename}: " if exc.filename is not None else ""
+    return f"{where}{exc.strerror or type(exc).__name__} ({type(exc).__name__})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -168,7 +182,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CollapseBenchError as exc:
         if args.debug:
             raise
-        print(f"collapse-bench: error: {exc}", file=sys.stderr)
+        print(f"collapse-bench: error: {one_line(exc)}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # safety net: an I/O failure the command did not turn into a CollapseBenchError
+        if args.debug:
+            raise
+        print(f"collapse-bench: error: {one_line(os_error_message(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("collapse-bench: interrupted; no result written", file=sys.stderr)

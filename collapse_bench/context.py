@@ -21,6 +21,6 @@ class RunContext:
     progress: bool = True
     options: dict[str, Any] = field(default_factory=dict)  # kind-specific CLI options (e.g. backend)
     parent: Any = None  # ModelSource of --parent (the checkpoint this one was trained from), if given
-    # called as hook(result, output) once every task has run, just before the result is written
-    # (sidecar files that must exist only for a complete run, e.g. lm-eval per-sample records)
-    on_result: list[Callable[[dict[str, Any], Path], None]] = field(default_factory=list)
+    # called as hook(result, output) once every task has run, just before the result is written; each returns
+    # the sidecar files [(path, bytes)] committed together with the result (e.g. lm-eval per-sample records)
+    on_result: list[Callable[[dict[str, Any], Path], Any]] = field(default_factory=list)

@@ -1,5 +1,9 @@
-"""``collapse-bench evaluate``: resolve tasks and data first (fail fast), load the model, run every
-task, and write one provenance-stamped result JSON atomically."""
+"""``collapse-bench evaluate``: resolve tasks and data and check the output location first (fail fast),
+load the model, run every task, and commit the provenance-stamped result JSON together with its samples
+file (all or nothing: a failed write leaves the previous result + samples pair intact).
+
+No absolute path of the user's disk goes into a result: models are recorded by display name
+(``models.resolve.display_name``), ``--tasks-dir`` dirs by their leaf name."""
 
 from __future__ import annotations
 
@@ -17,7 +21,11 @@ from .errors import CollapseBenchError
 from .lineage import is_adapter_dir, resolve_lineage
 from .lora.task import TASK_NAME as LORA_TASK
 from .models import load_model
-from .results import SCHEMA_VERSION, write_result
+from .io import check_writable, commit_files, json_bytes
+from .ood.samples import samples_path
+from .results import SCHEMA_VERSION
+from .results.complete import incompleteness
+from .results.schema import validate_result
 from .results.provenance import environment_info, harness_info
 from .tasks import TaskRegistry
 from .tasks.kinds import kind_module
@@ -83,8 +91,9 @@ def evaluate(req: EvaluateRequest) -> tuple[Path, dict[str, Any]]:
         if hasattr(module, "preflight"):  # kind-specific checks of the model's files (e.g. adapter fits its base)
             module.preflight(task, req.model, lineage.parent_source)
     output = Path(req.output) if req.output else default_output(req.model, suite.name)
-    if output.exists() and output.is_dir():
-        raise CollapseBenchError(f"--output {output} is a directory; give a file path")
+    check_writable(output)
+    if samples_path(output).is_dir():
+        raise CollapseBenchError(f"{samples_path(output)} is a directory; the result's samples file goes there")
 
     seed_everything(req.seed)
     loaded = load_model(req.model, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code)
@@ -111,16 +120,19 @@ def evaluate(req: EvaluateRequest) -> tuple[Path, dict[str, Any]]:
         "harness": harness_info(),
         "environment": environment_info(loaded.info["device"]),
         "suite": {"name": suite.name, "version": suite.version, "tasks": names,
-                  "complete": set(suite.tasks) <= set(names)},
+                  "complete": incompleteness({t.name: t.kind for t in tasks}, suite.name, suite.version, suite.tasks,
+                                             req.limit) is None},
         "config": {"seed": req.seed, "batch_size": req.batch_size, "limit": req.limit, "device": loaded.info["device"],
                    "dtype": loaded.info["dtype"], "trust_remote_code": req.trust_remote_code,
-                   "tasks_dirs": [str(d) for d in registry.dirs[1:]],
+                   "tasks_dirs": [d.name for d in registry.dirs[1:]],
                    "reference": reference.info if reference else None, **req.options},
         "tasks": blocks,
         "created_at": created,
         "duration_s": round(time.perf_counter() - started, 3),
     }
-    for hook in ctx.on_result:
-        hook(result, output)
-    write_result(output, result)
+    files = [f for hook in ctx.on_result for f in (hook(result, output) or [])]
+    validate_result(result, str(output))
+    if not any(path == samples_path(output) for path, _ in files):
+        files.append((samples_path(output), None))  # a replaced result's old samples file goes with it
+    commit_files([*files, (output, json_bytes(result))])  # samples first, the result last
     return output, result

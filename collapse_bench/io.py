@@ -91,3 +91,120 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
             if not isinstance(row, dict):
                 raise CollapseBenchError(f"{path}:{lineno}: expected a JSON object per line")
             yield row
+
+
+def json_bytes(obj: Any, *, indent: int | None = 2) -> bytes:
+    """The bytes :func:`atomic_write_json` writes (finiteness checked)."""
+    check_finite(obj)
+    return (json.dumps(obj, indent=indent, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+
+
+def clip(value: Any, n: int = 200) -> str:
+    """``str(value)`` cut to ``n`` characters (values quoted in error messages)."""
+    text = str(value)
+    return text if len(text) <= n else text[:n] + f"… ({len(text)} chars)"
+
+
+def _os_error(path: Path, exc: OSError, what: str) -> CollapseBenchError:
+    return CollapseBenchError(f"cannot {what} {path}: {exc.strerror or type(exc).__name__}")
+
+
+def check_writable(path: str | Path) -> None:
+    """Before any work: ``path`` can become a file (not a dir; every existing ancestor a writable dir; a temp
+    file can be created and removed next to it). Creates nothing that outlives the check."""
+    path = Path(path)
+    if path.is_dir():
+        raise CollapseBenchError(f"--output {path} is a directory; give a file path")
+    probe_dir = path.parent
+    while not probe_dir.exists():
+        if probe_dir.is_symlink():  # dangling link where a directory should be
+            raise CollapseBenchError(f"cannot write {path}: {probe_dir} is a broken symbolic link")
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise CollapseBenchError(f"cannot write {path}: {probe_dir} is a file where a directory should be")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".collapse-bench-probe-", suffix=".tmp", dir=probe_dir)
+    except OSError as exc:
+        raise _os_error(probe_dir, exc, "write in") from None
+    try:
+        os.close(fd)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def commit_files(files: list[tuple[Path, bytes | None]]) -> None:
+    """Replace several files as one unit: every ``(path, data)`` is written to a temp name first, then renamed in
+    order (``data=None``: remove ``path``); on any failure the previous files are restored and new dirs removed,
+    so either all of them change or none. OSErrors become one-line errors naming the file."""
+    for path, _ in files:
+        if path.is_dir() and not path.is_symlink():
+            raise CollapseBenchError(f"cannot write {path}: it is a directory")
+    made: list[Path] = []  # directories this call created (removed on failure)
+    temps: dict[Path, Path] = {}
+    backups: dict[Path, Path | None] = {}
+    try:
+        for path, data in files:
+            missing = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
+            for d in reversed(missing):
+                try:
+                    d.mkdir()
+                except OSError as exc:
+                    raise _os_error(d, exc, "create directory") from None
+                made.append(d)
+            if data is None:
+                continue
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            except OSError as exc:
+                raise _os_error(path.parent, exc, "write in") from None
+            temps[path] = Path(tmp)
+            try:
+                os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 -> what open() would give
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except OSError as exc:
+                raise _os_error(path, exc, "write") from None
+        for path, data in files:
+            if path.exists() or path.is_symlink():
+                backup = path.with_name(f".{path.name}.{os.getpid()}.bak")
+                try:
+                    os.replace(path, backup)
+                except OSError as exc:
+                    raise _os_error(path, exc, "replace") from None
+                backups[path] = backup
+            else:
+                backups[path] = None
+            if data is not None:
+                try:
+                    os.replace(temps[path], path)
+                except OSError as exc:
+                    raise _os_error(path, exc, "write") from None
+                del temps[path]
+    except BaseException:
+        for path, backup in reversed(list(backups.items())):
+            with _suppress():
+                if path not in temps:  # its new version is in place (or it was removed): undo that
+                    path.unlink(missing_ok=True)
+                if backup is not None:
+                    os.replace(backup, path)
+        for leftover in [*temps.values(), *reversed(made)]:
+            with _suppress():
+                leftover.rmdir() if leftover in made else leftover.unlink(missing_ok=True)
+        raise
+    for backup in backups.values():
+        if backup is not None:
+            backup.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _suppress():
+    import contextlib
+
+    return contextlib.suppress(OSError)

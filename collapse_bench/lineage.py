@@ -17,13 +17,15 @@ A checkpoint dir (or a PEFT adapter dir) may carry ``lineage.yaml`` (written by 
 Other keys are allowed (writers may add provenance). Without a lineage file: ``evaluate --parent P`` makes P the
 parent (P's own lineage file, if any, gives the earlier chain); a PEFT adapter's base is its parent; otherwise the
 checkpoint is a root. The result's ``model`` block gets ``parent``, ``stage`` and ``lineage`` = the chain from the
-base to this checkpoint inclusive (its last entry is this checkpoint).
+base to this checkpoint inclusive (its last entry is this checkpoint). Every name there is a display name
+(``models.resolve``): a name in a lineage file that is an absolute path is recorded by its leaf name.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+import re
+from pathlib import Path, PurePath
 from typing import Any
 
 from .errors import CollapseBenchError
@@ -77,12 +79,19 @@ class LineageFile:
     def ancestors(self) -> list[dict[str, Any]]:
         """The chain from the base to the parent (just the parent when ``lineage`` is empty)."""
         if self.lineage:
-            return [dict(e) for e in self.lineage]
+            return [{**e, "name": shown(e["name"])} for e in self.lineage]
         return [entry(self.parent, self.parent_sha256, None, None)] if self.parent else []
 
 
+def shown(name: str) -> str:
+    """A lineage name as a result records it: an absolute path (``/...``, ``~...``, ``C:\\...``) by its leaf name."""
+    if name.startswith(("/", "~", "\\")) or re.match(r"^[A-Za-z]:[\\/]", name):
+        return PurePath(name.replace("\\", "/")).name or "model"
+    return name
+
+
 def entry(name: str, sha256: str | None, revision: str | None, stage: str | None) -> dict[str, Any]:
-    return {"name": name, "sha256": sha256, "revision": revision, "stage": stage}
+    return {"name": shown(name), "sha256": sha256, "revision": revision, "stage": stage}
 
 
 def read_lineage(directory: str | Path) -> LineageFile | None:
@@ -98,7 +107,7 @@ def read_lineage(directory: str | Path) -> LineageFile | None:
     parent, parent_sha = raw["parent"], raw.get("parent_sha256")
     if chain and parent is None:
         raise CollapseBenchError(f"{path}: parent is null but lineage lists ancestors")
-    if chain and chain[-1]["name"] != parent and not (parent_sha and chain[-1]["sha256"] == parent_sha):
+    if chain and chain[-1]["name"] != shown(parent) and not (parent_sha and chain[-1]["sha256"] == parent_sha):
         raise CollapseBenchError(f"{path}: the last lineage entry ({chain[-1]['name']}) is not the parent ({parent})")
     adapters = tuple((a["stage"], (path.parent / a["path"]).resolve()) for a in raw.get("adapters") or ())
     return LineageFile(path, raw.get("name"), parent, parent_sha, raw["stage"], chain, adapters, raw)
@@ -135,9 +144,10 @@ class Lineage:
         name = source.name
         if self.file is not None:
             ancestors, parent, stage = self.file.ancestors(), self.file.parent, self.file.stage
+            parent = shown(parent) if parent else None
             name = self.file.name or name
         elif self.parent_source is not None:
-            ancestors, parent, stage = chain_to(self.parent_source), self.parent_name, self.stage
+            ancestors, parent, stage = chain_to(self.parent_source), self.parent_source.name, self.stage
         elif source.kind == "peft" and source.base is not None:
             ancestors, parent, stage = chain_to(source.base), source.base.name, self.stage
         else:

@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from cli_helpers import assert_one_line_error  # noqa: F401  (re-exported for the lora tests)
 
+from collapse_bench.tasks.loader import dump_yaml
 from collapse_bench.cli import main
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -64,7 +64,7 @@ def peft_deltas(base: Path, adapter: Path) -> dict[str, tuple[np.ndarray, np.nda
 
 def write_lineage(directory: Path, **fields: Any) -> Path:
     path = directory / "lineage.yaml"
-    path.write_text(yaml.safe_dump(fields, sort_keys=False))
+    path.write_text(dump_yaml(fields))
     return path
 
 

@@ -156,3 +156,18 @@ def test_length_normalised_variant_and_reliability_bins() -> None:
 def test_bad_gold_index_is_refused() -> None:
     with pytest.raises(ValueError):
         cal.calibration_report([[-1.0, -2.0]], [2])
+
+
+def test_temperature_at_bound_flags_the_search_bounds_only() -> None:
+    """Closed form: 2 choices, logit gap d, the higher one right with frequency q -> T* = d / logit(q)."""
+    d, q = 4.0, 0.8
+    scores, gold = [[d, 0.0]] * 10, [0] * 8 + [1] * 2
+    t = cal.temperature_opt(scores, gold)
+    assert t == pytest.approx(d / math.log(q / (1 - q)), rel=1e-6) and cal.temperature_at_bound(t) is None
+    # always wrong: NLL falls towards log 2 as T grows, the search stops at the upper bound
+    up = cal.temperature_opt(scores, [1] * 10)
+    assert cal.temperature_at_bound(up) == "upper" and cal.temperature_at_bound(19.999999314507573) == "upper"  # committed
+    # q close to 1 with a small gap: optimum T* = 0.1 / logit(0.999) ≈ 0.0145 < 0.05, the lower bound
+    low = cal.temperature_opt([[0.1, 0.0]] * 1000, [0] * 999 + [1])
+    assert cal.temperature_at_bound(low) == "lower" and low == pytest.approx(0.05, rel=1e-6)
+    assert cal.temperature_at_bound(19.99) is None and cal.temperature_at_bound(0.0501) is None

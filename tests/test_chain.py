@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from collapse_bench.tasks.loader import dump_yaml
 from collapse_bench.chain.recipe import load_recipe
 from collapse_bench.chain.runner import ChainRequest, recipe_path, run_chain
 from collapse_bench.cli import main
@@ -76,7 +77,7 @@ def test_same_seed_same_weights_and_resume(data_dir: Path, tmp_path: Path) -> No
 
 def write_recipe(tmp_path: Path, data: list[dict]) -> Path:
     path = tmp_path / "leaky.yaml"
-    path.write_text(yaml.safe_dump({"name": "leaky", "version": 1, "base": "tiny-random-llama",
+    path.write_text(dump_yaml({"name": "leaky", "version": 1, "base": "tiny-random-llama",
                                     "stages": [{"name": "s1", "kind": "sft", "data": data, "steps": 1}]}))
     return path
 
@@ -131,9 +132,10 @@ def test_reproduce_finds_a_chain_stages_parent(data_dir: Path, tmp_path: Path, c
                                  progress=False))
     result = out / "03-math" / "result.json"
     assert json.loads(result.read_text())["model"]["parent"].endswith("/02-safety")  # a lineage name, not a path
-    assert main(["reproduce", str(result), "--data-dir", str(data_dir)]) == 0
+    model = ["--model", str(out / "03-math" / "model")]  # a local row names its checkpoint, not a path
+    assert main(["reproduce", str(result), "--data-dir", str(data_dir), *model]) == 0
     assert "reproduced: all" in capsys.readouterr().out
     shutil.rmtree(out / "02-safety")  # the parent is gone: a one-line refusal naming --parent
-    assert main(["reproduce", str(result), "--data-dir", str(data_dir)]) == 1
+    assert main(["reproduce", str(result), "--data-dir", str(data_dir), *model]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--parent PATH" in err

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from collapse_bench.tasks.loader import dump_yaml
 from collapse_bench.chain.runner import ChainRequest, run_chain
 from collapse_bench.interventions import StageContext, parse_interventions
 from collapse_bench.interventions.diversity_reg import vicreg_terms
@@ -87,7 +87,7 @@ def test_feature_refresh_revives_planted_dormant_units(tmp_path: Path) -> None:
 
 def one_stage_recipe(tmp_path: Path, stages: list[dict]) -> Path:
     path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump({"name": "probe_recipe", "version": 1, "base": "tiny-random-llama", "stages": stages}))
+    path.write_text(dump_yaml({"name": "probe_recipe", "version": 1, "base": "tiny-random-llama", "stages": stages}))
     return path
 
 

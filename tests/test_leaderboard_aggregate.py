@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,7 +13,8 @@ import pytest
 import scipy.stats
 
 from collapse_bench.leaderboard import stats
-from collapse_bench.leaderboard.aggregate import Entry, build_tables, item_outcomes, metric_cis
+from collapse_bench.leaderboard.aggregate import (Entry, build_tables, components, entries_from, item_outcomes, metric_cis,
+                                                 seed_order)
 from collapse_bench.leaderboard.hypothesis import hypothesis_panel
 
 GEOM_BASE = {"effective_rank": 50.0, "participation_ratio": 20.0, "anisotropy": 0.2, "prompt_entropy": 0.8,
@@ -34,7 +37,7 @@ FULL_TASKS = {
     "probe_standard": ("probe", GEOM_CHILD),
     "arc": ("lm_eval", {"acc": 0.6, "ece": 0.1, "acc_norm": 0.9}),
     "piqa": ("lm_eval", {"acc": 0.7, "ece": 0.3}),
-    "plast": ("plasticity", {"gain": 0.5, "bpb_initial": 2.0, "bpb_final": 1.5}),
+    "plast": ("plasticity", {"gain": 0.25, "bpb_initial": 2.0, "bpb_final": 1.5}),  # gain = (2.0 - 1.5) / 2.0
     "div": ("diversity", {"distinct_1": 0.4, "distinct_2": 0.6, "self_bleu4": 0.3, "mean_length": 30.0}),
 }
 
@@ -49,7 +52,7 @@ def test_composite_with_known_weights_and_deltas() -> None:
     # geometry by hand (scale 0.5; floors: dormant 0.01): er 0.5-0.5*10/25, pr 0.5+0.5*10/10, anisotropy
     # 0.5-0.5*0.1/0.1, prompt entropy unchanged, dormant 0.5-0.5*0.02/0.005 -> clipped to 0
     geometry = (0.3 + 1.0 + 0.0 + 0.5 + 0.0) / 5
-    ood, calib, plast, div = (0.6 + 0.7) / 2, (0.9 + 0.7) / 2, 0.5 / 2.0, (0.4 + 0.6 + 0.7) / 3
+    ood, calib, plast, div = (0.6 + 0.7) / 2, (0.9 + 0.7) / 2, (2.0 - 1.5) / 2.0, (0.4 + 0.6 + 0.7) / 3
     full = 0.30 * geometry + 0.20 * plast + 0.20 * ood + 0.15 * calib + 0.15 * div
     c = m.loc["submissions/org/child.json"]
     assert c["c.geometry"] == pytest.approx(geometry) and c["c.diversity"] == pytest.approx(div)
@@ -77,7 +80,7 @@ def test_composite_with_known_weights_and_deltas() -> None:
 def test_ranks_are_per_suite_and_chain_stages_show_their_lineage_name() -> None:
     base = entry("org/base", "a" * 64, {"probe_standard": ("probe", GEOM_BASE)})
     child = entry("org/child", "b" * 64, FULL_TASKS, base_sha="a" * 64)
-    quick = entry("org/quick", "c" * 64, {"plast": ("plasticity", {"gain": 1.9, "bpb_initial": 2.0})})
+    quick = entry("org/quick", "c" * 64, {"plast": ("plasticity", {"gain": 0.95, "bpb_initial": 2.0, "bpb_final": 0.1})})
     quick.doc["suite"]["name"] = "quick"
     stage = entry("/runs/c/01-sft/model", "d" * 64, FULL_TASKS, base_sha="a" * 64, source="local")
     stage.doc["model"]["lineage"][-1]["name"] = "base/rec/none/s0/01-sft"
@@ -197,3 +200,51 @@ def test_hypothesis_panel_numbers_and_flags() -> None:
     small = hypothesis_panel(build_tables(entries[:5], n_boot=50), n_boot=100)
     assert set(small[small["target"] == "ood_accuracy"]["flag"]) == {"n too small"}
     assert set(small[small["target"] == "plasticity"]["flag"]) == {"no data"}
+
+
+QUICK = sorted((Path(__file__).resolve().parents[1] / "submissions" / "huggingfacetb" / "smollm2-135m-instruct").glob("quick-*.json"))[0]
+
+
+def test_plasticity_component_is_the_mean_relative_gain_of_the_committed_quick_row() -> None:
+    doc = json.loads(QUICK.read_text())
+    e = Entry("submissions/q.json", doc)
+    (task,) = [t for t, b in doc["tasks"].items() if b["kind"] == "plasticity"]
+    bpb = doc["tasks"][task]["curves"]["0"]["bpb"]  # the held-out curve itself: (b0 - bK) / b0 by hand
+    by_hand = (bpb[0] - bpb[-1]) / bpb[0]
+    value, reps = components(e, None, n_boot=50)["plasticity"]
+    assert value == pytest.approx(by_hand, abs=1e-12) and value == pytest.approx(0.862, abs=1e-3)
+    assert np.all(reps == value)  # one seed: nothing to resample
+    # several seeds: the component is the mean gain, its replicates the means of seed resamples
+    doc["tasks"][task]["per_seed"] = {"0": {"gain": 0.8}, "1": {"gain": 0.6}, "2": {"gain": 0.7}}
+    doc["tasks"][task]["metrics"]["gain"] = 0.7
+    value, reps = components(Entry("submissions/q.json", doc), None, n_boot=400)["plasticity"]
+    idx = stats.bootstrap_indices(3, 400, stats.seed_of("submissions/q.json", task, "seeds"))
+    assert value == pytest.approx(0.7) and reps == pytest.approx(np.array([0.8, 0.6, 0.7])[idx].mean(axis=1))
+
+
+def test_seed_keys_sort_without_crashing() -> None:
+    keys = ["10", "2", "--1", "\u00b2", "-3", "a$b$", "0"]
+    assert sorted(keys, key=seed_order) == ["-3", "0", "2", "10", "--1", "a$b$", "\u00b2"]
+
+
+def test_incomplete_rows_are_not_ranked(tmp_path: Path) -> None:
+    """`validate` recomputes completeness; the tables rank only complete rows (issue 12, item 3)."""
+    import shutil
+
+    from leaderboard_helpers import GOOD
+
+    from collapse_bench.leaderboard.validate import validate_paths
+
+    real = sorted((Path(__file__).resolve().parents[1] / "submissions" / "huggingfacetb").rglob("quick-*.json"))[0]
+    root = tmp_path / "subs"
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    shutil.copy(GOOD, root / "a" / "tiny.json")  # --limit 4, one task of four: valid, incomplete
+    for f in (real, real.with_name(real.stem + ".samples.jsonl")):
+        shutil.copy(f, root / "b" / f.name)
+    report = validate_paths([root])
+    assert report.failures == []
+    assert {s.path.name: s.complete for s in report.ok} == {"tiny.json": False, real.name: True}
+    models = build_tables(entries_from(report.ok, root), n_boot=50).models.set_index("id")
+    assert models.at[f"submissions/b/{real.name}", "rank"] == 1
+    assert pd.isna(models.at["submissions/a/tiny.json", "rank"]) and not models.at["submissions/a/tiny.json", "complete"]

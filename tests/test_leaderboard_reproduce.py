@@ -1,5 +1,6 @@
 """`collapse-bench reproduce` on a real tiny-model submission: passes as recorded; a tampered metric fails
-with the diff; different data or a different checkpoint are refused before any model is loaded."""
+with the diff; different data, a different checkpoint, a local row without ``--model``, a row's
+trust_remote_code without ``--trust-remote-code`` and unknown config keys are refused before any model is loaded."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
+
+from cli_helpers import assert_one_line_error
 
 from collapse_bench.cli import main
 from collapse_bench.evaluate import EvaluateRequest, evaluate
@@ -30,21 +33,32 @@ def edited(result: Path, tmp_path: Path, edit) -> Path:
     return path
 
 
-def test_reproduce_passes(result: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["reproduce", str(result), "--device", "cpu"]) == 0
+@pytest.fixture(scope="module")
+def model(tiny_model_dir: Path) -> list[str]:
+    return ["--model", str(tiny_model_dir), "--device", "cpu"]
+
+
+def no_model(*args, **kwargs):
+    raise AssertionError("the model must not be loaded")
+
+
+def test_reproduce_passes(result: Path, model: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert json.loads(result.read_text())["model"]["name"] == "tiny-llama"  # a display name, not the path
+    assert main(["reproduce", str(result), *model]) == 0
     out = capsys.readouterr().out
     n = len(json.loads(result.read_text())["tasks"]["probe_quick"]["metrics"])
     assert f"reproduced: all {n} metrics within tolerance" in out
     assert out.splitlines()[0].split() == ["task", "metric", "recorded", "reproduced", "|Δ|", "tolerance"]
 
 
-def test_tampered_metric_fails_with_diff(result: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_tampered_metric_fails_with_diff(result: Path, model: list[str], tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
     def tamper(doc: dict) -> None:
         m = doc["tasks"]["probe_quick"]["metrics"]
         m["effective_rank"] = m["effective_rank"] * 0.8
 
     path = edited(result, tmp_path, tamper)
-    assert main(["reproduce", str(path), "--device", "cpu"]) == 1
+    assert main(["reproduce", str(path), *model]) == 1
     captured = capsys.readouterr()
     rows = [line.split() for line in captured.out.splitlines()]
     bad = [r for r in rows if r[-1] == "FAIL"]
@@ -56,8 +70,8 @@ def test_tampered_metric_fails_with_diff(result: Path, tmp_path: Path, capsys: p
     assert len(err) == 1 and "1 of" in err[0] and "outside tolerance (first: probe_quick.effective_rank" in err[0]
 
 
-def test_different_data_refused_before_loading(result: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_different_data_refused_before_loading(result: Path, model: list[str], tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     task = TaskRegistry().task("probe_quick")
 
     def other_data(doc: dict) -> None:  # a consistent submission made on other data: valid, but not ours
@@ -66,19 +80,49 @@ def test_different_data_refused_before_loading(result: Path, tmp_path: Path, mon
         block["data"][key] = "0" * 64
         block["hash"] = task.task_hash(block["data"])
 
-    def no_model(*args, **kwargs):
-        raise AssertionError("the model must not be loaded")
-
     monkeypatch.setattr("collapse_bench.evaluate.load_model", no_model)
     path = edited(result, tmp_path, other_data)
-    assert main(["validate", str(path)]) == 0
-    assert main(["reproduce", str(path), "--device", "cpu"]) == 1
+    assert main(["reproduce", str(path), *model]) == 1  # (validate regenerates builtin data and refuses it too)
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "/data/builtin:" in err[0] and "recorded 000000000000…; refusing to reproduce on different data" in err[0]
+    assert len(err) == 1 and "tasks/probe_quick/data/builtin:" in err[-1] and "000000000000…" in err[-1]
 
     path = edited(result, tmp_path, lambda d: d["model"].__setitem__("sha256", "1" * 64))
-    assert main(["reproduce", str(path), "--device", "cpu"]) == 1
+    assert main(["reproduce", str(path), *model]) == 1
     assert "refusing to evaluate a different checkpoint" in capsys.readouterr().err
+
+
+def test_local_row_needs_model_and_trust_is_never_taken_from_the_row(
+        result: Path, model: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("collapse_bench.evaluate.load_model", no_model)
+    assert main(["reproduce", str(result), "--device", "cpu"]) == 1
+    assert_one_line_error(1, capsys.readouterr().err, "model/name", "'tiny-llama' was evaluated from a local checkpoint (local)",
+                          "--model PATH")
+    trusting = edited(result, tmp_path, lambda d: d["config"].__setitem__("trust_remote_code", True))
+    assert main(["reproduce", str(trusting), *model]) == 1
+    assert_one_line_error(1, capsys.readouterr().err, "config/trust_remote_code", "--trust-remote-code")
+    odd = edited(result, tmp_path, lambda d: d["config"].__setitem__("attn_implementation", "x" * 5000))
+    assert main(["reproduce", str(odd), *model, "--trust-remote-code"]) == 1
+    assert_one_line_error(1, capsys.readouterr().err, "config/attn_implementation", "refusing to pass it on")
+    old = edited(result, tmp_path, lambda d: d["model"].pop("sha256_scheme"))  # a row hashed before files-v2
+    assert main(["reproduce", str(old), *model]) == 1  # refused by validation already: the scheme is required
+    assert_one_line_error(1, capsys.readouterr().err, "model: 'sha256_scheme' is a required property")
+    other = edited(result, tmp_path, lambda d: d["model"].__setitem__("sha256_scheme", "file"))  # a GGUF's scheme
+    assert main(["reproduce", str(other), *model]) == 1
+    assert_one_line_error(1, capsys.readouterr().err, "model/sha256", "recorded with checkpoint hash scheme file", "files-v2")
+
+
+def test_trusted_row_reproduces_with_flag_only_when_recorded(result: Path, model: list[str], tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """--trust-remote-code on a row recorded without it changes nothing: the evaluation runs as recorded."""
+    from collapse_bench.evaluate import EvaluateRequest
+
+    doc = json.loads(result.read_text())
+    assert R.request_for(doc, None, tmp_path / "o.json", "cpu", "auto", None, "m", None, True).trust_remote_code is False
+    doc["config"]["trust_remote_code"] = True
+    req = R.request_for(doc, None, tmp_path / "o.json", "cpu", "auto", None, "m", None, True)
+    assert isinstance(req, EvaluateRequest) and req.trust_remote_code is True and req.model == "m"
+    assert R.request_for(doc, None, tmp_path / "o.json", "cpu", "auto", None, "m").trust_remote_code is False
 
 
 def test_tolerance_rules_and_custom_file(tmp_path: Path) -> None:

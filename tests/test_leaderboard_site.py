@@ -4,19 +4,23 @@ downloads, deterministic SVG, an empty submissions dir."""
 from __future__ import annotations
 
 import copy
+import csv
+import io
 import json
 import random
+import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from leaderboard_helpers import good_doc, snapshot, submissions_tree
 
 from collapse_bench.cli import main
 from collapse_bench.errors import CollapseBenchError
 from collapse_bench.leaderboard import site
-from collapse_bench.leaderboard.aggregate import Entry, entries_from
-from collapse_bench.leaderboard.plots import layer_plot
+from collapse_bench.leaderboard.aggregate import Entry, entries_from, item_outcomes
+from collapse_bench.leaderboard.plots import layer_plot, reliability_bins, reliability_plot
 from collapse_bench.leaderboard.validate import validate_paths
 
 
@@ -124,14 +128,14 @@ def test_reliability_and_plasticity_plots_when_present(tmp_path: Path) -> None:
                            "calibration": {"definition": "...", "primary": {"reliability": bins}}}
     doc["tasks"]["plast"] = {"kind": "plasticity", "metrics": {"gain": 0.4, "bpb_initial": 2.0},
                              "per_seed": {"0": {"gain": 0.3, "bpb_initial": 2.0}, "1": {"gain": 0.5, "bpb_initial": 2.0}},
-                             "curves": {"0": {"steps": [0, 10, 20], "bpb": [2.0, 1.8, 1.7], "train_loss": [3, 2, 1]},
-                                        "1": {"steps": [0, 10, 20], "bpb": [2.0, 1.6, 1.5], "train_loss": [3, 2, 1]}}}
+                             "curves": {"0": {"steps": [0, 10, 20], "bpb": [2.0, 1.6, 1.4], "train_loss": [3, 2, 1]},
+                                        "1": {"steps": [0, 10, 20], "bpb": [2.0, 1.3, 1.0], "train_loss": [3, 2, 1]}}}
     site.render([Entry("submissions/org/m/quick-x.json", doc)], tmp_path / "lb")
     plots = sorted(p.name for p in (tmp_path / "lb" / "plots").glob("*.svg"))
     assert [p.split("--")[-1] for p in plots] == ["arc-reliability.svg", "plast-plasticity.svg", "probe_quick-layers.svg"]
     data = json.loads((tmp_path / "lb" / "data.json").read_text())
     assert data["cis"]["submissions/org/m/quick-x.json"]["plast.gain"][0] < 0.4
-    assert data["models"][0]["c.plasticity"] == pytest.approx(0.2)
+    assert data["models"][0]["c.plasticity"] == pytest.approx(0.4)  # the mean relative gain, not gain / bpb_initial
 
 
 def test_empty_submissions_and_refusals(tmp_path: Path) -> None:
@@ -149,3 +153,155 @@ def test_empty_submissions_and_refusals(tmp_path: Path) -> None:
     with pytest.raises(CollapseBenchError, match="1 invalid submission"):
         site.build(bad, tmp_path / "lb")
     assert "No submissions yet." in (tmp_path / "lb" / "index.html").read_text()  # untouched
+
+
+# --- issue 12: reliability variant, robustness to free-text keys, --out refusals, CSV injection, T bound ---
+
+COMMITTED = Path(__file__).resolve().parents[1] / "submissions" / "huggingfacetb" / "smollm2-135m-instruct"
+
+
+def committed(stem: str) -> Entry:
+    doc = json.loads((COMMITTED / f"{stem}.json").read_text())
+    records = [json.loads(line) for line in (COMMITTED / f"{stem}.samples.jsonl").read_text().splitlines()]
+    return Entry(f"submissions/huggingfacetb/smollm2-135m-instruct/{stem}.json", doc, item_outcomes(records))
+
+
+def width_bins(z: list[np.ndarray], gold: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Independent numpy reference: 15 equal-width bins of max-softmax confidence, non-empty ones only."""
+    p = [np.exp(v - v.max()) / np.exp(v - v.max()).sum() for v in z]
+    conf = np.array([q.max() for q in p])
+    correct = np.array([float(np.argmax(q) == g) for q, g in zip(p, gold)])
+    b = np.minimum((conf * 15).astype(int), 14)
+    keep = [k for k in range(15) if (b == k).any()]
+    return (np.array([conf[b == k].mean() for k in keep]), np.array([correct[b == k].mean() for k in keep]),
+            np.array([float((b == k).sum()) for k in keep]))
+
+
+def test_reliability_plot_is_the_primary_variant_of_a_committed_block() -> None:
+    e = committed("standard-cb340c5194ad")
+    task = "arc_easy"
+    block = e.doc["tasks"][task]
+    recs = [json.loads(line) for line in (COMMITTED / "standard-cb340c5194ad.samples.jsonl").read_text().splitlines()]
+    recs = [r for r in recs if r["task"] == task]
+    primary = width_bins([np.array(r["loglik"]) for r in recs], [r["gold"] for r in recs])
+    normed = width_bins([np.array(r["loglik"]) / np.array(r["choice_chars"]) for r in recs], [r["gold"] for r in recs])
+    got = reliability_bins(block, e.items.get(task))
+    for g, want in zip(got, primary):
+        assert g == pytest.approx(want, abs=1e-9)
+    assert got[2].sum() == len(recs) == block["calibration"]["primary"]["n"]
+    assert len(got[0]) != len(normed[0]) or not np.allclose(got[0], normed[0])  # the variants really differ here
+    svg = reliability_plot(e, task).decode()
+    ece = block["metrics"]["ece"]
+    assert f"primary (ECE {ece:.3f}, n={len(recs)})" in svg and "length-normalised (ECE" in svg
+    for n in primary[2]:
+        assert f">{int(n)}</text>" in svg  # the bin counts are annotated
+    # the length-normalised bins do not move the primary series; the primary bins do
+    hacked = copy.deepcopy(e.doc)
+    for b in hacked["tasks"][task]["calibration"]["length_normalised"]["reliability"]:
+        b.update(confidence=0.99, accuracy=0.01, count=7)
+    again = reliability_bins(hacked["tasks"][task], None)
+    assert all(np.array_equal(a, b) for a, b in zip(again, got))
+    hacked["tasks"][task]["calibration"]["primary"]["reliability"][-1].update(confidence=0.97, accuracy=0.02, count=5)
+    assert reliability_bins(hacked["tasks"][task], None)[0][-1] == 0.97
+
+
+def test_reliability_fallback_is_equal_mass_bins_of_the_items() -> None:
+    rng = np.random.default_rng(3)
+    conf = rng.uniform(0.3, 1.0, size=47)
+    correct = (rng.uniform(size=47) < conf).astype(float)
+    got = reliability_bins({"kind": "lm_eval", "metrics": {}}, (conf, correct))
+    order = np.sort(conf)
+    sizes = [4] * 2 + [3] * 13  # 47 = 2 * 4 + 13 * 3
+    edges = np.cumsum([0] + sizes)
+    assert got[2].tolist() == sizes
+    assert got[0] == pytest.approx([order[a:b].mean() for a, b in zip(edges[:-1], edges[1:])])
+    assert got[1] == pytest.approx([correct[np.argsort(conf, kind="stable")][a:b].mean() for a, b in zip(edges[:-1], edges[1:])])
+
+
+def hostile_quick() -> dict:
+    doc = json.loads(sorted(COMMITTED.glob("quick-*.json"))[0].read_text())
+    plast = doc["tasks"]["plasticity_quick"]
+    curve = plast["curves"]["0"]
+    plast["curves"] = {"$\\frac": curve, "a$b$": curve, "--1": curve, "²": curve, "7": curve, "-2": curve}
+    plast["per_seed"] = {"--1": plast["per_seed"]["0"], "²": plast["per_seed"]["0"], "3": plast["per_seed"]["0"]}
+    for b in doc["tasks"]["world_mc"]["calibration"]["primary"]["reliability"]:
+        b.update(confidence="0.5", accuracy="x", count="3")
+    return doc
+
+
+def test_renderer_survives_free_text_keys_and_strings(tmp_path: Path) -> None:
+    """Shapes that once passed validation and crashed the build: rendered here without validation."""
+    records = [{"task": "world_mc", "loglik": ["a", "b"], "gold": "0", "correct": "yes"}, {"task": "world_mc", "confidence": "x"}]
+    e = Entry("submissions/org/m/quick-x.json", hostile_quick(), item_outcomes(records))
+    assert e.items == {}
+    site.render([e], tmp_path / "lb")
+    svg = next((tmp_path / "lb" / "plots").glob("*plasticity_quick-plasticity.svg")).read_text()
+    labels = re.findall(r"<text[^>]*>([^<]*)</text>", svg)
+    assert [x for x in labels if x.startswith("seed")] == ["seed -2", "seed 7", "seed ?", "seed ?", "seed ?", "seed ?"]
+    assert "$" not in svg and "frac" not in svg
+    assert not list((tmp_path / "lb" / "plots").glob("*world_mc-reliability.svg"))  # no numeric bins, no items
+
+
+def test_a_crash_while_rendering_names_the_submission(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(entry: Entry, base: Entry | None) -> list:
+        raise ValueError("bad\nvalue")
+
+    monkeypatch.setattr(site, "entry_plots", boom)
+    with pytest.raises(CollapseBenchError) as err:
+        site.render([Entry("submissions/org/m/quick-x.json", good_doc())], tmp_path / "lb")
+    assert str(err.value) == "submissions/org/m/quick-x.json: cannot render this submission (ValueError: bad value)"
+    assert not (tmp_path / "lb").exists()
+
+
+def test_out_marker_and_refusals(subs: Path, built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (built / site.MARKER).read_bytes() == site.MARKER_TEXT
+    lb = tmp_path / "lb"
+    shutil.copytree(built, lb)
+    (lb / "models" / "stale.html").write_text("x")
+    site.build(subs, lb)  # a marked directory is replaced, stale files included
+    assert snapshot(lb) == snapshot(built)
+    (lb / site.MARKER).unlink()
+    with pytest.raises(CollapseBenchError, match="not a leaderboard directory"):
+        site.build(subs, lb)  # index.html and data.json alone are not a leaderboard any more
+    assert "index.html" in snapshot(lb)
+    monkeypatch.chdir(subs.parent)
+    for out, why in ((".", "current directory"), (subs.parent.parent, "one of its parents"), (subs, "--submissions"),
+                     (subs / "org", "--submissions"), (Path(__file__).resolve().parents[1], "current directory|repository root")):
+        with pytest.raises(CollapseBenchError, match=why):
+            site.build(subs, Path(out))
+
+
+def test_csv_cells_cannot_be_formulas(subs: Path, tmp_path: Path) -> None:
+    entries = entries_from(validate_paths([subs]).ok, subs)
+    names = ["=HYPERLINK(\"http://x\",\"y\")", "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx"]
+    evil = []
+    for i, name in enumerate(names):
+        e = entries[i % len(entries)]
+        doc = copy.deepcopy(e.doc)
+        doc["model"].update(name=name, source="hub")
+        evil.append(Entry(e.id.replace(".json", f"-{i}.json"), doc))
+    site.render(evil, tmp_path / "lb")
+    raw = (tmp_path / "lb" / "data.csv").read_bytes()
+    assert b",'\rx," in raw  # a CR cell is neutralised too (the validator refuses control characters anyway)
+    rows = list(csv.DictReader(io.StringIO(raw.decode().replace("'\r", "'CR"), newline="")))
+    assert sorted(r["model"] for r in rows) == sorted("'" + n.replace("\r", "CR") for n in names)
+    deltas = [r["delta.probe_quick.effective_rank"] for r in rows]
+    assert any(d.startswith("-") and float(d) < 0 for d in deltas)  # negative numbers stay numbers
+    assert json.loads((tmp_path / "lb" / "data.json").read_text())["models"][0]["model"] in names  # JSON is data
+
+
+def test_temperature_at_the_search_bound_is_shown_as_a_bound(tmp_path: Path) -> None:
+    e = committed("standard-cb340c5194ad")
+    site.render([e], tmp_path / "lb")
+    t = e.doc["tasks"]
+    at = sorted(k for k, b in t.items() if b["metrics"].get("temperature_opt", 0) > 19.99)
+    inside = sorted(k for k, b in t.items() if 0 < (b["metrics"].get("temperature_opt") or 0) < 19.99)
+    assert at and inside and t[at[0]]["metrics"]["temperature_opt"] == pytest.approx(20.0, abs=1e-6)
+    scalars = json.loads((tmp_path / "lb" / "data.json").read_text())["scalars"][e.id]
+    assert [scalars[f"{k}.temperature_opt_at_bound"] for k in at] == [1.0] * len(at)
+    assert [scalars[f"{k}.temperature_opt_at_bound"] for k in inside] == [0.0] * len(inside)
+    page = next((tmp_path / "lb" / "models").glob("*.html")).read_text()
+    cell = re.search(rf"<td>{at[0]}</td><td>temperature_opt</td>\s*<td[^>]*>([^<]*)</td>", page).group(1)
+    assert cell == "≥ 20"
+    cell = re.search(rf"<td>{inside[0]}</td><td>temperature_opt</td>\s*<td[^>]*>([^<]*)</td>", page).group(1)
+    assert cell == site.fmt_num(t[inside[0]]["metrics"]["temperature_opt"])

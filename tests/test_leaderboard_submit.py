@@ -72,23 +72,27 @@ def test_symlinked_org_dir_is_refused(tmp_path: Path) -> None:
     root.mkdir()
     outside.mkdir()
     os.symlink(outside, root / "local")
-    with pytest.raises(CollapseBenchError, match="refusing to write outside"):
+    with pytest.raises(CollapseBenchError, match="is a symbolic link"):  # refused before any path is built
         submit(GOOD, root)
     assert list(outside.iterdir()) == []
 
 
 def test_samples_file_copied_and_reference_rewritten(tmp_path: Path) -> None:
+    """A real result with a samples file (the committed SmolLM2 quick row): the copy keeps bytes and hash."""
+    real = sorted((Path(__file__).resolve().parents[1] / "submissions" / "huggingfacetb").rglob("quick-*.json"))[0]
     src = tmp_path / "in"
     src.mkdir()
     samples = src / "run.samples.jsonl"
-    samples.write_bytes((BAD / "samples_hash.samples.jsonl").read_bytes())
-    doc = good_doc()
-    doc["tasks"]["probe_quick"]["samples"] = {"path": "run.samples.jsonl", "sha256": sha256_file(samples)}
+    samples.write_bytes(real.with_name(real.stem + ".samples.jsonl").read_bytes())
+    doc = json.loads(real.read_text())
+    for block in doc["tasks"].values():
+        if "samples" in block:
+            block["samples"]["path"] = "run.samples.jsonl"
     result = src / "run.json"
     result.write_text(json.dumps(doc))
     target = submit(result, tmp_path / "submissions")
     written = json.loads(target.read_text())
-    ref = written["tasks"]["probe_quick"]["samples"]
+    ref = written["tasks"]["world_mc"]["samples"]
     assert ref["path"] == f"{target.stem}.samples.jsonl"
     copy = target.parent / ref["path"]
     assert copy.read_bytes() == samples.read_bytes() and sha256_file(copy) == ref["sha256"]

@@ -17,7 +17,7 @@ from collapse_bench.leaderboard.submission import MAX_RESULT_BYTES, name_problem
 from collapse_bench.tasks import TaskRegistry
 
 EXPECTED = {
-    "malformed_json.json": "(file): malformed JSON at line 53 column 23",
+    "malformed_json.json": "(file): malformed JSON at line 61 column 23",
     "truncated.json": "(file): truncated JSON: the document ends",
     "wrong_types.json": "tasks/probe_quick/metrics/effective_rank: 'high' is not of type 'number', 'null'",
     "nan.json": "tasks/probe_quick/metrics/anisotropy: non-finite number nan",
@@ -30,7 +30,7 @@ EXPECTED = {
     "absurd_effective_rank.json": "tasks/probe_quick/metrics/effective_rank: -2 is outside the documented range [1, hidden_size=64]",
     "unknown_task.json": "tasks/probe_imaginary: unknown task 'probe_imaginary'",
     "null_model_hash.json": "model/sha256: a submission needs the weights' content hash",
-    "samples_hash.json": "tasks/probe_quick/samples/sha256: samples file samples_hash.samples.jsonl has sha256 1287137eb560",
+    "samples_hash.json": "tasks/probe_quick/samples/sha256: samples file samples_hash.samples.jsonl does not have the sha256 the result records",
     "samples_traversal.json": "tasks/probe_quick/samples/path: must be a plain file name next to the result",
 }
 
@@ -53,7 +53,7 @@ def test_bad_submission_rejected(name: str, tmp_path: Path, capsys: pytest.Captu
     assert main(["validate", *paths]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err  # one line per failing file
-    assert err[0].startswith(f"{bad}: ") and EXPECTED[name] in err[0], err[0]
+    assert err[0].startswith(f"collapse-bench: error: {bad}: ") and EXPECTED[name] in err[0], err[0]
     assert snapshot(BAD) == before
 
     # submit: same refusal (one line, exit 1) and nothing written into the submissions dir
@@ -129,15 +129,14 @@ def test_range_bounds_from_model_fields() -> None:
 
 
 def test_validate_leaves_samples_alone(tmp_path: Path) -> None:
-    """A valid samples reference passes, and its file is matched by sha256."""
-    shutil.copy(BAD / "samples_hash.samples.jsonl", tmp_path / "r.samples.jsonl")
-    doc = good_doc()
-    from collapse_bench.io import sha256_file
-
-    doc["tasks"]["probe_quick"]["samples"] = {"path": "r.samples.jsonl", "sha256": sha256_file(tmp_path / "r.samples.jsonl")}
-    (tmp_path / "r.json").write_text(json.dumps(doc))
+    """A valid samples reference passes, and its file is matched by sha256 (a real lm-eval result's samples)."""
+    src = sorted((Path(__file__).resolve().parents[1] / "submissions" / "huggingfacetb").rglob("quick-*.json"))[0]
+    shutil.copy(src, tmp_path / src.name)
+    shutil.copy(src.with_name(src.stem + ".samples.jsonl"), tmp_path / (src.stem + ".samples.jsonl"))
+    before = snapshot(tmp_path)
     report = V.validate_paths([tmp_path])
     assert report.failures == [] and len(report.ok) == 1
+    assert snapshot(tmp_path) == before
 
 
 def test_hostile_json_shapes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -154,3 +153,19 @@ def test_hostile_json_shapes(tmp_path: Path, capsys: pytest.CaptureFixture[str])
             path.write_text(text)
         assert main(["validate", str(path)]) == 1
         assert f"{path}: {expected}" in capsys.readouterr().err, name
+
+
+def test_guarantees_listed_once_in_both_readmes() -> None:
+    """README.md and submissions/README.md state the same list of what `validate` guarantees."""
+    root = Path(__file__).resolve().parents[1]
+
+    def section(text: str) -> str:
+        start = text.index("What `validate` guarantees")
+        body = text[start:].split("\n", 1)[1]
+        end = body.find("\n#")
+        end = body.find("At a release, a maintainer") if "At a release, a maintainer" in body else end
+        return body[: end if end >= 0 else len(body)].strip()
+
+    main_list = section((root / "README.md").read_text(encoding="utf-8"))
+    assert "11. **One row per (model sha256, suite, suite version)**" in main_list
+    assert section((root / "submissions" / "README.md").read_text(encoding="utf-8")) == main_list

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from ..data import resolve_data_dir
 from ..errors import CollapseBenchError
@@ -31,6 +30,7 @@ from ..io import atomic_write_bytes, atomic_write_json, sha256_json
 from ..models import find_source
 from ..paths import builtin_tasks_dir
 from ..tasks import TaskRegistry
+from ..tasks.loader import dump_yaml
 from .data import fits, load_stage_refs, stage_examples
 from .leakage import check_no_leakage
 from .recipe import Recipe, load_recipe
@@ -87,7 +87,8 @@ def run_chain(req: ChainRequest) -> Path:
               "intervention_params": {i.name: i.params for i in interventions}}
     state = _open_state(out, header)
     state["leakage_check"] = leakage
-    lineage: list[dict[str, Any]] = [{"name": recipe.base, "sha256": base.sha256, "revision": base.revision, "stage": "base"}]
+    # lineage names are display names (base.name: an alias/hub id as given, a local base by its lineage/leaf name)
+    lineage: list[dict[str, Any]] = [{"name": base.name, "sha256": base.sha256, "revision": base.revision, "stage": "base"}]
     parent_dir, adapters, pool = Path(base.path), [], []
     parent_ref = recipe.base  # what ``evaluate --parent`` resolves to the stage's parent (the lora task's dW)
     suite_tasks = req.eval_tasks or (list(registry.suite(req.evaluate).tasks) if req.evaluate else [])
@@ -166,7 +167,7 @@ def _train(recipe: Recipe, stage: Any, examples: list, stage_refs: list, interve
     merged.save_pretrained(tmp / "model")
     tok.save_pretrained(tmp / "model")
     shutil.rmtree(tmp / "trainer", ignore_errors=True)
-    name = f"{recipe.base}/{recipe.name}/{label}/s{seed - stage.seed}/{stage.dirname}"
+    name = f"{lineage[0]['name']}/{recipe.name}/{label}/s{seed - stage.seed}/{stage.dirname}"
     from ..models.resolve import dir_sha256
 
     sha = dir_sha256(tmp / "model")
@@ -179,7 +180,7 @@ def _train(recipe: Recipe, stage: Any, examples: list, stage_refs: list, interve
         "chat_template_sha256": sha256_json(tok.chat_template or ""),
     }
     for sub in ("model", "adapter"):
-        atomic_write_bytes(tmp / sub / "lineage.yaml", yaml.safe_dump(entry, sort_keys=False).encode())
+        atomic_write_bytes(tmp / sub / "lineage.yaml", dump_yaml(entry).encode())
     reports = {i.name: i.report() for i in interventions}
     atomic_write_json(tmp / "stage.json", {**log, "dropped_too_long": dropped, "name": name, "sha256": sha, "stage": stage.name, "kind": stage.kind,
                                           "data": data_hashes, "interventions": reports,

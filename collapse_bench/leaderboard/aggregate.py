@@ -9,8 +9,11 @@ Rows are ordered by submission id first, so the input order never matters.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
+import math
+import re
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from importlib import resources
@@ -21,8 +24,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from ..errors import CollapseBenchError
 from ..evaluate import slug
 from ..io import read_jsonl, sha256_bytes
+from ..metrics.calibration import temperature_at_bound
 from . import stats
 from .submission import Submission, samples_refs, stage_name
 
@@ -43,33 +48,70 @@ class Entry:
     id: str  # "submissions/<org>/<model>/<file>.json"
     doc: dict[str, Any]
     items: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # task -> (confidence, correct)
+    complete: bool = True  # recomputed by `validate`; only complete rows are ranked
 
     @property
     def metrics(self) -> dict[str, dict[str, float | None]]:
-        return {t: b["metrics"] for t, b in self.doc["tasks"].items()}
+        """``tasks.<t>.metrics`` plus the derived ``temperature_opt_at_bound`` (1 when the recorded
+        ``temperature_opt`` is a bound of the search, see :func:`~..metrics.calibration.temperature_at_bound`)."""
+        return {t: derived_metrics(b["metrics"]) for t, b in self.doc["tasks"].items()}
 
     @property
     def kinds(self) -> dict[str, str]:
         return {t: b["kind"] for t, b in self.doc["tasks"].items()}
 
 
+def derived_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    t = metrics.get("temperature_opt")
+    if not _num(t) or "temperature_opt_at_bound" in metrics:
+        return metrics
+    return {**metrics, "temperature_opt_at_bound": 0.0 if temperature_at_bound(float(t)) is None else 1.0}
+
+
+def _num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def seed_order(key: Any) -> tuple[int, int, str]:
+    """Sort key of a free-text seed key: int-like strings ("0", "-1") numerically first, then the rest."""
+    k = str(key)
+    return (0, int(k), "") if re.fullmatch(r"-?[0-9]{1,18}", k) else (1, 0, k)
+
+
+@contextlib.contextmanager
+def guard(entry_id: str, what: str = "aggregate") -> Any:
+    """Any unexpected exception inside becomes one CollapseBenchError line naming the submission."""
+    try:
+        yield
+    except CollapseBenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the renderer must never crash on one submission
+        msg = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        raise CollapseBenchError(f"{entry_id}: cannot {what} this submission ({msg})") from None
+
+
 def item_outcomes(records: list[dict[str, Any]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """task -> (confidence = max softmax of the choice log-likelihoods, correct) from samples records."""
     grouped: dict[str, tuple[list[float], list[float]]] = {}
     for rec in records:
-        lls = next((rec[k] for k in LL_KEYS if isinstance(rec.get(k), list) and rec[k]), None)
-        if "confidence" in rec:
+        if not isinstance(rec, dict):
+            continue
+        lls = next((rec[k] for k in LL_KEYS if isinstance(rec.get(k), list) and rec[k]
+                    and all(_num(v) for v in rec[k])), None)  # non-numeric values: the record is unusable
+        if _num(rec.get("confidence")):
             conf = float(rec["confidence"])
-        elif lls is not None:
+        elif lls is not None and "confidence" not in rec:
             z = np.asarray(lls, dtype=np.float64)
             conf = float(np.exp(z.max() - np.logaddexp.reduce(z)))
         else:
             continue
-        if "correct" in rec:
+        if isinstance(rec.get("correct"), (bool, int, float)):
             correct = float(bool(rec["correct"]))
-        elif lls is not None and "gold" in rec:
+        elif lls is not None and "correct" not in rec and _num(rec.get("gold")):
             correct = float(int(np.argmax(lls)) == rec["gold"])
         else:
+            continue
+        if not (math.isfinite(conf) and 0.0 <= conf <= 1.0):
             continue
         c, k = grouped.setdefault(str(rec.get("task", "")), ([], []))
         c.append(conf)
@@ -83,9 +125,11 @@ def entries_from(subs: list[Submission], root: Path) -> list[Entry]:
     for sub in subs:
         rel = sub.path.resolve().relative_to(root.resolve()).as_posix()
         records: list[dict[str, Any]] = []
-        for name in sorted({ref["path"] for _, ref in samples_refs(sub.doc)}):
-            records += list(read_jsonl(sub.path.parent / name))
-        out.append(Entry(f"submissions/{rel}", sub.doc, item_outcomes(records)))
+        eid = f"submissions/{rel}"
+        with guard(eid, "read the samples of"):
+            for name in sorted({ref["path"] for _, ref in samples_refs(sub.doc)}):
+                records += list(read_jsonl(sub.path.parent / name))
+            out.append(Entry(eid, sub.doc, item_outcomes(records), sub.complete))
     return sorted(out, key=lambda e: e.id)
 
 
@@ -135,7 +179,7 @@ def meta_row(entry: Entry, base_id: str | None) -> dict[str, Any]:
     return {"id": entry.id, "page": page_slug(entry.id), "model": display_name(m), "model_name": m["name"],
             "source": m["source"], "sha256": m["sha256"], "parent": m.get("parent"), "stage": m.get("stage"),
             "depth": len(m.get("lineage") or []), "recipe": m.get("recipe"), "intervention": m.get("intervention"),
-            "suite": s["name"], "suite_version": s["version"], "base_id": base_id}
+            "suite": s["name"], "suite_version": s["version"], "base_id": base_id, "complete": entry.complete}
 
 
 def scalar_frame(entries: list[Entry]) -> pd.DataFrame:
@@ -157,8 +201,7 @@ def delta_frame(scalars: pd.DataFrame, base_ids: dict[str, str | None]) -> pd.Da
 
 # --- composite -------------------------------------------------------------------------------------------
 
-def metric_score(rule: dict[str, Any], spec: dict[str, Any], value: float, task_metrics: dict[str, Any],
-                 base_value: float | None) -> float | None:
+def metric_score(rule: dict[str, Any], spec: dict[str, Any], value: float, base_value: float | None) -> float | None:
     """Score in [0, 1] of one metric value (formulas in composite.yaml)."""
     direction = 1.0 if rule.get("better", "higher") == "higher" else -1.0
     if spec.get("relative_to_base"):
@@ -166,11 +209,6 @@ def metric_score(rule: dict[str, Any], spec: dict[str, Any], value: float, task_
             return None
         denom = max(abs(base_value), float(rule.get("floor", 1e-12))) * float(spec.get("scale", 1.0))
         return float(np.clip(0.5 + 0.5 * direction * (value - base_value) / denom, 0.0, 1.0))
-    if rule.get("divide_by"):
-        den = task_metrics.get(rule["divide_by"])
-        if not den:
-            return None
-        value = value / den
     return float(np.clip(value if direction > 0 else 1.0 - value, 0.0, 1.0))
 
 
@@ -178,15 +216,11 @@ def per_seed_rows(block: dict[str, Any]) -> list[dict[str, Any]]:
     """``per_seed`` as a list of metric dicts ordered by seed ({seed: {...}} or [{seed, ...}])."""
     raw = block.get("per_seed")
     if isinstance(raw, dict):
-        keys = sorted(raw, key=lambda k: (0, int(k)) if str(k).lstrip("-").isdigit() else (1, str(k)))
+        keys = sorted(raw, key=seed_order)
         return [raw[k] for k in keys if isinstance(raw[k], dict)]
     if isinstance(raw, list):
         return [r for r in raw if isinstance(r, dict)]
     return []
-
-
-def _num(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def item_stat_reps(entry: Entry, task: str, metric: str, n_boot: int) -> np.ndarray | None:
@@ -206,20 +240,15 @@ def item_stat_reps(entry: Entry, task: str, metric: str, n_boot: int) -> np.ndar
 def score_reps(entry: Entry, task: str, metric: str, rule: dict[str, Any], spec: dict[str, Any],
                base_value: float | None, n_boot: int) -> np.ndarray | None:
     """Bootstrap replicates of one metric's score (items, or seeds resampled jointly), or None."""
-    metrics = entry.metrics[task]
     reps = item_stat_reps(entry, task, metric, n_boot)
     if reps is not None:
-        return np.array([metric_score(rule, spec, float(r), metrics, base_value) for r in reps])
+        return np.array([metric_score(rule, spec, float(r), base_value) for r in reps])
     seeds = per_seed_rows(entry.doc["tasks"][task])
-    needed = [metric] + ([rule["divide_by"]] if rule.get("divide_by") else [])
-    if len(seeds) < 2 or not all(all(_num(s.get(k)) for k in needed) for s in seeds):
+    if len(seeds) < 2 or not all(_num(s.get(metric)) for s in seeds):
         return None
-    table = {k: np.array([float(s[k]) for s in seeds]) for k in needed}
+    values = np.array([float(s[metric]) for s in seeds])
     idx = stats.bootstrap_indices(len(seeds), n_boot, stats.seed_of(entry.id, task, "seeds"))
-    out = []
-    for row in idx:
-        means = {k: float(v[row].mean()) for k, v in table.items()}
-        out.append(metric_score(rule, spec, means[metric], means, base_value))
+    out = [metric_score(rule, spec, float(values[row].mean()), base_value) for row in idx]
     return None if any(o is None for o in out) else np.array(out, dtype=np.float64)
 
 
@@ -236,7 +265,7 @@ def components(entry: Entry, base: Entry | None, n_boot: int = stats.N_BOOT) -> 
                     if value is None or not fnmatch.fnmatchcase(metric, rule["metric"]):
                         continue
                     bval = base.metrics.get(task, {}).get(metric) if base is not None else None
-                    s = metric_score(rule, spec, value, entry.metrics[task], bval)
+                    s = metric_score(rule, spec, value, bval)
                     if s is None:
                         continue
                     r = score_reps(entry, task, metric, rule, spec, bval, n_boot)
@@ -296,7 +325,8 @@ def build_tables(entries: list[Entry], n_boot: int = stats.N_BOOT) -> Tables:
     rows, reps = [], {}
     for e in entries:
         bid = base_ids[e.id]
-        comps = components(e, by_id[bid] if bid else None, n_boot)
+        with guard(e.id):
+            comps = components(e, by_id[bid] if bid else None, n_boot)
         point, r, missing = composite(comps)
         row = meta_row(e, bid)
         row.update({f"c.{k}": (comps[k][0] if comps[k] else None) for k in names})
@@ -307,7 +337,7 @@ def build_tables(entries: list[Entry], n_boot: int = stats.N_BOOT) -> Tables:
             reps[e.id] = r
         rows.append(row)
     for suite in sorted({r["suite"] for r in rows}):  # composites are comparable within a suite only
-        ranked = [r for r in rows if r["composite"] is not None and r["suite"] == suite]
+        ranked = [r for r in rows if r["composite"] is not None and r["suite"] == suite and r["complete"]]
         intervals = stats.rank_intervals([r["composite_lo"] for r in ranked], [r["composite_hi"] for r in ranked])
         groups = stats.tied_groups([r["composite"] for r in ranked], [r["composite_lo"] for r in ranked],
                                    [r["composite_hi"] for r in ranked])
@@ -315,14 +345,18 @@ def build_tables(entries: list[Entry], n_boot: int = stats.N_BOOT) -> Tables:
             r.update({"rank": 1 + sum(o["composite"] > r["composite"] for o in ranked), "rank_best": best,
                       "rank_worst": worst, "group": g})
     columns = ["id", "page", "model", "model_name", "source", "sha256", "parent", "stage", "depth", "recipe",
-               "intervention", "suite", "suite_version", "base_id", "rank", "rank_best", "rank_worst", "group",
+               "intervention", "suite", "suite_version", "base_id", "complete", "rank", "rank_best", "rank_worst", "group",
                "composite", "composite_lo", "composite_hi", "partial", "missing"] + [f"c.{k}" for k in names]
     models = pd.DataFrame(rows).reindex(columns=columns)
     models = models.assign(_k=models["composite"].fillna(-np.inf)).sort_values(
         ["suite", "_k", "model", "id"], ascending=[True, False, True, True], kind="mergesort").drop(columns="_k").reset_index(drop=True)
     scalars = scalar_frame(entries)
+    cis = {}
+    for e in entries:
+        with guard(e.id):
+            cis[e.id] = metric_cis(e, n_boot)
     return Tables(models, scalars, delta_frame(scalars, base_ids), interventions_view(models, by_id, base_ids, n_boot),
-                  {e.id: metric_cis(e, n_boot) for e in entries}, by_id)
+                  cis, by_id)
 
 
 def restricted(entry: Entry, tasks: AbstractSet[str]) -> Entry:

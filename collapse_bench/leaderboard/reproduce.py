@@ -1,12 +1,15 @@
 """``collapse-bench reproduce SUBMISSION``: re-run a published row and compare every metric.
 
-Before any model is loaded: the submission is validated, every task must match this repo's current
-config (a row recorded with an older released config needs that release), each task's data is prepared
-from ``--data-dir`` and its sha256s must equal the recorded ones, and the checkpoint found under the
-recorded name must have the recorded sha256 — otherwise a one-line refusal. Then ``evaluate`` runs with
-the recorded model, suite, tasks, seed, batch size, limit and reference (and parent: a chain stage records
-its parent by lineage name, found as the checkpoint next to one of the stage's recorded adapters, or given
-with ``--parent``), and a per-metric diff table is printed; exit 0 only if every metric is within its tolerance (``tolerance.yaml``:
+Before any model is loaded, each a one-line refusal: the submission is validated; a config key ``evaluate``
+does not know, or ``trust_remote_code`` without ``--trust-remote-code`` (never taken from the row), is refused;
+the checkpoint -- given with ``--model PATH`` (required for a local dir, adapter or GGUF row: results record
+those by display name only), else the recorded alias/hub name -- must have the recorded sha256 in the same hash
+scheme (likewise a local CKA reference, ``--reference PATH``); every task must match this repo's current config
+(a row recorded with an older released config needs that release); each task's data is prepared from
+``--data-dir`` and its sha256s must equal the recorded ones. Then ``evaluate`` runs with the recorded suite,
+tasks, seed, batch size, limit and backend (and parent: a chain stage records its parent by lineage name, found
+as the checkpoint next to one of the stage's recorded adapters, or given with ``--parent``), and a per-metric
+diff table is printed; exit 0 only if every metric is within its tolerance (``tolerance.yaml``:
 |new - old| <= abs + rel * |old|).
 """
 
@@ -19,17 +22,19 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..data import resolve_data_dir
 from ..errors import CollapseBenchError
 from ..evaluate import EvaluateRequest
+from ..io import clip
 from ..tasks import TaskRegistry
 from ..tasks.kinds import kind_module
+from ..tasks.loader import load_yaml_text
 from .submission import SubmissionError
 from .validate import validate_file
 
 KNOWN_CONFIG = {"seed", "batch_size", "limit", "device", "dtype", "trust_remote_code", "tasks_dirs", "reference"}
+BACKEND_CONFIG = ("backend", "tensor_parallel_size", "data_parallel_size")  # passed on to evaluate as options
+LOCAL_SOURCES = ("local", "peft", "gguf")
 
 
 def load_tolerances(path: str | Path | None) -> list[dict[str, Any]]:
@@ -41,10 +46,12 @@ def load_tolerances(path: str | Path | None) -> list[dict[str, Any]]:
             text, where = Path(path).read_text(encoding="utf-8"), str(path)
         except OSError as exc:
             raise CollapseBenchError(f"cannot read --tolerance {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise CollapseBenchError(f"--tolerance {path}: not UTF-8 text") from None
     try:
-        rules = yaml.safe_load(text)["tolerances"]
+        rules = load_yaml_text(text, where)["tolerances"]
         return [{"metric": str(r["metric"]), "abs": float(r.get("abs", 0.0)), "rel": float(r.get("rel", 0.0))} for r in rules]
-    except (yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise CollapseBenchError(f"{where}: expected 'tolerances: [{{metric, abs, rel}}, ...]' ({type(exc).__name__})") from None
 
 
@@ -86,7 +93,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def preflight(path: Path, doc: dict[str, Any], data_dir: Path | None) -> None:
-    """Refuse (one line) unless this repo's tasks, the data dir and the checkpoint are the recorded ones."""
+    """Refuse (one line) unless this repo's tasks and the data dir are the recorded ones."""
     registry = TaskRegistry()
     suite = registry.suite(doc["suite"]["name"])
     limit = doc["config"].get("limit")
@@ -101,29 +108,67 @@ def preflight(path: Path, doc: dict[str, Any], data_dir: Path | None) -> None:
                 have, want = (hashes.get(key) or "nothing")[:12], (block["data"].get(key) or "nothing")[:12]
                 raise SubmissionError(path, f"tasks/{name}/data/{key}", f"this data dir gives {have}…, the submission "
                                       f"recorded {want}…; refusing to reproduce on different data (use --data-dir)")
+
+
+def check_config(path: Path, doc: dict[str, Any], trust_remote_code: bool) -> None:
+    """Refuse (one line, before anything runs) a config key ``evaluate`` does not know, a bad backend option, or
+    a row recorded with ``trust_remote_code`` when ``--trust-remote-code`` was not given (never taken from the row)."""
+    cfg = doc["config"]
+    for key in cfg:
+        if key not in KNOWN_CONFIG and key not in BACKEND_CONFIG:
+            raise SubmissionError(path, f"config/{clip(key, 80)}", "is not a setting this release knows "
+                                  f"({', '.join(sorted(KNOWN_CONFIG | set(BACKEND_CONFIG)))}); refusing to pass it on")
+    if cfg.get("backend", "hf") not in ("hf", "vllm"):
+        raise SubmissionError(path, "config/backend", f"{clip(cfg['backend'], 80)!r} is not hf or vllm")
+    for key in ("tensor_parallel_size", "data_parallel_size"):
+        value = cfg.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SubmissionError(path, f"config/{key}", f"{clip(value, 80)!r} is not a positive integer")
+    if cfg.get("trust_remote_code") and not trust_remote_code:
+        raise SubmissionError(path, "config/trust_remote_code", "the row was evaluated with the checkpoint's own code; "
+                              "reproduce runs it only when you pass --trust-remote-code")
+    if cfg.get("backend") == "vllm":
+        from ..ood.backends import require_vllm
+
+        require_vllm()
+
+
+def locate_checkpoint(path: Path, block: dict[str, Any], given: str | None, flag: str, fld: str) -> str:
+    """The checkpoint to re-evaluate for a recorded model block: ``given`` (``--model``/``--reference``), needed
+    for a local dir, adapter or GGUF file (a result records those by display name only), else the recorded
+    alias/hub name; its sha256 (same scheme) must be the recorded one."""
     from ..models import find_source
 
-    source = find_source(doc["model"]["name"])
-    if source.sha256 != doc["model"]["sha256"]:
-        raise SubmissionError(path, "model/sha256", f"'{doc['model']['name']}' here has sha256 {str(source.sha256)[:12]}…, "
-                              f"the submission recorded {doc['model']['sha256'][:12]}…; refusing to evaluate a different checkpoint")
+    if block.get("source") in LOCAL_SOURCES and not given:
+        raise SubmissionError(path, f"{fld}/name", f"'{clip(block['name'], 80)}' was evaluated from a local "
+                              f"checkpoint ({block['source']}); pass that checkpoint with {flag} PATH")
+    name = given or block["name"]
+    source = find_source(name)
+    recorded = block.get("sha256_scheme") or ("file" if block.get("source") == "gguf" or block.get("gguf_file") else None)
+    if recorded != source.sha256_scheme:
+        raise SubmissionError(path, f"{fld}/sha256", f"was recorded with checkpoint hash scheme {recorded or 'v1 (weights and *.json only)'}, "
+                              f"this release hashes with {source.sha256_scheme}; re-evaluate the checkpoint with this release")
+    if source.sha256 != block.get("sha256"):
+        raise SubmissionError(path, f"{fld}/sha256", f"'{clip(name, 120)}' here has sha256 {str(source.sha256)[:12]}…, "
+                              f"the submission recorded {str(block.get('sha256'))[:12]}…; refusing to evaluate a different checkpoint")
+    return name
 
 
-def locate_parent(path: Path, doc: dict[str, Any], override: str | None) -> str | None:
+def locate_parent(path: Path, doc: dict[str, Any], override: str | None, model: str) -> str | None:
     """What ``evaluate --parent`` gets: ``override``, else the checkpoint beside one of the model's lineage
     adapters whose lineage name is the recorded parent (a chain run's ``NN-stage/model`` next to
     ``NN-stage/adapter``; YAML reads only), else the recorded parent when it resolves as a model name."""
-    from ..lineage import read_lineage
+    from ..lineage import read_lineage, shown
     from ..models import find_source
 
     parent = doc["model"].get("parent")
     if override or not parent:
         return override or None
-    model_dir = Path(doc["model"]["name"]).expanduser()
+    model_dir = Path(model).expanduser()
     found = read_lineage(model_dir) if model_dir.is_dir() else None
     for _, adapter in (found.adapters if found else ()):
         beside = adapter.parent / "model"
-        if beside.is_dir() and (lf := read_lineage(beside)) is not None and lf.name == parent:
+        if beside.is_dir() and (lf := read_lineage(beside)) is not None and lf.name and shown(lf.name) == parent:
             return str(beside)
     try:
         find_source(parent)
@@ -134,31 +179,41 @@ def locate_parent(path: Path, doc: dict[str, Any], override: str | None) -> str 
 
 
 def request_for(doc: dict[str, Any], data_dir: str | None, output: Path, device: str, dtype: str,
-                parent: str | None) -> EvaluateRequest:
-    """The recorded evaluation, with ``parent`` as located by :func:`locate_parent`."""
+                parent: str | None, model: str, reference: str | None = None,
+                trust_remote_code: bool = False) -> EvaluateRequest:
+    """The recorded evaluation of checkpoint ``model`` (and ``reference``), with ``parent`` as located by
+    :func:`locate_parent`; ``trust_remote_code`` only when the row recorded it and the user allowed it."""
     cfg = doc["config"]
-    reference = cfg.get("reference")
-    return EvaluateRequest(model=doc["model"]["name"], suite=doc["suite"]["name"], tasks=list(doc["tasks"]),
-                           data_dir=data_dir, reference=reference.get("name") if isinstance(reference, dict) else None,
-                           output=str(output), device=device, dtype=dtype, batch_size=cfg.get("batch_size"),
-                           limit=cfg.get("limit"), seed=cfg["seed"], trust_remote_code=bool(cfg.get("trust_remote_code")),
-                           progress=False, options={k: v for k, v in cfg.items() if k not in KNOWN_CONFIG},
+    return EvaluateRequest(model=model, suite=doc["suite"]["name"], tasks=list(doc["tasks"]),
+                           data_dir=data_dir, reference=reference, output=str(output), device=device, dtype=dtype,
+                           batch_size=cfg.get("batch_size"), limit=cfg.get("limit"), seed=cfg["seed"],
+                           trust_remote_code=bool(cfg.get("trust_remote_code")) and trust_remote_code, progress=False,
+                           options={k: cfg[k] for k in BACKEND_CONFIG if k in cfg},
                            parent=parent, stage=doc["model"].get("stage") or None)
 
 
 def reproduce(submission: Path, tolerance: str | None = None, data_dir: str | None = None, device: str = "auto",
-              dtype: str = "auto", output: str | None = None,
-              parent: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Validate, preflight, re-evaluate; returns the diff rows and the new result."""
+              dtype: str = "auto", output: str | None = None, parent: str | None = None, model: str | None = None,
+              reference: str | None = None,
+              trust_remote_code: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Validate, check config and checkpoints, preflight, re-evaluate; returns the diff rows and the new result."""
     from ..evaluate import evaluate
 
     rules = load_tolerances(tolerance)
     sub = validate_file(submission)
+    check_config(submission, sub.doc, trust_remote_code)
+    model = locate_checkpoint(submission, sub.doc["model"], model, "--model", "model")
+    ref_block = sub.doc["config"].get("reference")
+    if isinstance(ref_block, dict):
+        reference = locate_checkpoint(submission, ref_block, reference, "--reference", "config/reference")
+    elif reference:
+        raise CollapseBenchError(f"--reference {reference}: the submission was evaluated without a reference")
     preflight(submission, sub.doc, resolve_data_dir(data_dir))
-    parent = locate_parent(submission, sub.doc, parent)
+    parent = locate_parent(submission, sub.doc, parent, model)
     with tempfile.TemporaryDirectory(prefix="collapse-bench-reproduce-") as tmp:
         target = Path(output) if output else Path(tmp) / "reproduced.json"
-        _, new = evaluate(request_for(sub.doc, data_dir, target, device, dtype, parent))
+        _, new = evaluate(request_for(sub.doc, data_dir, target, device, dtype, parent, model, reference,
+                                      trust_remote_code))
     return diff_metrics(sub.doc, new, rules), new
 
 
@@ -167,7 +222,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     quiet_libraries()
     rows, _ = reproduce(Path(args.submission), args.tolerance, args.data_dir, args.device, args.dtype, args.output,
-                        args.parent)
+                        args.parent, args.model, args.reference, args.trust_remote_code)
     print(format_table(rows))
     failed = [r for r in rows if not r["ok"]]
     if failed:
@@ -188,6 +243,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 (default: auto)")
     p.add_argument("--output", metavar="PATH", help="also keep the reproduced result here")
+    p.add_argument("--model", metavar="PATH", help="the checkpoint to re-evaluate (required for a local dir, adapter or "
+                                                   ".gguf row; its sha256 must equal the recorded one)")
+    p.add_argument("--reference", metavar="PATH", help="the CKA reference checkpoint, for a row with a local reference")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own code, for a row "
+                                                                     "recorded with trust_remote_code (never taken from the row)")
     p.add_argument("--parent", metavar="MODEL", help="the parent checkpoint, when the recorded parent name does not "
                                                      "resolve here (default: found beside the recorded adapters)")
     p.set_defaults(func=cmd_reproduce)

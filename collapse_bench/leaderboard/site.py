@@ -2,7 +2,9 @@
 
 Output: ``index.html`` (models, interventions and hypothesis tables; sortable and filterable with a small
 inline script; works from ``file://``, no network), ``models/<slug>.html`` per submission, ``plots/*.svg``,
-``data.csv`` and ``data.json``. Jinja2 with autoescape on: every string from a submission is escaped.
+``data.csv`` (string cells starting with = + - @ tab CR prefixed with ' against formula injection),
+``data.json`` and the marker ``.collapse-bench-leaderboard``: ``build`` replaces only a directory that is
+empty or holds that marker. Jinja2 with autoescape on: every string from a submission is escaped.
 Deterministic: no clock anywhere, rows ordered by submission id before any computation, bootstrap seeds
 derived from ids, SVGs without dates; two builds from the same submissions are byte-identical, which
 ``check`` verifies by rebuilding into a temp dir.
@@ -24,14 +26,17 @@ import pandas as pd
 from ..errors import CollapseBenchError
 from ..io import atomic_write_bytes, sha256_json
 from ..results.provenance import package_version
-from .aggregate import Entry, Tables, build_tables, composite_config, entries_from
+from ..metrics.calibration import T_BOUNDS, temperature_at_bound
+from .aggregate import Entry, Tables, build_tables, composite_config, entries_from, guard
 from .hypothesis import hypothesis_panel
 from .plots import entry_plots
 from .validate import validate_paths
 
-MARKERS = ("index.html", "data.json")
+MARKER = ".collapse-bench-leaderboard"
+MARKER_TEXT = b"collapse-bench leaderboard: written by `collapse-bench leaderboard build`, which replaces this directory\n"
+CSV_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 MODEL_KEYS = ("parent", "stage", "recipe", "intervention", "lineage", "architecture", "num_layers", "hidden_size",
-              "num_parameters")  # an --out dir holding these (or nothing) may be replaced
+              "num_parameters")  # model fields the model page shows ("—" when absent)
 
 
 def clean(obj: Any) -> Any:
@@ -60,6 +65,20 @@ def fmt_num(x: Any) -> str:
     if isinstance(x, float):
         return f"{x:.0f}" if abs(x) >= 1e4 else f"{x:.4g}"
     return str(x)
+
+
+def shown(metric: str, x: Any) -> str | None:
+    """"≥ 20" / "≤ 0.05" for a ``temperature_opt`` at a bound of its search, else None (plain number)."""
+    x = clean(x)
+    if metric != "temperature_opt" or not isinstance(x, (int, float)):
+        return None
+    side = temperature_at_bound(float(x))
+    return None if side is None else f"≥ {T_BOUNDS[1]:g}" if side == "upper" else f"≤ {T_BOUNDS[0]:g}"
+
+
+def csv_safe(x: Any) -> Any:
+    """OWASP CSV-injection rule: a string cell starting with = + - @ tab or CR gets a leading '."""
+    return "'" + x if isinstance(x, str) and x.startswith(CSV_TRIGGERS) else x
 
 
 def data_value(x: Any) -> str:
@@ -104,9 +123,11 @@ def model_page(env: jinja2.Environment, row: dict[str, Any], tables: Tables, pag
     for task in sorted(entry.metrics):
         for metric in sorted(entry.metrics[task]):
             col = f"{task}.{metric}"
-            metrics.append({"task": task, "metric": metric, "value": tables.scalars.at[row["id"], col],
-                            "ci": tables.cis[row["id"]].get(col), "base": tables.scalars.at[bid, col] if bid else None,
-                            "delta": tables.deltas.at[row["id"], col]})
+            value, base = tables.scalars.at[row["id"], col], tables.scalars.at[bid, col] if bid else None
+            bound = shown(metric, value) or shown(metric, base)
+            metrics.append({"task": task, "metric": metric, "value": value, "shown": shown(metric, value),
+                            "ci": tables.cis[row["id"]].get(col), "base": base, "base_shown": shown(metric, base),
+                            "delta": tables.deltas.at[row["id"], col], "delta_shown": "—" if bound else None})
     env_items = sorted((k, v) for k, v in doc["environment"].items() if v is not None)
     config = sorted((k, v if not isinstance(v, dict) else v.get("name")) for k, v in doc["config"].items()
                     if not isinstance(v, list))
@@ -128,22 +149,28 @@ def render(entries: list[Entry], out: Path) -> None:
     scalars = {rid: clean(tables.scalars.loc[rid].to_dict()) for rid in tables.scalars.index}
     cfg = composite_config()
     common = {"stamp": stamp(entries), "components": list(cfg["components"])}
-    files: dict[str, bytes] = {}
+    files: dict[str, bytes] = {MARKER: MARKER_TEXT}
     for row in models:
         entry = tables.entries[row["id"]]
         base = tables.entries.get(row["base_id"]) if row["base_id"] else None
         plots = []
-        for task, kind, svg in entry_plots(entry, base):
-            name = f"{row['page']}--{task}-{kind}.svg"
-            files[f"plots/{name}"] = svg
-            plots.append({"file": name, "alt": f"{task}: {kind}"})
-        files[f"models/{row['page']}.html"] = model_page(env, row, tables, pages, plots, common).encode()
+        with guard(row["id"], "render"):
+            for task, kind, svg in entry_plots(entry, base):
+                name = f"{row['page']}--{task}-{kind}.svg"
+                files[f"plots/{name}"] = svg
+                plots.append({"file": name, "alt": f"{task}: {kind}"})
+            files[f"models/{row['page']}.html"] = model_page(env, row, tables, pages, plots, common).encode()
     files["index.html"] = env.get_template("index.html.j2").render(
         models=models, scalars=scalars, metric_cols=headline_columns(tables), interventions=records(tables.interventions),
         hypothesis=records(hyp), pages=pages, min_n=cfg["hypothesis"]["min_n"],
         weights=[(k, v["weight"]) for k, v in cfg["components"].items()], **common).encode()
     wide = tables.models.set_index("id").join(tables.scalars).join(tables.deltas.add_prefix("delta."))
-    files["data.csv"] = wide.reset_index().rename(columns={"index": "id"}).to_csv(index=False, lineterminator="\n").encode()
+    wide = wide.reset_index().rename(columns={"index": "id"})
+    for col in wide.columns:
+        if not pd.api.types.is_numeric_dtype(wide[col]):
+            wide[col] = wide[col].map(csv_safe)
+    wide = wide.rename(columns=csv_safe)
+    files["data.csv"] = wide.to_csv(index=False, lineterminator="\n").encode()
     data = {"stamp": common["stamp"], "composite": cfg, "models": models, "scalars": scalars,
             "deltas": {rid: clean(tables.deltas.loc[rid].to_dict()) for rid in tables.deltas.index},
             "cis": tables.cis, "interventions": records(tables.interventions), "hypothesis": records(hyp)}
@@ -165,11 +192,30 @@ def load_entries(submissions: Path) -> list[Entry]:
     return entries_from(report.ok, submissions)
 
 
+def is_leaderboard(out: Path) -> bool:
+    """``out`` holds the marker only :func:`render` writes (index.html or data.json alone prove nothing)."""
+    marker = out / MARKER
+    return marker.is_file() and not marker.is_symlink() and marker.read_bytes() == MARKER_TEXT
+
+
+def check_out(submissions: Path, out: Path) -> None:
+    """Refuse an --out that ``build`` must never replace (it deletes the old directory)."""
+    o, s, cwd = out.resolve(), submissions.resolve(), Path.cwd().resolve()
+    if o == cwd or o in cwd.parents:
+        raise CollapseBenchError(f"--out {out} is the current directory or one of its parents; refusing to replace it")
+    if o == s or o in s.parents or s in o.parents:
+        raise CollapseBenchError(f"--out {out} is, contains or lies inside --submissions {submissions}; refusing to replace it")
+    if (o / ".git").exists() or (o / "pyproject.toml").exists():
+        raise CollapseBenchError(f"--out {out} is a repository root; refusing to replace it")
+    if out.is_symlink() or (out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_leaderboard(out)))):
+        raise CollapseBenchError(f"--out {out} exists and is not a leaderboard directory (no {MARKER} marker written by "
+                                 f"`leaderboard build`); refusing to replace it")
+
+
 def build(submissions: Path, out: Path) -> None:
     """Render into a temp dir next to ``out``, then replace ``out`` (only if it is empty or a leaderboard)."""
+    check_out(submissions, out)
     entries = load_entries(submissions)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not any((out / m).is_file() for m in MARKERS))):
-        raise CollapseBenchError(f"--out {out} exists and is not a leaderboard directory; refusing to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:

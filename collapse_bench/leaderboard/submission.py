@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,19 +36,32 @@ class Submission:
     path: Path
     doc: dict[str, Any]
     notes: list[str] = field(default_factory=list)  # e.g. which task version matched
+    complete: bool = True  # recomputed by the validator (evidence.completeness); incomplete rows are not ranked
 
     @property
     def model(self) -> dict[str, Any]:
         return self.doc["model"]
 
 
+def _refuse_link(p: Path) -> None:
+    if p.is_symlink():
+        raise SubmissionError(p, "(file)", "is a symbolic link; submissions and samples files must be regular files")
+
+
 def submission_files(paths: Iterable[str | Path]) -> list[Path]:
     """Result files among ``paths``, in the order given (a dir contributes its ``*.json`` files in sorted
-    order, hidden ones skipped); each file once. Earlier files win duplicate checks."""
+    order, hidden ones skipped); each file once. Earlier files win duplicate checks. A symbolic link
+    anywhere in a given tree (file or directory) is refused: it could point outside the submissions."""
     found: dict[Path, None] = {}
     for p in map(Path, paths):
+        _refuse_link(p)
         if p.is_dir():
-            inner = (f for f in p.rglob("*.json") if f.is_file() and not any(x.startswith(".") for x in f.relative_to(p).parts))
+            inner = []
+            for root, dirs, names in os.walk(p, followlinks=False):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for entry in [*dirs, *names]:
+                    _refuse_link(Path(root) / entry)
+                inner += [Path(root) / n for n in names if n.endswith(".json") and not n.startswith(".")]
             found.update(dict.fromkeys(sorted(inner, key=lambda f: f.as_posix())))
         elif p.is_file():
             found[p] = None
@@ -97,7 +112,7 @@ def read_submission(path: str | Path) -> dict[str, Any]:
     try:
         doc = json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError as exc:
-        if exc.pos >= len(text.rstrip()):
+        if exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string"):  # EOF inside a string
             raise SubmissionError(path, "(file)", f"truncated JSON: the document ends at line {exc.lineno} before it is complete") from None
         raise SubmissionError(path, "(file)", f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except ValueError as exc:  # duplicate key
@@ -149,11 +164,31 @@ def name_problem(value: str) -> str | None:
     return None
 
 
+ABSOLUTE = re.compile(r"^(/|~|[A-Za-z]:[\\/]|\\\\)")  # POSIX root, home, Windows drive or UNC share
+
+
+def absolute_paths(obj: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, str]]:
+    """(field, value) of every string in a result that is an absolute path of the submitter's disk."""
+    if isinstance(obj, str):
+        if ABSOLUTE.match(obj):
+            yield field_name(path), obj
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from absolute_paths(value, path + (str(key),))
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj):
+            yield from absolute_paths(value, path + (str(i),))
+
+
 def check_names(path: Path, doc: dict[str, Any]) -> None:
+    """Free-text names are safe to show, and no string anywhere is an absolute path of the submitter's disk."""
     for fld, value in name_fields(doc):
         problem = name_problem(value)
         if problem:
             raise SubmissionError(path, fld, problem)
+    for fld, _ in absolute_paths(doc):
+        raise SubmissionError(path, fld, "is an absolute path of the submitter's disk; results record display names "
+                              "and relative paths only")
 
 
 # --- samples files -----------------------------------------------------------------------------------
@@ -181,20 +216,22 @@ def samples_path(result: Path, fld: str, ref: dict[str, Any]) -> Path:
     return result.parent / name
 
 
-def check_samples(result: Path, doc: dict[str, Any]) -> list[Path]:
-    """Each referenced samples file exists, is under the size cap and has the recorded sha256."""
-    found = []
+def check_samples(result: Path, doc: dict[str, Any]) -> dict[str, Path]:
+    """Each referenced samples file exists, is a regular file (no symlink) under the size cap and has the
+    recorded sha256; returns task -> samples file. The message never shows the file's actual hash."""
+    found = {}
     for fpath, ref in samples_refs(doc):
         fld = field_name(fpath)
         target = samples_path(result, fld, ref)
+        if target.is_symlink():
+            raise SubmissionError(result, f"{fld}/path", f"samples file {target.name} is a symbolic link; it must be a regular file")
         if not target.is_file():
             raise SubmissionError(result, f"{fld}/path", f"samples file {target.name} not found next to the result")
         if target.stat().st_size > MAX_SAMPLES_BYTES:
             raise SubmissionError(result, f"{fld}/path", f"samples file exceeds the {MAX_SAMPLES_BYTES // 2**20} MB cap")
-        actual = sha256_file(target)
-        if actual != ref["sha256"]:
-            raise SubmissionError(result, f"{fld}/sha256", f"samples file {target.name} has sha256 {actual[:12]}…, the result records {str(ref['sha256'])[:12]}…")
-        found.append(target)
+        if sha256_file(target) != ref["sha256"]:
+            raise SubmissionError(result, f"{fld}/sha256", f"samples file {target.name} does not have the sha256 the result records")
+        found[fpath[-2] if len(fpath) >= 2 else ""] = target
     return found
 
 
@@ -212,6 +249,12 @@ def stage_name(model: dict[str, Any]) -> str | None:
     lineage = model.get("lineage") or []
     named = lineage[-1].get("name") if lineage and isinstance(lineage[-1], dict) else None
     return named if isinstance(named, str) and named != model["name"] else None
+
+
+def row_key(doc: dict[str, Any]) -> tuple[str, str, int]:
+    """What the leaderboard allows once: (model sha256, suite name, suite version). A second file with the same
+    key is refused as a duplicate, whatever its tasks; to update a row, replace its file."""
+    return doc["model"]["sha256"], doc["suite"]["name"], doc["suite"]["version"]
 
 
 def short_hash(doc: dict[str, Any]) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 from ..errors import CollapseBenchError
 from ..evaluate import slug
 from ..io import atomic_write_bytes, atomic_write_json, sha256_bytes
-from .submission import SAMPLES_SUFFIX, identity, read_submission, samples_path, samples_refs, short_hash, stage_name, submission_files
+from .submission import SAMPLES_SUFFIX, read_submission, row_key, samples_path, samples_refs, short_hash, stage_name, submission_files
 from .validate import validate_paths
 
 
@@ -63,14 +63,14 @@ def canonical_path(doc: dict[str, Any], submissions_dir: Path, org: str | None =
     return target
 
 
-def existing_identities(submissions_dir: Path) -> dict[str, Path]:
-    """identity -> file for every readable submission already in the dir (unreadable ones are skipped)."""
+def existing_identities(submissions_dir: Path) -> dict[tuple[str, str, int], Path]:
+    """row key -> file for every readable submission already in the dir (unreadable ones are skipped)."""
     found: dict[str, Path] = {}
     if not submissions_dir.is_dir():
         return found
     for f in submission_files([submissions_dir]):
         try:
-            found.setdefault(identity(read_submission(f)), f)
+            found.setdefault(row_key(read_submission(f)), f)
         except (CollapseBenchError, KeyError, TypeError):
             continue
     return found
@@ -109,7 +109,8 @@ def submit(result: Path, submissions_dir: Path, org: str | None = None) -> Path:
     return target
 
 
-def pr_instructions(target: Path, repo_root: Path) -> str:
+def pr_instructions(target: Path, repo_root: Path, local: bool = False) -> str:
+    """The PR steps and the reproduce command (a local checkpoint is not found by name: ``--model PATH``)."""
     try:
         rel = target.resolve().relative_to(repo_root.resolve()).as_posix()
     except ValueError:
@@ -125,13 +126,14 @@ def pr_instructions(target: Path, repo_root: Path) -> str:
         f"  git commit -m 'Submit {Path(folder).name} ({Path(rel).stem})'",
         f"  git push -u origin {branch}",
         "Anyone can then check the row with:",
-        f"  collapse-bench reproduce {rel}",
+        f"  collapse-bench reproduce {rel}" + (" --model PATH/TO/THE/CHECKPOINT" if local else ""),
     ])
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
     target = submit(Path(args.result), Path(args.submissions_dir), args.org)
-    print(pr_instructions(target, Path.cwd()))
+    local = read_submission(target)["model"]["source"] in ("local", "peft", "gguf")
+    print(pr_instructions(target, Path.cwd(), local))
     return 0
 
 

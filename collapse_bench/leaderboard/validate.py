@@ -1,12 +1,16 @@
 """``collapse-bench validate PATH...``: is a result file fit for the leaderboard?
 
 Checks, in order, stopping at a file's first failure (one line ``FILE: field: reason`` each):
-size cap and strict JSON (:mod:`.submission`); the result JSON Schema
-(:func:`collapse_bench.results.validate_result`); a model sha256; names (no control characters, ``<``/``>``,
-backslashes or ``..``); the suite and every task exist in this repo or in ``released.json``, and each
-task hash equals :meth:`Task.task_hash` of this repo's YAML (or of a released older config) over the
-submission's recorded data hashes; every metric in its documented range (``ranges.yaml``); samples files
-present with the recorded sha256; no two files with the same model sha256 + suite + task hashes.
+no symlinks, size cap and strict JSON (:mod:`.submission`); the result JSON Schema, which types every
+field the site reads (:func:`collapse_bench.results.validate_result`); a model sha256 and model dimensions
+that are consistent with each other (and with the registry for known checkpoints); names (no control
+characters, ``<``/``>``, backslashes or ``..``); the suite and every task exist in this repo or in
+``released.json``, and each task hash equals :meth:`Task.task_hash` of this repo's YAML (or of a released
+older config) over the recorded data hashes, which must be exactly the ones this repo vouches for
+(:mod:`.evidence`); every number that reaches the site in its documented range (``ranges.yaml``: metrics,
+per-layer series, per-seed values, curves); samples files present, not symlinks, with the recorded
+sha256, strictly typed, and every metric they determine recomputed and equal (:mod:`.evidence`);
+``complete`` recomputed; at most one row per (model sha256, suite, suite version).
 """
 
 from __future__ import annotations
@@ -28,10 +32,16 @@ from ..errors import CollapseBenchError
 from ..io import atomic_write_bytes, sha256_json
 from ..results import validate_result
 from ..tasks import Task, TaskRegistry
-from .submission import Submission, SubmissionError, check_names, check_samples, identity, read_submission, submission_files
+from .evidence import check_complete, check_data, check_per_seed, check_samples_content
+from .submission import Submission, SubmissionError, check_names, check_samples, read_submission, row_key, submission_files
 
 SLACK = 1e-9
 MODEL_BOUNDS = ("hidden_size", "num_layers", "vocab_size")
+# checkpoints whose shape this repo knows (registry aliases, by the sha256 of their GGUF)
+KNOWN_MODELS: dict[str, dict[str, int]] = {
+    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53": {"hidden_size": 576, "num_layers": 30,
+                                                                         "vocab_size": 49152},
+}
 
 
 @functools.lru_cache(maxsize=1)
@@ -102,6 +112,36 @@ def check_ranges(path: Path, doc: dict[str, Any]) -> None:
                 problem = value is not None and range_problem(metric, value, model)
                 if problem:
                     raise SubmissionError(path, f"tasks/{task}/per_layer/{metric}/{i}", problem)
+        for seed, row in (block.get("per_seed") or {}).items():
+            for metric, value in row.items():
+                problem = value is not None and range_problem(metric, value, model)
+                if problem:
+                    raise SubmissionError(path, f"tasks/{task}/per_seed/{seed}/{metric}", problem)
+        for seed, curve in (block.get("curves") or {}).items():
+            for metric, series in curve.items():
+                for i, value in enumerate(series):
+                    problem = range_problem(metric, value, model)
+                    if problem:
+                        raise SubmissionError(path, f"tasks/{task}/curves/{seed}/{metric}/{i}", problem)
+
+
+def check_model(path: Path, model: dict[str, Any]) -> None:
+    """Dimensions the ranges depend on must be consistent: an embedding matrix (vocab × hidden) and one
+    hidden × hidden matrix per layer fit in the parameter count, and a known checkpoint has its known shape."""
+    if not model.get("sha256"):
+        raise SubmissionError(path, "model/sha256", "a submission needs the weights' content hash (null here)")
+    known = KNOWN_MODELS.get(model["sha256"])
+    for key, value in (known or {}).items():
+        if model.get(key) != value:
+            raise SubmissionError(path, f"model/{key}", f"{model.get(key)} is not the {value} of the checkpoint with this sha256")
+    dims = [model.get(k) for k in ("hidden_size", "num_layers", "vocab_size", "num_parameters")]
+    if all(isinstance(v, int) for v in dims):
+        d, layers, vocab, params = dims
+        if vocab * d + layers * d * d > params:
+            raise SubmissionError(path, "model/hidden_size", f"hidden_size {d} with {layers} layers and vocabulary {vocab} "
+                                  f"needs more than the {params} parameters the model block records")
+    elif any(isinstance(v, int) for v in dims[:3]):
+        raise SubmissionError(path, "model/num_parameters", "hidden_size, num_layers and vocab_size need num_parameters beside them")
 
 
 # --- suite and tasks vs this repo ---------------------------------------------------------------------
@@ -118,8 +158,8 @@ def _released_task(name: str, entry: dict[str, Any]) -> Task:
                 entry["params"], released_path(), cfg)
 
 
-def match_task(path: Path, name: str, block: dict[str, Any]) -> str:
-    """Which version of task ``name`` the block's hash matches ("current v1" / "released v1 (0.1.0)")."""
+def match_task(path: Path, name: str, block: dict[str, Any]) -> tuple[str, Task]:
+    """Which version of task ``name`` the block's hash matches ("current v1" / "released v1 (0.1.0)"), and that task."""
     current = _registry().tasks.get(name)
     old = released()["tasks"].get(name, [])
     if current is None and not old:
@@ -129,17 +169,18 @@ def match_task(path: Path, name: str, block: dict[str, Any]) -> str:
     if current is not None:
         tried.append(f"current v{current.version}")
         if current.version == block["version"] and current.kind == block["kind"] and current.task_hash(data) == block["hash"]:
-            return f"{name}: current v{current.version}"
+            return f"{name}: current v{current.version}", current
     for entry in old:
         tried.append(f"released v{entry['version']} ({entry['released_in']})")
         task = _released_task(name, entry)
         if task.version == block["version"] and task.kind == block["kind"] and task.task_hash(data) == block["hash"]:
-            return f"{name}: released v{task.version} ({entry['released_in']})"
+            return f"{name}: released v{task.version} ({entry['released_in']})", task
     raise SubmissionError(path, f"tasks/{name}/hash", f"does not match task '{name}' v{block['version']} recomputed from the "
                           f"recorded data hashes (tried {', '.join(tried)})")
 
 
-def check_suite(path: Path, doc: dict[str, Any]) -> str:
+def check_suite(path: Path, doc: dict[str, Any]) -> tuple[str, list[str], dict[str, int]]:
+    """(note, the suite version's task list, its per-task limits)."""
     suite = doc["suite"]
     name, version = suite["name"], suite["version"]
     current = _registry().suites.get(name)
@@ -147,16 +188,17 @@ def check_suite(path: Path, doc: dict[str, Any]) -> str:
     if current is None and not versions:
         raise SubmissionError(path, "suite/name", f"unknown suite '{name}'")
     if current is not None and current.version == version:
-        matched = f"suite {name}: current v{version}"
+        matched, tasks, limits = f"suite {name}: current v{version}", list(current.tasks), dict(current.limits)
     elif version in versions:
-        matched = f"suite {name}: released v{version}"
+        matched, limits = f"suite {name}: released v{version}", {}
+        tasks = next(list(e["tasks"]) for e in released()["suites"][name] if e["version"] == version)
     else:
         known = sorted({*versions, *([current.version] if current else [])})
         raise SubmissionError(path, "suite/version", f"suite '{name}' v{version} is not a version of this repo (known: {known})")
     missing = [t for t in suite["tasks"] if t not in doc["tasks"]]
     if missing:
         raise SubmissionError(path, "suite/tasks", f"lists '{missing[0]}' but the result has no such task block")
-    return matched
+    return matched, tasks, limits
 
 
 # --- one file, many files -----------------------------------------------------------------------------
@@ -165,14 +207,24 @@ def validate_file(path: Path) -> Submission:
     """Every per-file check; raises :class:`SubmissionError` at the first failure."""
     doc = read_submission(path)
     validate_result(doc, str(path))  # JSON Schema; raises "FILE: field: message"
-    if not doc["model"].get("sha256"):
-        raise SubmissionError(path, "model/sha256", "a submission needs the weights' content hash (null here)")
+    check_model(path, doc["model"])
     check_names(path, doc)
-    notes = [check_suite(path, doc)]
-    notes += [match_task(path, name, block) for name, block in doc["tasks"].items()]
+    note, suite_tasks, limits = check_suite(path, doc)
+    notes = [note]
+    limit = doc["config"].get("limit")
+    for name, block in doc["tasks"].items():
+        matched, task = match_task(path, name, block)
+        check_data(path, name, block, task, limit or limits.get(name))
+        notes.append(matched)
     check_ranges(path, doc)
-    check_samples(path, doc)
-    return Submission(path, doc, notes)
+    for name, block in doc["tasks"].items():
+        check_per_seed(path, name, block)
+    files = check_samples(path, doc)
+    check_samples_content(path, doc, files)
+    why = check_complete(path, doc, suite_tasks)
+    if why is not None:
+        notes.append(f"incomplete, not ranked: {why}")
+    return Submission(path, doc, notes, complete=why is None)
 
 
 @dataclass
@@ -193,9 +245,10 @@ def validate_paths(paths: Iterable[str | Path], existing: dict[str, Path] | None
     for f in files:
         try:
             sub = validate_file(f)
-            key = identity(sub.doc)
+            key = row_key(sub.doc)
             if key in seen and seen[key].resolve() != f.resolve():
-                raise SubmissionError(f, "model/sha256", f"duplicate of {seen[key]} (same model sha256, suite and task hashes)")
+                raise SubmissionError(f, "model/sha256", f"duplicate of {seen[key]}: one row per model sha256, suite and "
+                                      "suite version (replace that file to update the row)")
             seen[key] = f
             ok.append(sub)
         except CollapseBenchError as exc:
@@ -230,8 +283,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     report = validate_paths(args.paths)
     for sub in report.ok:
         print(f"OK {sub.path} ({'; '.join(sub.notes)})")
-    for line in report.failures:
-        print(line, file=sys.stderr)
+    for line in report.failures:  # one line per rejected file, in the CLI's error format
+        print(f"collapse-bench: error: {line}", file=sys.stderr)
     print(f"{len(report.ok)} valid, {len(report.failures)} rejected")
     return 1 if report.failures else 0
 

@@ -157,11 +157,17 @@ def earlier_updates(lineage: Any, own: Path) -> tuple[dict[str, tuple[str, dict[
         if stage == lineage.stage or path == own.resolve():
             continue
         if not (path / "adapter_config.json").is_file():
-            missing.append(str(path))
+            missing.append(shown(path))
             continue
         adapter = read_adapter(path)
-        previous[stage] = (str(path), {m: subspace(adapter.delta(m)) for m in adapter.factors})
+        previous[stage] = (shown(path), {m: subspace(adapter.delta(m)) for m in adapter.factors})
     return previous, missing
+
+
+def shown(path: Path) -> str:
+    """An adapter as a result records it: its last two path components (a chain run's ``NN-stage/adapter``),
+    never the absolute path of the user's disk."""
+    return "/".join(Path(path).parts[-2:])
 
 
 def _mean(values: Iterable[Any]) -> float | None:

@@ -18,7 +18,10 @@ log-likelihoods ll_ik (lm-eval's ``loglikelihood`` of " " + choice given the pro
   selective_acc_top10 = accuracy of the ceil(0.1 N) most confident items (stable order on ties)
   temperature_opt     = argmin_T nll(softmax(ll / T)), golden-section search on log T over
                         [0.05, 20] (NLL is convex in 1/T, hence unimodal in log T); a bound is
-                        returned when the optimum lies outside
+                        returned when the optimum lies outside. The leaderboard derives
+                        ``temperature_opt_at_bound`` (1/0) from the recorded value with
+                        :func:`temperature_at_bound` and shows "≥ 20" / "≤ 0.05" (the recorded value is
+                        left as it is, so ``rescore`` stays exact)
 """
 
 from __future__ import annotations
@@ -170,6 +173,16 @@ def temperature_opt(scores: Sequence[Sequence[float]], gold: Sequence[int], boun
             d = a + inv_phi * (b - a)
             fd = _nll_at(z, g, math.exp(d))
     return float(math.exp((a + b) / 2.0))
+
+
+def temperature_at_bound(t: float, bounds: tuple[float, float] = T_BOUNDS, rtol: float = 1e-6) -> str | None:
+    """"upper" / "lower" when ``t`` is a bound of the search (|log t - log bound| <= rtol; the search stops
+    within 1e-7 of it in log T), else None: the true optimum then lies at or beyond that bound."""
+    if t > 0 and abs(math.log(t) - math.log(bounds[1])) <= rtol:
+        return "upper"
+    if t > 0 and abs(math.log(t) - math.log(bounds[0])) <= rtol:
+        return "lower"
+    return None
 
 
 def calibration_report(scores: Sequence[Sequence[float]], gold: Sequence[int],

@@ -7,11 +7,23 @@ Accepted names, tried in this order:
      checkpoint (``config.json``);
   4. a hub id ``org/model`` with an optional ``@revision``.
 GGUF checkpoints are converted once to a safetensors cache keyed by the GGUF's sha256.
+
+A source's ``name`` is its display name, the one a result records: aliases and hub ids as given; a local dir,
+PEFT adapter or GGUF file by the ``name`` of its ``lineage.yaml`` when it has one, else the leaf name of the
+dir/file -- never a path of the user's disk (``given`` keeps what the user typed, for messages).
+
+Checkpoint hash, scheme ``files-v2`` (:func:`dir_sha256`): sha256 over the sorted ``[relative POSIX path,
+sha256 of the content]`` of every regular file under the dir, recursively, symlinks followed (the HF cache links
+files to blobs), except IGNORED: any path with a component starting with ``.`` (``.cache/``, ``.git/``,
+``.gitattributes``, ``.huggingface/``), ``README.md`` (model card), ``lineage.yaml`` (naming and ancestry only,
+written after the hash; its parent is checked by its own ``parent_sha256``) and the files the harness writes
+(``collapse_bench_*``). A GGUF checkpoint's hash is the sha256 of the file (scheme ``file``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +31,16 @@ from typing import Any
 
 from ..errors import CollapseBenchError
 from ..hub import require_hub
-from ..io import sha256_file, sha256_json
+from ..io import clip, sha256_file, sha256_json
 from ..paths import cache_dir
 from .gguf import ensure_converted
 from .registry import ALIASES
 
+SHA256_SCHEME = "files-v2"
+IGNORED_NAMES = ("README.md", "lineage.yaml")
+HARNESS_PREFIX = "collapse_bench_"
+MAX_ADAPTER_DEPTH = 16
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+(@[\w.\-/]+)?$")
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
 
 
@@ -33,13 +48,18 @@ _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf1
 class ModelSource:
     """Where a checkpoint's files are and what it is, before any weights are loaded."""
 
-    name: str  # as the user gave it
+    name: str  # display name (recorded in results; see the module docstring)
     kind: str  # alias | gguf | local | hub | peft
     path: str  # local dir (or hub id) that ``from_pretrained`` loads
     sha256: str | None  # content hash (GGUF file, or weights+config of a local dir)
     revision: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     base: ModelSource | None = None  # PEFT: the base model's source
+    given: str = ""  # the name as the user gave it (messages only)
+
+    @property
+    def sha256_scheme(self) -> str:
+        return "file" if self.kind == "gguf" or "gguf_file" in self.extra else SHA256_SCHEME
 
 
 @dataclass
@@ -50,17 +70,64 @@ class LoadedModel:
     info: dict[str, Any]  # the result's "model" block
 
 
+def hashed(rel: str) -> bool:
+    """Whether a file at relative POSIX path ``rel`` of a checkpoint dir is part of its hash (module docstring)."""
+    parts = rel.split("/")
+    return not (any(p.startswith(".") for p in parts) or rel in IGNORED_NAMES or parts[-1].startswith(HARNESS_PREFIX))
+
+
+def checkpoint_files(path: Path) -> list[tuple[str, Path]]:
+    """The hashed files of a checkpoint dir as sorted (relative POSIX path, path); symlinks followed, a link
+    cycle or a broken link is a one-line error."""
+    root = Path(path)
+    out: list[tuple[str, Path]] = []
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            raise CollapseBenchError(f"{dirpath}: symbolic link cycle inside checkpoint {root}")
+        seen.add(real)
+        rel_dir = Path(dirpath).relative_to(root).as_posix()
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for fname in filenames:
+            rel = fname if rel_dir == "." else f"{rel_dir}/{fname}"
+            f = Path(dirpath) / fname
+            if not hashed(rel):
+                continue
+            if f.is_symlink() and not f.exists():
+                raise CollapseBenchError(f"{f}: broken symbolic link inside checkpoint {root}")
+            if f.is_file():  # FIFOs, sockets, devices are not checkpoint content
+                out.append((rel, f))
+    return sorted(out)
+
+
 def dir_sha256(path: Path) -> str:
-    """Hash of a checkpoint dir: sha256 over the sorted (name, sha256) of its weight/config/tokenizer files."""
+    """Content hash of a checkpoint dir, scheme ``files-v2`` (module docstring)."""
     entries = []
-    for f in sorted(p for p in path.iterdir() if p.is_file()):
-        if f.suffix in WEIGHT_SUFFIXES or f.suffix == ".json" and not f.name.startswith("collapse_bench_"):
-            entries.append([f.name, sha256_file(f)])
-    return sha256_json(entries)
+    for rel, f in checkpoint_files(path):
+        try:
+            entries.append([rel, sha256_file(f)])
+        except OSError as exc:
+            raise CollapseBenchError(f"cannot read {f}: {exc.strerror}") from None
+    return sha256_json({"scheme": SHA256_SCHEME, "files": entries})
+
+
+def display_name(path: Path) -> str:
+    """What a result records for a local dir/adapter/GGUF file: its lineage name, else its leaf name."""
+    from ..lineage import read_lineage
+
+    found = read_lineage(path) if path.is_dir() else None
+    return (found.name if found is not None and found.name else None) or path.resolve().name or "model"
 
 
 def find_source(name: str) -> ModelSource:
     """Identify a checkpoint from its name without loading weights (cheap apart from hashing)."""
+    source = _find(name, ())
+    source.given = name
+    return source
+
+
+def _find(name: str, adapters: tuple[str, ...]) -> ModelSource:
     if name in ALIASES:
         alias = ALIASES[name]
         located = alias.locate(alias, cache_dir())
@@ -75,12 +142,13 @@ def find_source(name: str) -> ModelSource:
         if not path.is_file():
             raise CollapseBenchError(f"GGUF file not found: {path}")
         digest = sha256_file(path)
-        return ModelSource(name, "gguf", str(ensure_converted(path, digest)), digest, extra={"gguf_file": path.name})
+        return ModelSource(display_name(path), "gguf", str(ensure_converted(path, digest)), digest,
+                           extra={"gguf_file": path.name})
     if path.is_dir():
         if (path / "adapter_config.json").is_file():
-            return _peft_source(name, path)
+            return _peft_source(name, path, adapters)
         if (path / "config.json").is_file():
-            return ModelSource(name, "local", str(path.resolve()), dir_sha256(path))
+            return ModelSource(display_name(path), "local", str(path.resolve()), dir_sha256(path))
         raise CollapseBenchError(f"{path} is a directory but holds neither config.json (HF checkpoint) nor adapter_config.json (PEFT adapter)")
     if path.exists():
         raise CollapseBenchError(f"{path} is not a model: expected a .gguf file or a checkpoint directory")
@@ -90,19 +158,26 @@ def find_source(name: str) -> ModelSource:
     raise CollapseBenchError(f"unknown model '{name}': not a registry alias ({known}), a local path, a .gguf file or an org/model hub id")
 
 
-def _peft_source(name: str, path: Path) -> ModelSource:
+def _peft_source(name: str, path: Path, adapters: tuple[str, ...]) -> ModelSource:
+    real = os.path.realpath(path)
+    if real in adapters:
+        chain = " -> ".join([*adapters[adapters.index(real):], real])
+        raise CollapseBenchError(f"PEFT adapter {path}: its base_model_name_or_path leads back to itself ({clip(chain, 400)})")
+    if len(adapters) >= MAX_ADAPTER_DEPTH:
+        raise CollapseBenchError(f"PEFT adapter {path}: more than {MAX_ADAPTER_DEPTH} adapters stacked on one another")
     try:
-        cfg = json.loads((path / "adapter_config.json").read_text())
+        cfg = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
         base_name = cfg["base_model_name_or_path"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise CollapseBenchError(f"{path}/adapter_config.json is not a valid PEFT adapter config ({exc})") from None
-    if not base_name:
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise CollapseBenchError(f"{path}/adapter_config.json is not a valid PEFT adapter config ({clip(exc)})") from None
+    if not base_name or not isinstance(base_name, str):
         raise CollapseBenchError(f"{path}/adapter_config.json does not name its base model (base_model_name_or_path)")
-    base = find_source(str(base_name))
+    base = _find(base_name, (*adapters, real))
+    base.given = base_name
     weights = [f for f in path.iterdir() if f.name.startswith("adapter_model")]
     if not weights:
         raise CollapseBenchError(f"PEFT adapter {path} has no adapter_model.safetensors/.bin")
-    return ModelSource(name, "peft", str(path.resolve()), dir_sha256(path), base=base,
+    return ModelSource(display_name(path), "peft", str(path.resolve()), dir_sha256(path), base=base,
                        extra={"peft_type": cfg.get("peft_type"), "base_model": str(base_name)})
 
 
@@ -195,6 +270,7 @@ def model_info(source: ModelSource, model: Any, dtype: str, device: str) -> dict
         "source": source.kind,
         "revision": source.revision,
         "sha256": source.sha256,
+        "sha256_scheme": source.sha256_scheme,
         "dtype": dtype,
         "device": device,
         "architecture": (cfg.architectures or [type(model).__name__])[0],
@@ -210,5 +286,5 @@ def model_info(source: ModelSource, model: Any, dtype: str, device: str) -> dict
     info.update({k: v for k, v in source.extra.items() if k in ("gguf_file", "upstream")})
     if source.base is not None:
         info["base"] = {"name": source.base.name, "source": source.base.kind, "sha256": source.base.sha256,
-                        "revision": source.base.revision}
+                        "sha256_scheme": source.base.sha256_scheme, "revision": source.base.revision}
     return info

@@ -5,8 +5,10 @@ One JSON object per line, in task then lm-eval doc order. Multiple-choice record
 ``loglik`` lm-eval's summed log-likelihood of each choice, ``choice_chars`` = ``len(choice)`` (the
 divisor of lm-eval's acc_norm), ``choice_bytes`` its UTF-8 length (acc_bytes) and ``correct`` =
 [argmax loglik == gold]. Generation records: ``{task, doc_id, id, filter, target, response, samples}``.
-The file is written atomically when the whole run succeeds (a hook called just before the result is
-written) and referenced from each task block as ``samples: {path, sha256, records}``.
+The file is committed together with the result when the whole run succeeds (a hook called just before the
+result is written returns its bytes; ``evaluate`` writes both with ``io.commit_files``, so a failed write
+leaves the previous result + samples pair intact) and referenced from each task block as
+``samples: {path, sha256, records}``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CollapseBenchError
-from ..io import atomic_write_bytes, read_jsonl, sha256_bytes, sha256_file
+from ..io import read_jsonl, sha256_bytes, sha256_file
 
 Record = dict[str, Any]
 
@@ -69,21 +71,22 @@ def encode(records: list[Record]) -> bytes:
 
 
 class SampleSink:
-    """Collects records per task during a run; writes the file and the references when the result is final."""
+    """Collects records per task during a run; when the result is final, adds the references to it and returns
+    the file to commit with it (``[(path, bytes)]``; nothing is written here)."""
 
     def __init__(self) -> None:
         self.records: dict[str, list[Record]] = {}
 
-    def __call__(self, result: dict[str, Any], output: Path) -> None:
+    def __call__(self, result: dict[str, Any], output: Path) -> list[tuple[Path, bytes]]:
         if not self.records:
-            return
+            return []
         path = samples_path(output)
         data = encode([r for name in self.records for r in self.records[name]])
-        atomic_write_bytes(path, data)
         digest = sha256_bytes(data)
         for name, recs in self.records.items():
             if name in result["tasks"]:
                 result["tasks"][name]["samples"] = {"path": path.name, "sha256": digest, "records": len(recs)}
+        return [(path, data)]
 
 
 def sink_for(ctx: Any) -> SampleSink:

@@ -1,4 +1,8 @@
-"""Loading task and suite YAMLs (``yaml.safe_load`` only) from the built-in dir and ``--tasks-dir`` dirs.
+"""Loading task and suite YAMLs from the built-in dir and ``--tasks-dir`` dirs.
+
+Every YAML the harness reads from the user (tasks, suites, lineage files, chain recipes, interventions,
+tolerances) goes through :func:`load_yaml_text`: ``yaml.SafeLoader`` without aliases and anchors (``&a``/``*a``
+are refused: no alias bombs), UTF-8 only, a nesting limit; every failure is one line.
 
 Layout of a tasks dir: ``<kind>/*.yaml`` (any depth) for tasks, ``suites/*.yaml`` for suites.
 Directories named ``chains`` and ``lm_eval`` hold other formats and are skipped here.
@@ -13,7 +17,7 @@ from typing import Any, Iterable
 import yaml
 
 from ..errors import CollapseBenchError
-from ..io import sha256_json
+from ..io import clip, sha256_json
 from ..paths import builtin_tasks_dir
 from .kinds import kind_module
 from .schema import SUITE_SCHEMA, TASK_SCHEMA, validate, with_defaults
@@ -47,18 +51,50 @@ class Suite:
     path: Path
 
 
+class StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases and anchors (an alias bomb expands to gigabytes from a few lines)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(None, None, "YAML anchors and aliases (&name, *name) are not allowed",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
+
+
+class _NoAliasDumper(yaml.SafeDumper):
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def dump_yaml(obj: Any) -> str:
+    """YAML the project can read back: safe types only and no anchors/aliases (which :class:`StrictLoader` refuses)."""
+    return yaml.dump(obj, Dumper=_NoAliasDumper, sort_keys=False, allow_unicode=True)
+
+
+def load_yaml_text(text: str, where: str) -> Any:
+    """Parse ``text`` with :class:`StrictLoader`; a one-line error naming ``where`` (and the line) otherwise."""
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 -- a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"{where}:{mark.line + 1}" if mark else where
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise CollapseBenchError(f"{at}: invalid YAML ({clip(problem)})") from None
+    except RecursionError:
+        raise CollapseBenchError(f"{where}: invalid YAML (nested too deeply)") from None
+
+
 def read_yaml(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise CollapseBenchError(f"cannot read {path}: {exc.strerror}") from None
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise CollapseBenchError(f"{where}: invalid YAML ({problem})") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CollapseBenchError(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
+    return load_yaml_text(text, str(path))
 
 
 def load_task(path: Path) -> Task:
