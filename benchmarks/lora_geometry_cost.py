@@ -23,7 +23,7 @@ from types import SimpleNamespace
 
 import torch
 
-from collapse_bench.cli import quiet_libraries
+from collapse_bench.cliutil import quiet_libraries
 from collapse_bench.data.builtin import builtin_rows
 from collapse_bench.lora import geometry, task as lora_task
 from collapse_bench.lora.updates import WeightFiles, adapter_updates, read_adapter

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import re
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
+from .cliutil import positive_int, quiet_libraries
 from .errors import CollapseBenchError
 from .models import DEFAULT_MODEL
 
@@ -33,35 +33,15 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def quiet_libraries() -> None:
-    """Library noise off for CLI runs: transformers' info logs and load bars, deprecation notices."""
-    import warnings
-
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-
-
 def backend_options(args: argparse.Namespace) -> dict[str, object]:
     """lm-eval backend choice for the lm_eval/diversity kinds (recorded in the result's config)."""
     if args.backend == "hf":
         return {"backend": "hf"}
-    return {"backend": args.backend, "tensor_parallel_size": args.tensor_parallel_size,
-            "data_parallel_size": args.data_parallel_size}
+    return {
+        "backend": args.backend,
+        "tensor_parallel_size": args.tensor_parallel_size,
+        "data_parallel_size": args.data_parallel_size,
+    }
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -73,15 +53,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         require_vllm()
     quiet_libraries()
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
-    req = EvaluateRequest(model=args.model, suite=args.suite, tasks=tasks, tasks_dirs=args.tasks_dir or [],
-                          data_dir=args.data_dir, reference=args.reference, output=args.output, device=args.device,
-                          dtype=args.dtype, batch_size=args.batch_size, limit=args.limit, seed=args.seed,
-                          trust_remote_code=args.trust_remote_code, progress=not args.no_progress,
-                          options=backend_options(args),
-                          parent=args.parent, stage=args.stage)
+    req = EvaluateRequest(
+        model=args.model,
+        suite=args.suite,
+        tasks=tasks,
+        tasks_dirs=args.tasks_dir or [],
+        data_dir=args.data_dir,
+        reference=args.reference,
+        output=args.output,
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        seed=args.seed,
+        trust_remote_code=args.trust_remote_code,
+        progress=not args.no_progress,
+        options=backend_options(args),
+        parent=args.parent,
+        stage=args.stage,
+    )
     path, result = evaluate(req)
     for name, block in result["tasks"].items():
-        shown = {k: v for k, v in list(block["metrics"].items())[:6]}
+        shown = dict(list(block["metrics"].items())[:6])
         print(f"{name}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
     print(f"result written to {path}")
     return 0
@@ -120,16 +113,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    ev = sub.add_parser("evaluate", help="evaluate a checkpoint and write a result JSON",
-                        description="Evaluate MODEL (registry alias, HF id org/model[@rev], local dir, .gguf file or PEFT adapter dir).")
-    ev.add_argument("model", nargs="?", default=DEFAULT_MODEL, metavar="MODEL", help=f"checkpoint to evaluate (default: {DEFAULT_MODEL})")
+    ev = sub.add_parser(
+        "evaluate",
+        help="evaluate a checkpoint and write a result JSON",
+        description="Evaluate MODEL (registry alias, HF id org/model[@rev], local dir, .gguf file or PEFT adapter dir).",
+    )
+    ev.add_argument(
+        "model", nargs="?", default=DEFAULT_MODEL, metavar="MODEL", help=f"checkpoint to evaluate (default: {DEFAULT_MODEL})"
+    )
     ev.add_argument("--suite", default="quick", help="suite name: quick | standard | full (default: quick)")
     ev.add_argument("--tasks", help="comma-separated task names (default: all tasks of the suite)")
     ev.add_argument("--tasks-dir", action="append", metavar="DIR", help="extra directory of task YAMLs (repeatable)")
-    ev.add_argument("--data-dir", metavar="DIR", help="data mirror (<dataset>/<split>.jsonl); default $COLLAPSE_BENCH_DATA or the user cache")
+    ev.add_argument(
+        "--data-dir", metavar="DIR", help="data mirror (<dataset>/<split>.jsonl); default $COLLAPSE_BENCH_DATA or the user cache"
+    )
     ev.add_argument("--reference", metavar="MODEL", help="reference checkpoint for CKA (same tokenizer)")
-    ev.add_argument("--parent", metavar="MODEL", help="checkpoint MODEL was trained from: lineage, and the weight update "
-                                                      "the lora task measures (with --tasks lora)")
+    ev.add_argument(
+        "--parent",
+        metavar="MODEL",
+        help="checkpoint MODEL was trained from: lineage, and the weight update the lora task measures (with --tasks lora)",
+    )
     ev.add_argument("--stage", metavar="NAME", help="post-training stage of MODEL (recorded in the result's lineage)")
     ev.add_argument("--output", metavar="PATH", help="result file (default: results/<model>/<suite>-<time>.json)")
     ev.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
@@ -139,22 +142,31 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="seed for stochastic tasks (default: 0)")
     ev.add_argument("--trust-remote-code", action="store_true", help="allow model code from the checkpoint (off by default)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bars")
-    ev.add_argument("--backend", choices=["hf", "vllm"], default="hf",
-                    help="lm-eval backend for lm_eval/diversity tasks: hf (the loaded model, default) or vllm (GPU)")
+    ev.add_argument(
+        "--backend",
+        choices=["hf", "vllm"],
+        default="hf",
+        help="lm-eval backend for lm_eval/diversity tasks: hf (the loaded model, default) or vllm (GPU)",
+    )
     ev.add_argument("--tensor-parallel-size", type=positive_int, default=1, metavar="N", help="vLLM tensor parallel size")
     ev.add_argument("--data-parallel-size", type=positive_int, default=1, metavar="N", help="vLLM data parallel size")
     ev.set_defaults(func=cmd_evaluate)
 
     tasks = sub.add_parser("tasks", help="list tasks and suites", description="Inspect task and suite definitions.")
     tsub = tasks.add_subparsers(dest="tasks_command", metavar="SUBCOMMAND", required=True)
-    tl = tsub.add_parser("list", help="list tasks and suites", description="List every task and suite (built-in and --tasks-dir).")
+    tl = tsub.add_parser(
+        "list", help="list tasks and suites", description="List every task and suite (built-in and --tasks-dir)."
+    )
     tl.add_argument("--tasks-dir", action="append", metavar="DIR", help="extra directory of task YAMLs (repeatable)")
     tl.set_defaults(func=cmd_tasks_list)
 
     data = sub.add_parser("data", help="manage the data dir", description="Manage the local data dir.")
     dsub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
-    dp = dsub.add_parser("pull", help="build the data dir from the HF hub (needs network)",
-                         description="Download pinned dataset revisions from the HF hub and write the normalised layout.")
+    dp = dsub.add_parser(
+        "pull",
+        help="build the data dir from the HF hub (needs network)",
+        description="Download pinned dataset revisions from the HF hub and write the normalised layout.",
+    )
     dp.add_argument("--data-dir", metavar="DIR", help="where to write (default: $COLLAPSE_BENCH_DATA or the user cache)")
     dp.add_argument("--datasets", help="comma-separated dataset names (default: all)")
     dp.set_defaults(func=cmd_data_pull)
@@ -166,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 def one_line(message: object, quoted: int = 200) -> str:
     """``message`` on one line, every quoted value ('...' or "...") longer than ``quoted`` characters cut."""
     text = " ".join(str(message).split())
-    return re.sub(r"""(['"])([^'"]{%d})[^'"]{20,}\1""" % quoted, lambda m: f"{m[1]}{m[2]}…{m[1]}", text)
+    return re.sub(rf"""(['"])([^'"]{{{quoted}}})[^'"]{{20,}}\1""", lambda m: f"{m[1]}{m[2]}…{m[1]}", text)
 
 
 def os_error_message(exc: OSError) -> str:

@@ -67,8 +67,9 @@ def load_result(path: str) -> Node:
         raise CollapseBenchError(f"{path}: not a JSON result ({exc.msg} at line {exc.lineno})") from None
     validate_result(result, path)
     model = result["model"]
-    lineage = model.get("lineage") or [{"name": model["name"], "sha256": model.get("sha256"),
-                                        "revision": model.get("revision"), "stage": model.get("stage")}]
+    lineage = model.get("lineage") or [
+        {"name": model["name"], "sha256": model.get("sha256"), "revision": model.get("revision"), "stage": model.get("stage")}
+    ]
     return Node(path, result, lineage)
 
 
@@ -77,8 +78,10 @@ def order(nodes: list[Node]) -> list[Node]:
     first = nodes[0]
     for node in nodes[1:]:
         if node.root != first.root:
-            raise CollapseBenchError(f"{node.path} and {first.path} belong to different lineages (bases "
-                                     f"{node.lineage[0]['name']} and {first.lineage[0]['name']}); compare one lineage at a time")
+            raise CollapseBenchError(
+                f"{node.path} and {first.path} belong to different lineages (bases "
+                f"{node.lineage[0]['name']} and {first.lineage[0]['name']}); compare one lineage at a time"
+            )
     seen: dict[str, str] = {}
     for node in nodes:
         if node.key in seen:
@@ -117,10 +120,19 @@ def compare(nodes: list[Node]) -> list[dict[str, Any]]:
                 continue
             value = values[node.key][(task, metric)]
             prev = ancestor(node, by_key)
-            rows.append({"task": task, "metric": metric, "depth": node.depth, "stage": node.stage,
-                         "model": node.result["model"]["name"], "result": node.path, "value": value,
-                         "delta_base": _delta(value, values[base.key].get((task, metric))) if base and base is not node else None,
-                         "delta_prev": _delta(value, values[prev.key].get((task, metric))) if prev else None})
+            rows.append(
+                {
+                    "task": task,
+                    "metric": metric,
+                    "depth": node.depth,
+                    "stage": node.stage,
+                    "model": node.result["model"]["name"],
+                    "result": node.path,
+                    "value": value,
+                    "delta_base": _delta(value, values[base.key].get((task, metric))) if base and base is not node else None,
+                    "delta_prev": _delta(value, values[prev.key].get((task, metric))) if prev else None,
+                }
+            )
     return rows
 
 
@@ -129,8 +141,11 @@ def _warn_hashes(nodes: list[Node]) -> None:
     for node in nodes:
         for task, block in node.result["tasks"].items():
             if task in hashes and hashes[task][0] != block["hash"]:
-                print(f"collapse-bench: warning: task {task} has a different config/data hash in {hashes[task][1]} and "
-                      f"{node.path}; its deltas compare different measurements", file=sys.stderr)
+                print(
+                    f"collapse-bench: warning: task {task} has a different config/data hash in {hashes[task][1]} and "
+                    f"{node.path}; its deltas compare different measurements",
+                    file=sys.stderr,
+                )
             hashes.setdefault(task, (block["hash"], node.path))
 
 
@@ -143,8 +158,10 @@ def _fmt(value: Any, signed: bool = False) -> str:
 def format_table(nodes: list[Node], rows: list[dict[str, Any]]) -> str:
     nodes = order(nodes)
     root = nodes[0].lineage[0]
-    out = [f"lineage base: {root['name']} (sha256 {str(root.get('sha256'))[:12]})",
-           f"{'depth':>5}  {'stage':16} {'model':40} result"]
+    out = [
+        f"lineage base: {root['name']} (sha256 {str(root.get('sha256'))[:12]})",
+        f"{'depth':>5}  {'stage':16} {'model':40} result",
+    ]
     out += [f"{n.depth:>5}  {n.stage[:16]:16} {n.result['model']['name'][-40:]:40} {n.path}" for n in nodes]
     out.append("")
     out.append(f"{'task':20} {'metric':34} {'stage':16} {'value':>12} {'Δ base':>11} {'Δ prev':>11}")
@@ -153,8 +170,10 @@ def format_table(nodes: list[Node], rows: list[dict[str, Any]]) -> str:
         label = (r["task"], r["metric"])
         task, metric = (r["task"][:20], r["metric"][:34]) if label != last else ("", "")
         last = label
-        out.append(f"{task:20} {metric:34} {r['stage'][:16]:16} {_fmt(r['value']):>12} "
-                   f"{_fmt(r['delta_base'], True):>11} {_fmt(r['delta_prev'], True):>11}")
+        out.append(
+            f"{task:20} {metric:34} {r['stage'][:16]:16} {_fmt(r['value']):>12} "
+            f"{_fmt(r['delta_base'], True):>11} {_fmt(r['delta_prev'], True):>11}"
+        )
     return "\n".join(out)
 
 
@@ -172,17 +191,33 @@ def cmd_compare(args: argparse.Namespace) -> int:
         atomic_write_bytes(args.csv, buf.getvalue().encode("utf-8"))
     if args.json:
         ordered = order(nodes)
-        atomic_write_json(args.json, {"base": ordered[0].lineage[0],
-                                      "results": [{"result": n.path, "model": n.result["model"]["name"], "stage": n.stage,
-                                                   "depth": n.depth, "sha256": n.lineage[-1].get("sha256")} for n in ordered],
-                                      "rows": rows})
+        atomic_write_json(
+            args.json,
+            {
+                "base": ordered[0].lineage[0],
+                "results": [
+                    {
+                        "result": n.path,
+                        "model": n.result["model"]["name"],
+                        "stage": n.stage,
+                        "depth": n.depth,
+                        "sha256": n.lineage[-1].get("sha256"),
+                    }
+                    for n in ordered
+                ],
+                "rows": rows,
+            },
+        )
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compare", help="compare results of one lineage stage by stage",
-                       description="Compare result JSONs of one lineage (base -> stage 1 -> ...): every scalar metric "
-                                   "with its change vs the base and vs the previous stage.")
+    p = sub.add_parser(
+        "compare",
+        help="compare results of one lineage stage by stage",
+        description="Compare result JSONs of one lineage (base -> stage 1 -> ...): every scalar metric "
+        "with its change vs the base and vs the previous stage.",
+    )
     p.add_argument("results", nargs="+", metavar="RESULT", help="result JSON files (any order)")
     p.add_argument("--match", metavar="TEXT", help="only metrics whose '<task>.<metric>' contains TEXT")
     p.add_argument("--csv", metavar="PATH", help="also write the rows as CSV")

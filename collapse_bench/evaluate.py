@@ -18,17 +18,18 @@ from typing import Any
 from .context import RunContext
 from .data import resolve_data_dir
 from .errors import CollapseBenchError
-from .lineage import is_adapter_dir, resolve_lineage
+from .io import check_writable, commit_files, json_bytes
+from .kinds import kind_module
+from .lineage import resolve_lineage
+from .lineagefile import is_adapter_dir
 from .lora.task import TASK_NAME as LORA_TASK
 from .models import load_model
-from .io import check_writable, commit_files, json_bytes
 from .ood.samples import samples_path
 from .results import SCHEMA_VERSION
 from .results.complete import incompleteness
-from .results.schema import validate_result
 from .results.provenance import environment_info, harness_info
+from .results.schema import validate_result
 from .tasks import TaskRegistry
-from .tasks.kinds import kind_module
 
 
 @dataclass
@@ -60,7 +61,9 @@ def slug(text: str) -> str:
 
 def default_output(model: str, suite: str) -> Path:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("results") / slug(Path(model).name if "/" not in model or Path(model).exists() else model) / f"{suite}-{stamp}.json"
+    return (
+        Path("results") / slug(Path(model).name if "/" not in model or Path(model).exists() else model) / f"{suite}-{stamp}.json"
+    )
 
 
 def seed_everything(seed: int) -> None:
@@ -101,9 +104,18 @@ def evaluate(req: EvaluateRequest) -> tuple[Path, dict[str, Any]]:
     reference = None
     if req.reference:
         reference = load_model(req.reference, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code)
-    ctx = RunContext(loaded, seed=req.seed, batch_size=req.batch_size, limit=req.limit, data_dir=data_dir,
-                     reference=reference, output=output, progress=req.progress, options=req.options,
-                     parent=lineage.parent_source)
+    ctx = RunContext(
+        loaded,
+        seed=req.seed,
+        batch_size=req.batch_size,
+        limit=req.limit,
+        data_dir=data_dir,
+        reference=reference,
+        output=output,
+        progress=req.progress,
+        options=req.options,
+        parent=lineage.parent_source,
+    )
     blocks: dict[str, Any] = {}
     for task in tasks:
         seed_everything(req.seed)
@@ -111,21 +123,37 @@ def evaluate(req: EvaluateRequest) -> tuple[Path, dict[str, Any]]:
         prep = prepared[task.name]
         block = kind_module(task.kind).run(task, prep, ctx)
         hashes = prep.data_hashes
-        blocks[task.name] = {"kind": task.kind, "version": task.version, "hash": task.task_hash(hashes),
-                             "data": dict(sorted(hashes.items())), **block,
-                             "duration_s": round(time.perf_counter() - t0, 3)}
+        blocks[task.name] = {
+            "kind": task.kind,
+            "version": task.version,
+            "hash": task.task_hash(hashes),
+            "data": dict(sorted(hashes.items())),
+            **block,
+            "duration_s": round(time.perf_counter() - t0, 3),
+        }
     result = {
         "schema_version": SCHEMA_VERSION,
         "model": loaded.info,
         "harness": harness_info(),
         "environment": environment_info(loaded.info["device"]),
-        "suite": {"name": suite.name, "version": suite.version, "tasks": names,
-                  "complete": incompleteness({t.name: t.kind for t in tasks}, suite.name, suite.version, suite.tasks,
-                                             req.limit) is None},
-        "config": {"seed": req.seed, "batch_size": req.batch_size, "limit": req.limit, "device": loaded.info["device"],
-                   "dtype": loaded.info["dtype"], "trust_remote_code": req.trust_remote_code,
-                   "tasks_dirs": [d.name for d in registry.dirs[1:]],
-                   "reference": reference.info if reference else None, **req.options},
+        "suite": {
+            "name": suite.name,
+            "version": suite.version,
+            "tasks": names,
+            "complete": incompleteness({t.name: t.kind for t in tasks}, suite.name, suite.version, suite.tasks, req.limit)
+            is None,
+        },
+        "config": {
+            "seed": req.seed,
+            "batch_size": req.batch_size,
+            "limit": req.limit,
+            "device": loaded.info["device"],
+            "dtype": loaded.info["dtype"],
+            "trust_remote_code": req.trust_remote_code,
+            "tasks_dirs": [d.name for d in registry.dirs[1:]],
+            "reference": reference.info if reference else None,
+            **req.options,
+        },
         "tasks": blocks,
         "created_at": created,
         "duration_s": round(time.perf_counter() - started, 3),

@@ -7,8 +7,9 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import CollapseBenchError
 
@@ -77,7 +78,7 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
     """Yield JSON objects from a JSONL file; a malformed line is a one-line error naming file and line."""
     path = Path(path)
     try:
-        fh = open(path, encoding="utf-8")
+        fh = open(path, encoding="utf-8")  # noqa: SIM115 -- a `with` below; only open() maps to "not found"
     except FileNotFoundError:
         raise CollapseBenchError(f"data file not found: {path}") from None
     with fh:
@@ -183,19 +184,19 @@ def commit_files(files: list[tuple[Path, bytes | None]]) -> None:
                     raise _os_error(path, exc, "write") from None
                 del temps[path]
     except BaseException:
-        for path, backup in reversed(list(backups.items())):
+        for path, saved in reversed(list(backups.items())):
             with _suppress():
                 if path not in temps:  # its new version is in place (or it was removed): undo that
                     path.unlink(missing_ok=True)
-                if backup is not None:
-                    os.replace(backup, path)
+                if saved is not None:
+                    os.replace(saved, path)
         for leftover in [*temps.values(), *reversed(made)]:
             with _suppress():
                 leftover.rmdir() if leftover in made else leftover.unlink(missing_ok=True)
         raise
-    for backup in backups.values():
-        if backup is not None:
-            backup.unlink(missing_ok=True)
+    for saved in backups.values():
+        if saved is not None:
+            saved.unlink(missing_ok=True)
 
 
 def _umask() -> int:

@@ -8,25 +8,26 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-
 from cli_helpers import assert_one_line_error  # noqa: F401  (re-exported for the lora tests)
 
-from collapse_bench.tasks.loader import dump_yaml
 from collapse_bench.cli import main
+from collapse_bench.yamlio import dump_yaml
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def make_adapter(base: Path, out: Path, *, seed: int, r: int = 4, alpha: int = 8, targets: list[str] | None = None,
-                 **config: Any) -> Path:
+def make_adapter(
+    base: Path, out: Path, *, seed: int, r: int = 4, alpha: int = 8, targets: list[str] | None = None, **config: Any
+) -> Path:
     """A real PEFT LoRA adapter on ``base`` with random non-zero A and B (``init_lora_weights=False``)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base)
-    peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, target_modules=targets or TARGETS,
-                                                  init_lora_weights=False, **config))
+    peft_model = get_peft_model(
+        model, LoraConfig(r=r, lora_alpha=alpha, target_modules=targets or TARGETS, init_lora_weights=False, **config)
+    )
     peft_model.save_pretrained(out)
     return out
 

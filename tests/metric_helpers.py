@@ -44,7 +44,10 @@ def make_batch(
         hidden.append(torch.tensor(h, dtype=dtype))
     mlp = None
     if mlp_dim is not None:
-        mlp = [torch.tensor(rng.normal(size=(B, T, mlp_dim)) * rng.uniform(0, 1, size=mlp_dim), dtype=dtype) for _ in range(n_layers - 1)]
+        mlp = [
+            torch.tensor(rng.normal(size=(B, T, mlp_dim)) * rng.uniform(0, 1, size=mlp_dim), dtype=dtype)
+            for _ in range(n_layers - 1)
+        ]
     ref = None
     if ref_dim is not None:
         mix = rng.normal(size=(d, ref_dim))

@@ -45,7 +45,7 @@ def naive_ece_mass(conf: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> f
     sizes = [n // n_bins + (1 if b < n % n_bins else 0) for b in range(n_bins)]
     total, start = 0.0, 0
     for size in sizes:
-        members = order[start:start + size]
+        members = order[start : start + size]
         start += size
         if members:
             total += len(members) / n * abs(np.mean([correct[i] for i in members]) - np.mean([conf[i] for i in members]))
@@ -171,3 +171,17 @@ def test_temperature_at_bound_flags_the_search_bounds_only() -> None:
     low = cal.temperature_opt([[0.1, 0.0]] * 1000, [0] * 999 + [1])
     assert cal.temperature_at_bound(low) == "lower" and low == pytest.approx(0.05, rel=1e-6)
     assert cal.temperature_at_bound(19.99) is None and cal.temperature_at_bound(0.0501) is None
+
+
+@pytest.mark.parametrize("n", [7, 15, 100, 151])
+def test_vectorised_mass_ece_equals_the_row_by_row_function(n: int) -> None:
+    """The leaderboard bootstraps ECE with ece_mass_rows over (B, n) replicates: the same number as ece() per row
+    (ties in confidence included, n below, at and off a multiple of the 15 bins)."""
+    from collapse_bench.metrics.calibration import ece, ece_mass_rows
+
+    rng = np.random.default_rng(n)
+    conf = np.round(rng.uniform(0.2, 1.0, size=(40, n)), 2)  # rounding makes ties
+    correct = (rng.uniform(size=(40, n)) < conf).astype(np.float64)
+    rows = ece_mass_rows(conf, correct)
+    assert rows.shape == (40,)
+    np.testing.assert_allclose(rows, [ece(c, k, scheme="mass") for c, k in zip(conf, correct)], rtol=1e-12, atol=1e-15)

@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from collapse_bench.tasks.loader import dump_yaml
 from collapse_bench.chain.recipe import load_recipe
 from collapse_bench.chain.runner import ChainRequest, recipe_path, run_chain
 from collapse_bench.cli import main
 from collapse_bench.errors import CollapseBenchError
 from collapse_bench.paths import builtin_tasks_dir
+from collapse_bench.yamlio import dump_yaml
+
+pytestmark = pytest.mark.train  # training loops: CI (`make test`) runs them, `make test-fast` does not
 
 RECIPES = sorted(p.stem for p in (builtin_tasks_dir() / "chains").glob("*.yaml"))
 ALL = "replay,feature_refresh,diversity_reg,lora_decorrelation"
@@ -29,8 +31,16 @@ def stage_log(out: Path, stage_dir: str) -> dict:
 @pytest.mark.parametrize("recipe", RECIPES)
 @pytest.mark.parametrize("intervention", [None, *ALL.split(","), ALL])
 def test_every_recipe_runs_on_tiny_profile(recipe: str, intervention: str | None, data_dir: Path, tmp_path: Path) -> None:
-    out = run_chain(ChainRequest(recipe=recipe, interventions=intervention, profile="tiny", out=str(tmp_path / "c"),
-                                 data_dir=str(data_dir), progress=False))
+    out = run_chain(
+        ChainRequest(
+            recipe=recipe,
+            interventions=intervention,
+            profile="tiny",
+            out=str(tmp_path / "c"),
+            data_dir=str(data_dir),
+            progress=False,
+        )
+    )
     spec = load_recipe(recipe_path(recipe), "tiny")
     state = json.loads((out / "chain.json").read_text())
     assert state["intervention"] == ",".join(sorted((intervention or "none").split(","))) and state["profile"] == "tiny"
@@ -77,22 +87,40 @@ def test_same_seed_same_weights_and_resume(data_dir: Path, tmp_path: Path) -> No
 
 def write_recipe(tmp_path: Path, data: list[dict]) -> Path:
     path = tmp_path / "leaky.yaml"
-    path.write_text(dump_yaml({"name": "leaky", "version": 1, "base": "tiny-random-llama",
-                                    "stages": [{"name": "s1", "kind": "sft", "data": data, "steps": 1}]}))
+    path.write_text(
+        dump_yaml(
+            {
+                "name": "leaky",
+                "version": 1,
+                "base": "tiny-random-llama",
+                "stages": [{"name": "s1", "kind": "sft", "data": data, "steps": 1}],
+            }
+        )
+    )
     return path
 
 
 def test_training_on_evaluation_split_is_refused(data_dir: Path, tmp_path: Path) -> None:
     recipe = write_recipe(tmp_path, [{"dataset": "gsm8k", "split": "test", "n": 4}])  # lm-eval GSM8K reads it
-    with pytest.raises(CollapseBenchError, match="gsm8k/test.jsonl, which evaluation reads"):
+    with pytest.raises(CollapseBenchError, match=r"gsm8k/test\.jsonl, which evaluation reads"):
         run_chain(ChainRequest(recipe=str(recipe), profile="tiny", out=str(tmp_path / "o"), data_dir=str(data_dir)))
     assert not (tmp_path / "o").exists()
 
 
 def test_copied_evaluation_items_are_refused(data_dir: Path, tmp_path: Path) -> None:
     row = json.loads((data_dir / "xstest" / "test.jsonl").read_text().splitlines()[3])  # probe_standard reads XSTest
-    (tmp_path / "mine.jsonl").write_text(json.dumps({"id": "renamed", "messages": [
-        {"role": "user", "content": "  " + row["prompt"].upper() + " "}, {"role": "assistant", "content": "ok"}]}) + "\n")
+    (tmp_path / "mine.jsonl").write_text(
+        json.dumps(
+            {
+                "id": "renamed",
+                "messages": [
+                    {"role": "user", "content": "  " + row["prompt"].upper() + " "},
+                    {"role": "assistant", "content": "ok"},
+                ],
+            }
+        )
+        + "\n"
+    )
     recipe = write_recipe(tmp_path, [{"path": "mine.jsonl"}])
     with pytest.raises(CollapseBenchError, match="same text as a row of xstest/test"):
         run_chain(ChainRequest(recipe=str(recipe), profile="tiny", out=str(tmp_path / "o"), data_dir=str(data_dir)))
@@ -109,8 +137,18 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_evaluated_stages_carry_lineage_and_update_geometry(data_dir: Path, tmp_path: Path) -> None:
     """``--evaluate``: every stage's result has the lineage from the base, the lora task measured against the
     stage's parent (overlap with earlier stages from the second stage on), and passes the validator."""
-    out = run_chain(ChainRequest(recipe="sft_safety_math", profile="tiny", out=str(tmp_path / "c"), data_dir=str(data_dir),
-                                 evaluate="quick", eval_tasks=["probe_quick"], eval_limit=4, progress=False))
+    out = run_chain(
+        ChainRequest(
+            recipe="sft_safety_math",
+            profile="tiny",
+            out=str(tmp_path / "c"),
+            data_dir=str(data_dir),
+            evaluate="quick",
+            eval_tasks=["probe_quick"],
+            eval_limit=4,
+            progress=False,
+        )
+    )
     for i, stage in enumerate(("01-sft", "02-safety", "03-math")):
         result = json.loads((out / stage / "result.json").read_text())
         lineage = result["model"]["lineage"]
@@ -127,9 +165,19 @@ def test_evaluated_stages_carry_lineage_and_update_geometry(data_dir: Path, tmp_
 def test_reproduce_finds_a_chain_stages_parent(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A stage records its parent by lineage name; ``reproduce`` finds that checkpoint beside the stage's
     recorded adapters (or takes ``--parent``) and re-measures the lora task against it."""
-    out = run_chain(ChainRequest(recipe="sft_safety_math", profile="tiny", out=str(tmp_path / "c"), data_dir=str(data_dir),
-                                 evaluate="quick", eval_tasks=["probe_quick"], eval_limit=4, evaluate_stages="final",
-                                 progress=False))
+    out = run_chain(
+        ChainRequest(
+            recipe="sft_safety_math",
+            profile="tiny",
+            out=str(tmp_path / "c"),
+            data_dir=str(data_dir),
+            evaluate="quick",
+            eval_tasks=["probe_quick"],
+            eval_limit=4,
+            evaluate_stages="final",
+            progress=False,
+        )
+    )
     result = out / "03-math" / "result.json"
     assert json.loads(result.read_text())["model"]["parent"].endswith("/02-safety")  # a lineage name, not a path
     model = ["--model", str(out / "03-math" / "model")]  # a local row names its checkpoint, not a path

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import assert_one_line_error
 
 from collapse_bench.cli import build_parser, main
@@ -62,8 +61,9 @@ def test_missing_data_file(tmp_path: Path, tiny_model_dir: Path, capsys: pytest.
     empty = tmp_path / "empty-data"
     empty.mkdir()
     out = tmp_path / "r.json"
-    code, _, err = run_cli(["evaluate", str(tiny_model_dir), "--suite", "standard", "--data-dir", str(empty),
-                            "--output", str(out)], capsys)
+    code, _, err = run_cli(
+        ["evaluate", str(tiny_model_dir), "--suite", "standard", "--data-dir", str(empty), "--output", str(out)], capsys
+    )
     assert_one_line_error(code, err, "missing data file", "--data-dir")
     assert not out.exists()
 
@@ -86,12 +86,15 @@ def test_schema_violation_names_field(tmp_path: Path, capsys: pytest.CaptureFixt
     assert_one_line_error(code, err, "t.yaml", "max_tokens", "'many' is not of type 'integer'")
 
 
-def test_yaml_python_tag_is_refused_not_executed(tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_yaml_python_tag_is_refused_not_executed(
+    tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     marker = tmp_path / "pwned"
     tasks = tmp_path / "tasks"
     tasks.mkdir()
     (tasks / "evil.yaml").write_text(
-        f"name: evil\nversion: 1\nkind: probe\nparams: !!python/object/apply:os.system ['touch {marker}']\n")
+        f"name: evil\nversion: 1\nkind: probe\nparams: !!python/object/apply:os.system ['touch {marker}']\n"
+    )
     out = tmp_path / "r.json"
     code, _, err = run_cli(["evaluate", str(tiny_model_dir), "--tasks-dir", str(tasks), "--output", str(out)], capsys)
     assert_one_line_error(code, err, "evil.yaml")
@@ -103,10 +106,13 @@ def test_hostile_template_field_refused(tmp_path: Path, tiny_model_dir: Path, ca
     tasks = tmp_path / "tasks"
     tasks.mkdir()
     (tasks / "texts.jsonl").write_text('{"id": "a", "text": "hello there"}\n')
-    (tasks / "t.yaml").write_text("name: hostile\nversion: 1\nkind: probe\n"
-                                  "data: [{path: texts.jsonl, template: '{text.__class__}'}]\n")
-    code, _, err = run_cli(["evaluate", str(tiny_model_dir), "--tasks-dir", str(tasks), "--tasks", "hostile",
-                            "--output", str(tmp_path / "r.json")], capsys)
+    (tasks / "t.yaml").write_text(
+        "name: hostile\nversion: 1\nkind: probe\ndata: [{path: texts.jsonl, template: '{text.__class__}'}]\n"
+    )
+    code, _, err = run_cli(
+        ["evaluate", str(tiny_model_dir), "--tasks-dir", str(tasks), "--tasks", "hostile", "--output", str(tmp_path / "r.json")],
+        capsys,
+    )
     assert_one_line_error(code, err, "not allowed")
 
 
@@ -119,8 +125,13 @@ def test_unknown_task_and_suite(tmp_path: Path, tiny_model_dir: Path, capsys: py
 
 def test_console_script_exit_code(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
-    proc = subprocess.run([sys.executable, "-m", "collapse_bench", "evaluate", "definitely/not@here", "--output", str(out)],
-                          capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "collapse_bench", "evaluate", "definitely/not@here", "--output", str(out)],
+        capture_output=True,
+        text=True,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("collapse-bench: error:")
     assert not out.exists()
@@ -134,8 +145,9 @@ def strings(obj: object) -> list[str]:
     return [obj] if isinstance(obj, str) else []
 
 
-def test_result_records_no_path_of_the_users_disk(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_result_records_no_path_of_the_users_disk(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Model, parent, reference, lineage and --tasks-dir given as absolute paths: none of them is in the result."""
     import json
 
@@ -146,12 +158,32 @@ def test_result_records_no_path_of_the_users_disk(tmp_path: Path, tmp_path_facto
     tasks = tmp_path / "usertasks"
     (tasks / "probe").mkdir(parents=True)
     (tasks / "probe" / "texts.jsonl").write_text('{"id": "a", "text": "hello there general"}\n{"id": "b", "text": "x y"}\n')
-    (tasks / "probe" / "t.yaml").write_text("name: probe_user\nversion: 1\nkind: probe\ndata: [{path: texts.jsonl}]\n"
-                                            "params: {max_tokens: 48, tokens_per_sequence: 8, reservoir_size: 64}\n")
+    (tasks / "probe" / "t.yaml").write_text(
+        "name: probe_user\nversion: 1\nkind: probe\ndata: [{path: texts.jsonl}]\n"
+        "params: {max_tokens: 48, tokens_per_sequence: 8, reservoir_size: 64}\n"
+    )
     out = tmp_path / "out" / "r.json"
-    code = main(["evaluate", str(model.resolve()), "--tasks", "probe_quick,probe_user", "--limit", "2", "--device", "cpu",
-                 "--parent", str(parent.resolve()), "--reference", str(parent.resolve()), "--tasks-dir", str(tasks.resolve()),
-                 "--no-progress", "--output", str(out)])
+    code = main(
+        [
+            "evaluate",
+            str(model.resolve()),
+            "--tasks",
+            "probe_quick,probe_user",
+            "--limit",
+            "2",
+            "--device",
+            "cpu",
+            "--parent",
+            str(parent.resolve()),
+            "--reference",
+            str(parent.resolve()),
+            "--tasks-dir",
+            str(tasks.resolve()),
+            "--no-progress",
+            "--output",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     doc = json.loads(out.read_text())
     needles = {str(tmp_path_factory.getbasetemp().resolve()), str(Path.home()), str(tmp_path.resolve())}
@@ -176,8 +208,10 @@ def test_commit_files_is_all_or_nothing(tmp_path: Path, monkeypatch: pytest.Monk
     samples.write_text("old samples\n")
     result.write_text("old result\n")
     (tmp_path / "blocker").write_text("a file\n")
-    with pytest.raises(CollapseBenchError, match="cannot create directory .*blocker/sub: Not a directory"):
-        commit_files([(samples, b"new samples\n"), (tmp_path / "new" / "x.json", b"x"), (tmp_path / "blocker" / "sub" / "r.json", b"{}")])
+    with pytest.raises(CollapseBenchError, match=r"cannot create directory .*blocker/sub: Not a directory"):
+        commit_files(
+            [(samples, b"new samples\n"), (tmp_path / "new" / "x.json", b"x"), (tmp_path / "blocker" / "sub" / "r.json", b"{}")]
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "r.json", "r.samples.jsonl"]
     assert samples.read_text() == "old samples\n"
     real_replace = os.replace
@@ -188,7 +222,7 @@ def test_commit_files_is_all_or_nothing(tmp_path: Path, monkeypatch: pytest.Monk
         return real_replace(src, dst)
 
     monkeypatch.setattr("collapse_bench.io.os.replace", full_disk_on_result)
-    with pytest.raises(CollapseBenchError, match="cannot write .*r.json: No space left on device"):
+    with pytest.raises(CollapseBenchError, match=r"cannot write .*r\.json: No space left on device"):
         commit_files([(samples, b"new samples\n"), (result, b"{}\n")])
     monkeypatch.undo()
     assert (samples.read_text(), result.read_text()) == ("old samples\n", "old result\n")  # the earlier pair
@@ -199,13 +233,17 @@ def test_commit_files_is_all_or_nothing(tmp_path: Path, monkeypatch: pytest.Monk
         commit_files([(tmp_path, b"x")])
 
 
-@pytest.mark.parametrize("body, needle", [
-    ("a: &a [x, x]\nb: [*a, *a]\nname: t\nversion: 1\nkind: probe\n", "anchors and aliases"),
-    ("base: &b {kind: probe}\n<<: *b\nname: t\nversion: 1\n", "anchors and aliases"),
-    ("name: " + "[" * 5000 + "]" * 5000 + "\n", "invalid YAML"),
-])
-def test_yaml_aliases_and_deep_nesting_refused(body: str, needle: str, tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        ("a: &a [x, x]\nb: [*a, *a]\nname: t\nversion: 1\nkind: probe\n", "anchors and aliases"),
+        ("base: &b {kind: probe}\n<<: *b\nname: t\nversion: 1\n", "anchors and aliases"),
+        ("name: " + "[" * 5000 + "]" * 5000 + "\n", "invalid YAML"),
+    ],
+)
+def test_yaml_aliases_and_deep_nesting_refused(
+    body: str, needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "t.yaml").write_text(body)
     code, _, err = run_cli(["tasks", "list", "--tasks-dir", str(tmp_path / "tasks")], capsys)

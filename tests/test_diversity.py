@@ -50,8 +50,15 @@ def test_self_bleu4_brevity_penalty_and_smoothing_by_hand() -> None:
 
 def test_diversity_metrics_keys() -> None:
     out = div.diversity_metrics([SAMPLES, ["x y", "x z"]])
-    assert set(out) == {"distinct_1", "distinct_1_across", "distinct_2", "distinct_2_across", "distinct_3",
-                        "distinct_3_across", "self_bleu4"}
+    assert set(out) == {
+        "distinct_1",
+        "distinct_1_across",
+        "distinct_2",
+        "distinct_2_across",
+        "distinct_3",
+        "distinct_3_across",
+        "self_bleu4",
+    }
     assert out["distinct_1"] == pytest.approx((div.distinct_n(SAMPLES, 1) + 3 / 4) / 2)
 
 
@@ -59,8 +66,11 @@ def test_diversity_task_end_to_end(tiny_model_dir: Path, tmp_path: Path) -> None
     from collapse_bench.evaluate import EvaluateRequest, evaluate
 
     def run(out: Path) -> dict:
-        return evaluate(EvaluateRequest(model=str(tiny_model_dir), tasks=["diversity_quick"], limit=2, device="cpu",
-                                        output=str(out), progress=False))[1]
+        return evaluate(
+            EvaluateRequest(
+                model=str(tiny_model_dir), tasks=["diversity_quick"], limit=2, device="cpu", output=str(out), progress=False
+            )
+        )[1]
 
     res = run(tmp_path / "a.json")
     block = res["tasks"]["diversity_quick"]

@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures" / "hostile"))
-from catalogue import Case, all_cases  # noqa: E402
+from catalogue import Case, all_cases
+from cli_helpers import assert_one_line_error
 
-from cli_helpers import assert_one_line_error  # noqa: E402
-
-from collapse_bench.cli import main  # noqa: E402
+from collapse_bench.cli import main
 
 CASES = all_cases()
 REPO = Path(__file__).resolve().parents[1]
@@ -37,14 +36,20 @@ def run_child(case: Case, argv: list[str], cwd: Path) -> tuple[int, str]:
             resource.setrlimit(getattr(resource, name), (value, value))
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "collapse_bench", *argv], cwd=cwd, env=env, capture_output=True,
-                          text=True, preexec_fn=limit if case.limits else None, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "collapse_bench", *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        preexec_fn=limit if case.limits else None,
+        timeout=600,
+    )
     return proc.returncode, proc.stderr
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_hostile_input(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_hostile_input(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
     monkeypatch.chdir(ws)

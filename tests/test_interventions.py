@@ -13,7 +13,6 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from collapse_bench.tasks.loader import dump_yaml
 from collapse_bench.chain.runner import ChainRequest, run_chain
 from collapse_bench.interventions import StageContext, parse_interventions
 from collapse_bench.interventions.diversity_reg import vicreg_terms
@@ -21,11 +20,16 @@ from collapse_bench.interventions.feature_refresh import FeatureRefresh
 from collapse_bench.metrics.dormant import dormant_fraction
 from collapse_bench.metrics.spectral import effective_rank
 from collapse_bench.models import find_source
+from collapse_bench.yamlio import dump_yaml
 
-TEXTS = ["The quick brown fox jumps over the lazy dog near the river bank.",
-         "def add(a, b):\n    return a + b\n\nprint(add(2, 3))",
-         "Question: Ada has 3 apples and buys 4 more. How many? Answer: 7.",
-         "User: Translate to French: where is the station?\nAssistant: Où est la gare ?"]
+pytestmark = pytest.mark.train  # training loops: CI (`make test`) runs them, `make test-fast` does not
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog near the river bank.",
+    "def add(a, b):\n    return a + b\n\nprint(add(2, 3))",
+    "Question: Ada has 3 apples and buys 4 more. How many? Answer: 7.",
+    "User: Translate to French: where is the station?\nAssistant: Où est la gare ?",
+]
 
 
 def states(model_dir: Path, layer: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -33,8 +37,10 @@ def states(model_dir: Path, layer: int) -> tuple[torch.Tensor, list[torch.Tensor
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     tok = AutoTokenizer.from_pretrained(model_dir)
     acts: list[list[torch.Tensor]] = [[] for _ in model.model.layers]
-    hooks = [blk.mlp.down_proj.register_forward_pre_hook(lambda m, a, i=i: acts[i].append(a[0][0, 1:]))
-             for i, blk in enumerate(model.model.layers)]
+    hooks = [
+        blk.mlp.down_proj.register_forward_pre_hook(lambda m, a, i=i: acts[i].append(a[0][0, 1:]))
+        for i, blk in enumerate(model.model.layers)
+    ]
     rows = []
     with torch.no_grad():
         for text in TEXTS:
@@ -51,7 +57,7 @@ def test_vicreg_terms_closed_forms() -> None:
     v, c = vicreg_terms(iso)
     assert float(v) < 0.02 and float(c) < 0.02  # isotropic unit-variance: nothing to penalise
     collapsed = torch.randn(4000, 1, generator=g) @ torch.ones(1, 8)  # rank 1: all dims identical
-    v2, c2 = vicreg_terms(collapsed)
+    _v2, c2 = vicreg_terms(collapsed)
     assert float(c2) == pytest.approx(7.0, rel=0.02)  # C = all-ones after RMS scaling: sum_{i!=j} 1 / d = 56/8
 
 
@@ -71,9 +77,21 @@ def test_feature_refresh_revives_planted_dormant_units(tmp_path: Path) -> None:
 
     class S:  # the second stage of a chain
         index, max_length = 2, 128
-    examples = [{"prompt": [{"role": "user", "content": t}], "completion": [{"role": "assistant", "content": "ok"}]} for t in TEXTS]
-    ctx = StageContext(stage=S, kind="sft", batch_size=2, steps=1, seed=0, tokenizer=tok, base_dir=src,
-                       recipe_path=tmp_path, stage_examples=examples)
+
+    examples = [
+        {"prompt": [{"role": "user", "content": t}], "completion": [{"role": "assistant", "content": "ok"}]} for t in TEXTS
+    ]
+    ctx = StageContext(
+        stage=S,
+        kind="sft",
+        batch_size=2,
+        steps=1,
+        seed=0,
+        tokenizer=tok,
+        base_dir=src,
+        recipe_path=tmp_path,
+        stage_examples=examples,
+    )
     refresh = FeatureRefresh(tau=0.1, max_fraction=0.1, calib_examples=4, shrink=1.0, noise_std=0.0)
     refresh.before_stage(model, ctx)
     report = refresh.report()
@@ -92,16 +110,34 @@ def one_stage_recipe(tmp_path: Path, stages: list[dict]) -> Path:
 
 
 def test_diversity_reg_raises_effective_rank_of_its_layer(data_dir: Path, tmp_path: Path) -> None:
-    stage = {"name": "sft", "kind": "sft", "data": [{"dataset": "alpaca", "split": "train", "n": 32}], "steps": 12,
-             "batch_size": 4, "max_length": 256, "optimizer": {"lr": 0.01, "schedule": "constant"}}
+    stage = {
+        "name": "sft",
+        "kind": "sft",
+        "data": [{"dataset": "alpaca", "split": "train", "n": 32}],
+        "steps": 12,
+        "batch_size": 4,
+        "max_length": 256,
+        "optimizer": {"lr": 0.01, "schedule": "constant"},
+    }
     recipe = one_stage_recipe(tmp_path, [stage])
     layer = parse_interventions("diversity_reg")[0].params["layers"][0]
     ranks = {}
     for label in ("none", "diversity_reg"):
-        out = run_chain(ChainRequest(recipe=str(recipe), interventions=label, profile="cpu", out=str(tmp_path / label),
-                                     data_dir=str(data_dir), progress=False, overrides={"diversity_reg": {"coefficient": 1.0}}))
+        out = run_chain(
+            ChainRequest(
+                recipe=str(recipe),
+                interventions=label,
+                profile="cpu",
+                out=str(tmp_path / label),
+                data_dir=str(data_dir),
+                progress=False,
+                overrides={"diversity_reg": {"coefficient": 1.0}},
+            )
+        )
         block = math.floor(layer * (2 - 1) + 0.5)  # tiny model: 2 blocks; the plugin's layer rule
-        assert json.loads((out / "01-sft" / "stage.json").read_text())["interventions"].get(label, {}).get("layers", [block]) == [block]
+        assert json.loads((out / "01-sft" / "stage.json").read_text())["interventions"].get(label, {}).get("layers", [block]) == [
+            block
+        ]
         H, _ = states(out / "01-sft" / "model", block + 1)  # hidden_states index = block output
         ranks[label] = effective_rank(H)
     assert ranks["diversity_reg"] > ranks["none"] * 1.02, ranks
@@ -120,17 +156,31 @@ def mean_overlap(later: Path, earlier: Path) -> float:
 
 def test_lora_decorrelation_lowers_overlap_with_the_earlier_stage(data_dir: Path, tmp_path: Path) -> None:
     stage = {"kind": "sft", "steps": 8, "batch_size": 4, "max_length": 256, "optimizer": {"lr": 0.01, "schedule": "constant"}}
-    recipe = one_stage_recipe(tmp_path, [
-        {**stage, "name": "first", "data": [{"dataset": "alpaca", "split": "train", "n": 32}]},
-        {**stage, "name": "second", "data": [{"dataset": "alpaca", "split": "train", "n": 32}], "seed": 1}])
+    recipe = one_stage_recipe(
+        tmp_path,
+        [
+            {**stage, "name": "first", "data": [{"dataset": "alpaca", "split": "train", "n": 32}]},
+            {**stage, "name": "second", "data": [{"dataset": "alpaca", "split": "train", "n": 32}], "seed": 1},
+        ],
+    )
     overlap = {}
     for label in ("none", "lora_decorrelation"):
-        out = run_chain(ChainRequest(recipe=str(recipe), interventions=label, profile="cpu", out=str(tmp_path / label),
-                                     data_dir=str(data_dir), progress=False))
+        out = run_chain(
+            ChainRequest(
+                recipe=str(recipe),
+                interventions=label,
+                profile="cpu",
+                out=str(tmp_path / label),
+                data_dir=str(data_dir),
+                progress=False,
+            )
+        )
         overlap[label] = mean_overlap(out / "02-second" / "adapter", out / "01-first" / "adapter")
     # same first stage in both chains: the penalty starts at the second
-    assert json.loads((tmp_path / "none" / "01-first" / "stage.json").read_text())["sha256"] == \
-        json.loads((tmp_path / "lora_decorrelation" / "01-first" / "stage.json").read_text())["sha256"]
+    assert (
+        json.loads((tmp_path / "none" / "01-first" / "stage.json").read_text())["sha256"]
+        == json.loads((tmp_path / "lora_decorrelation" / "01-first" / "stage.json").read_text())["sha256"]
+    )
     print("overlap_prev", overlap)
     assert 0.0 <= overlap["lora_decorrelation"] < 0.8 * overlap["none"], overlap
 

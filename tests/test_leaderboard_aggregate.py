@@ -13,23 +13,56 @@ import pytest
 import scipy.stats
 
 from collapse_bench.leaderboard import stats
-from collapse_bench.leaderboard.aggregate import (Entry, build_tables, components, entries_from, item_outcomes, metric_cis,
-                                                 seed_order)
+from collapse_bench.leaderboard.aggregate import (
+    Entry,
+    build_tables,
+    components,
+    entries_from,
+    item_outcomes,
+    metric_cis,
+    seed_order,
+)
 from collapse_bench.leaderboard.hypothesis import hypothesis_panel
 
-GEOM_BASE = {"effective_rank": 50.0, "participation_ratio": 20.0, "anisotropy": 0.2, "prompt_entropy": 0.8,
-             "dormant_fraction": 0.0}
-GEOM_CHILD = {"effective_rank": 40.0, "participation_ratio": 30.0, "anisotropy": 0.3, "prompt_entropy": 0.8,
-              "dormant_fraction": 0.02}
+GEOM_BASE = {
+    "effective_rank": 50.0,
+    "participation_ratio": 20.0,
+    "anisotropy": 0.2,
+    "prompt_entropy": 0.8,
+    "dormant_fraction": 0.0,
+}
+GEOM_CHILD = {
+    "effective_rank": 40.0,
+    "participation_ratio": 30.0,
+    "anisotropy": 0.3,
+    "prompt_entropy": 0.8,
+    "dormant_fraction": 0.02,
+}
 
 
-def entry(eid: str, sha: str, tasks: dict[str, tuple[str, dict[str, Any]]], base_sha: str | None = None,
-          items: dict | None = None, **model: Any) -> Entry:
-    lineage = [{"name": "base", "sha256": base_sha, "stage": None}, {"name": eid, "sha256": sha, "stage": "sft"}] if base_sha else []
-    doc = {"model": {"name": eid, "source": "hub", "sha256": sha, "lineage": lineage, "parent": None, "stage": None, **model},
-           "suite": {"name": "standard", "version": 1},
-           "tasks": {t: {"kind": k, "metrics": {m: v for m, v in ms.items() if not isinstance(v, (list, dict))},
-                         **{m: v for m, v in ms.items() if isinstance(v, (list, dict))}} for t, (k, ms) in tasks.items()}}
+def entry(
+    eid: str,
+    sha: str,
+    tasks: dict[str, tuple[str, dict[str, Any]]],
+    base_sha: str | None = None,
+    items: dict | None = None,
+    **model: Any,
+) -> Entry:
+    lineage = (
+        [{"name": "base", "sha256": base_sha, "stage": None}, {"name": eid, "sha256": sha, "stage": "sft"}] if base_sha else []
+    )
+    doc = {
+        "model": {"name": eid, "source": "hub", "sha256": sha, "lineage": lineage, "parent": None, "stage": None, **model},
+        "suite": {"name": "standard", "version": 1},
+        "tasks": {
+            t: {
+                "kind": k,
+                "metrics": {m: v for m, v in ms.items() if not isinstance(v, (list, dict))},
+                **{m: v for m, v in ms.items() if isinstance(v, (list, dict))},
+            }
+            for t, (k, ms) in tasks.items()
+        },
+    }
     return Entry(f"submissions/{eid}.json", doc, items or {})
 
 
@@ -70,8 +103,12 @@ def test_composite_with_known_weights_and_deltas() -> None:
     assert math.isnan(d.at["submissions/org/orphan.json", "probe_standard.effective_rank"])
     assert math.isnan(d.at["submissions/org/child.json", "arc.acc"])  # the base has no arc
     # order: composite desc, unranked last; constant components -> zero-width CIs, distinct ranks
-    assert list(t.models["id"]) == ["submissions/org/base.json", "submissions/org/child.json",  # 0.5, 0.493,
-                                    "submissions/org/nodiv.json", "submissions/org/orphan.json"]  # 0.48, null
+    assert list(t.models["id"]) == [
+        "submissions/org/base.json",
+        "submissions/org/child.json",  # 0.5, 0.493,
+        "submissions/org/nodiv.json",
+        "submissions/org/orphan.json",
+    ]  # 0.48, null
     ranked = t.models.dropna(subset=["composite"])
     assert list(ranked["composite"]) == sorted(ranked["composite"], reverse=True)
     assert list(ranked["rank"]) == [1, 2, 3] and list(ranked["group"]) == [1, 2, 3]
@@ -110,7 +147,7 @@ def test_bootstrap_ci_matches_numpy_loop() -> None:
 def test_correlations_match_scipy() -> None:
     rng = np.random.default_rng(0)
     x = np.round(rng.normal(size=30), 1)  # ties
-    y = x ** 3 + rng.normal(scale=0.5, size=30)
+    y = x**3 + rng.normal(scale=0.5, size=30)
     assert stats.rankdata(x) == pytest.approx(scipy.stats.rankdata(x))
     assert stats.spearman(x, y) == pytest.approx(scipy.stats.spearmanr(x, y).statistic, abs=1e-12)
     assert stats.pearson(x, y) == pytest.approx(scipy.stats.pearsonr(x, y).statistic, abs=1e-12)
@@ -131,11 +168,20 @@ def test_item_and_seed_bootstrap() -> None:
     items = item_outcomes(records)
     conf, correct = items["arc"]
     assert conf == pytest.approx(np.full(40, 0.75)) and correct.mean() == 0.5  # argmax is choice 1
-    per_seed = {"0": {"gain": 0.4, "bpb_initial": 2.0}, "1": {"gain": 0.5, "bpb_initial": 2.0},
-                "2": {"gain": 0.6, "bpb_initial": 2.0}}
-    e = entry("org/x", "a" * 64, {"arc": ("lm_eval", {"acc": 0.5, "ece": 0.25}),
-                                  "plast": ("plasticity", {"gain": 0.5, "bpb_initial": 2.0, "per_seed": per_seed})},
-              items=items)
+    per_seed = {
+        "0": {"gain": 0.4, "bpb_initial": 2.0},
+        "1": {"gain": 0.5, "bpb_initial": 2.0},
+        "2": {"gain": 0.6, "bpb_initial": 2.0},
+    }
+    e = entry(
+        "org/x",
+        "a" * 64,
+        {
+            "arc": ("lm_eval", {"acc": 0.5, "ece": 0.25}),
+            "plast": ("plasticity", {"gain": 0.5, "bpb_initial": 2.0, "per_seed": per_seed}),
+        },
+        items=items,
+    )
     cis = metric_cis(e, n_boot=300)
     acc_reps = stats.bootstrap_mean_reps(correct, 300, stats.seed_of(e.id, "arc", "acc"))
     assert cis["arc.acc"] == list(stats.percentile_ci(acc_reps))
@@ -158,10 +204,22 @@ def test_interventions_view() -> None:
     common = dict(base_sha="a" * 64, recipe="r1", stage="sft")
     plain = entry("org/plain", "b" * 64, {"probe_standard": ("probe", GEOM_CHILD)}, intervention=None, **common)
     reg = entry("org/reg", "c" * 64, {"probe_standard": ("probe", GEOM_BASE)}, intervention="replay", **common)
-    lone = entry("org/lone", "d" * 64, {"probe_standard": ("probe", GEOM_BASE)}, base_sha="a" * 64, recipe="r2",
-                 stage="sft", intervention="replay")
-    fuller = entry("org/fuller", "e" * 64, {"probe_standard": ("probe", GEOM_BASE), **{k: FULL_TASKS[k] for k in ("plast",)}},
-                   intervention="lora_decorrelation", **common)
+    lone = entry(
+        "org/lone",
+        "d" * 64,
+        {"probe_standard": ("probe", GEOM_BASE)},
+        base_sha="a" * 64,
+        recipe="r2",
+        stage="sft",
+        intervention="replay",
+    )
+    fuller = entry(
+        "org/fuller",
+        "e" * 64,
+        {"probe_standard": ("probe", GEOM_BASE), **{k: FULL_TASKS[k] for k in ("plast",)}},
+        intervention="lora_decorrelation",
+        **common,
+    )
     t = build_tables([base, plain, reg, lone, fuller], n_boot=50)
     v = t.interventions.set_index("id")
     assert list(t.interventions["recipe"]) == ["r1", "r1", "r1", "r2"]
@@ -178,8 +236,12 @@ def test_interventions_view() -> None:
     assert v.at["submissions/org/plain.json", "delta_composite"] == 0.0
     assert pd_isna(v.at["submissions/org/lone.json", "baseline_id"])
     # ranked within (recipe, stage, suite) by Δ composite; equal Δ share the best rank; no baseline -> no rank
-    assert list(t.interventions["id"]) == ["submissions/org/fuller.json", "submissions/org/reg.json",
-                                           "submissions/org/plain.json", "submissions/org/lone.json"]
+    assert list(t.interventions["id"]) == [
+        "submissions/org/fuller.json",
+        "submissions/org/reg.json",
+        "submissions/org/plain.json",
+        "submissions/org/lone.json",
+    ]
     assert list(t.interventions["rank"][:3]) == [1, 1, 3] and v.at["submissions/org/lone.json", "rank"] is pd.NA
 
 
@@ -187,8 +249,17 @@ def test_hypothesis_panel_numbers_and_flags() -> None:
     rng = np.random.default_rng(5)
     er = rng.uniform(10, 60, size=10)
     acc = np.clip(0.3 + er / 200 + rng.normal(scale=0.02, size=10), 0, 1)
-    entries = [entry(f"org/m{i}", f"{i:x}" * 64, {"probe_standard": ("probe", {"effective_rank": float(er[i])}),
-                                                  "arc": ("lm_eval", {"acc": float(acc[i]), "ece": 0.1})}) for i in range(10)]
+    entries = [
+        entry(
+            f"org/m{i}",
+            f"{i:x}" * 64,
+            {
+                "probe_standard": ("probe", {"effective_rank": float(er[i])}),
+                "arc": ("lm_eval", {"acc": float(acc[i]), "ece": 0.1}),
+            },
+        )
+        for i in range(10)
+    ]
     panel = hypothesis_panel(build_tables(entries, n_boot=50), n_boot=300)
     row = panel[(panel["metric"] == "probe_standard.effective_rank") & (panel["target"] == "ood_accuracy")].iloc[0]
     assert row["n"] == 10 and row["flag"] == ""
@@ -202,7 +273,9 @@ def test_hypothesis_panel_numbers_and_flags() -> None:
     assert set(small[small["target"] == "plasticity"]["flag"]) == {"no data"}
 
 
-QUICK = sorted((Path(__file__).resolve().parents[1] / "submissions" / "huggingfacetb" / "smollm2-135m-instruct").glob("quick-*.json"))[0]
+QUICK = sorted(
+    (Path(__file__).resolve().parents[1] / "submissions" / "huggingfacetb" / "smollm2-135m-instruct").glob("quick-*.json")
+)[0]
 
 
 def test_plasticity_component_is_the_mean_relative_gain_of_the_committed_quick_row() -> None:
@@ -248,3 +321,17 @@ def test_incomplete_rows_are_not_ranked(tmp_path: Path) -> None:
     models = build_tables(entries_from(report.ok, root), n_boot=50).models.set_index("id")
     assert models.at[f"submissions/b/{real.name}", "rank"] == 1
     assert pd.isna(models.at["submissions/a/tiny.json", "rank"]) and not models.at["submissions/a/tiny.json", "complete"]
+
+
+@pytest.mark.parametrize("fn, rows", [(stats.pearson, stats.pearson_rows), (stats.spearman, stats.spearman_rows)])
+def test_vectorised_correlations_equal_the_per_replicate_function(fn, rows) -> None:
+    """correlation_ci computes all bootstrap replicates at once: the same values as the scalar function (scipy's
+    rankdata for the ranks), degenerate (constant) replicates NaN where the scalar one gives None."""
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(0, 4, size=(200, 9)).astype(float), rng.normal(size=(200, 9))  # ties and constant rows
+    a[0] = 2.0
+    got = rows(a, b)
+    want = [fn(x, y) for x, y in zip(a, b)]
+    assert np.isnan(got[0]) and want[0] is None
+    np.testing.assert_allclose(got[1:], np.array(want[1:], dtype=float), rtol=1e-12, atol=1e-14)
+    assert stats.spearman(a[1], b[1]) == pytest.approx(scipy.stats.spearmanr(a[1], b[1]).statistic, rel=1e-12)

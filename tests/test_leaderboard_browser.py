@@ -21,9 +21,18 @@ from collapse_bench.leaderboard.aggregate import Entry, entries_from
 from collapse_bench.leaderboard.validate import validate_paths
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--window-size=1400,1000"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1400,1000",
+]
 EVIL = "<script>window.__pwned=1</script>"
 
 
@@ -33,15 +42,18 @@ def driver():
         pytest.skip("COLLAPSE_BENCH_NO_BROWSER=1: browser test skipped on request")
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not (Path(p).is_file() or shutil.which(Path(p).name))]
     if missing:
-        pytest.fail(f"{', '.join(missing)} not found: install with `apt-get install -y chromium chromium-driver` "
-                    "(make install does) or set COLLAPSE_BENCH_NO_BROWSER=1 to skip", pytrace=False)
+        pytest.fail(
+            f"{', '.join(missing)} not found: install with `apt-get install -y chromium chromium-driver` "
+            "(make install does) or set COLLAPSE_BENCH_NO_BROWSER=1 to skip",
+            pytrace=False,
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     profile = tempfile.mkdtemp(prefix="collapse-bench-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
-    for flag in FLAGS + [f"--user-data-dir={profile}"]:
+    for flag in [*FLAGS, f"--user-data-dir={profile}"]:
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     service = Service(executable_path=CHROMEDRIVER if Path(CHROMEDRIVER).is_file() else shutil.which("chromedriver"))
@@ -113,4 +125,6 @@ def test_model_pages_load_with_plots(driver, site_dir: Path) -> None:
         assert severe(driver) == []
         assert driver.execute_script("return window.__pwned === undefined")
         imgs = driver.find_elements("css selector", "img.plot")
-        assert imgs and all(driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", i) for i in imgs)
+        assert imgs and all(
+            driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", i) for i in imgs
+        )

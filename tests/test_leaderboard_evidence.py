@@ -40,8 +40,16 @@ def test_mc_metrics_recomputed_equal_the_lm_eval_run() -> None:
 
 
 def test_record_problem_shapes() -> None:
-    ok = {"task": "t", "doc_id": 0, "id": "x", "gold": 1, "loglik": [-2.0, -1.0], "choice_chars": [3, 4],
-          "choice_bytes": [3, 4], "correct": 1}
+    ok = {
+        "task": "t",
+        "doc_id": 0,
+        "id": "x",
+        "gold": 1,
+        "loglik": [-2.0, -1.0],
+        "choice_chars": [3, 4],
+        "choice_bytes": [3, 4],
+        "correct": 1,
+    }
     assert E.record_problem(ok) is None
     assert "disagrees" in E.record_problem({**ok, "correct": 0})
     assert "gold" in E.record_problem({**ok, "gold": 2})
@@ -56,8 +64,11 @@ def test_record_problem_shapes() -> None:
 def test_completeness_rules() -> None:
     from collapse_bench.results.complete import result_incompleteness as why
 
-    doc = {"tasks": {"a": {"kind": "probe"}, "b": {"kind": "lm_eval"}, "lora": {"kind": "lora"}},
-           "suite": {"name": "s", "version": 1}, "config": {"limit": None}}
+    doc = {
+        "tasks": {"a": {"kind": "probe"}, "b": {"kind": "lm_eval"}, "lora": {"kind": "lora"}},
+        "suite": {"name": "s", "version": 1},
+        "config": {"limit": None},
+    }
     assert why(doc, ["a", "b"]) is None  # an extra lora task is allowed
     assert "task 'c' of the suite is missing" in why(doc, ["a", "b", "c"])
     assert "task 'b' is not in suite" in why(doc, ["a"])
@@ -77,7 +88,7 @@ def test_expected_data_matches_the_committed_standard_row() -> None:
 def test_pinned_hashes_are_the_mirror_manifest() -> None:
     mirror = shared_data_dir()
     if mirror is None:
-        pytest.skip("needs the shared data mirror (set COLLAPSE_BENCH_TEST_DATA): compares pinned.json with its MANIFEST")
+        pytest.skip("shared data mirror not found (set COLLAPSE_BENCH_TEST_DATA): compares pinned.json with its MANIFEST")
     manifest = json.loads((mirror / "MANIFEST.json").read_text(encoding="utf-8"))
     files = {f["file"]: {"sha256": f["sha256"], "rows": f["rows"]} for d in manifest["datasets"] for f in d["files"]}
     assert E.pinned()["files"] == files

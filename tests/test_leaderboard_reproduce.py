@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import assert_one_line_error
 
 from collapse_bench.cli import main
@@ -20,8 +19,17 @@ from collapse_bench.tasks import TaskRegistry
 @pytest.fixture(scope="module")
 def result(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("repro") / "tiny-quick.json"
-    evaluate(EvaluateRequest(model=str(tiny_model_dir), suite="quick", tasks=["probe_quick"], limit=3, device="cpu",
-                             output=str(out), progress=False))
+    evaluate(
+        EvaluateRequest(
+            model=str(tiny_model_dir),
+            suite="quick",
+            tasks=["probe_quick"],
+            limit=3,
+            device="cpu",
+            output=str(out),
+            progress=False,
+        )
+    )
     return out
 
 
@@ -51,8 +59,9 @@ def test_reproduce_passes(result: Path, model: list[str], capsys: pytest.Capture
     assert out.splitlines()[0].split() == ["task", "metric", "recorded", "reproduced", "|Δ|", "tolerance"]
 
 
-def test_tampered_metric_fails_with_diff(result: Path, model: list[str], tmp_path: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_tampered_metric_fails_with_diff(
+    result: Path, model: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     def tamper(doc: dict) -> None:
         m = doc["tasks"]["probe_quick"]["metrics"]
         m["effective_rank"] = m["effective_rank"] * 0.8
@@ -70,8 +79,9 @@ def test_tampered_metric_fails_with_diff(result: Path, model: list[str], tmp_pat
     assert len(err) == 1 and "1 of" in err[0] and "outside tolerance (first: probe_quick.effective_rank" in err[0]
 
 
-def test_different_data_refused_before_loading(result: Path, model: list[str], tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_different_data_refused_before_loading(
+    result: Path, model: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     task = TaskRegistry().task("probe_quick")
 
     def other_data(doc: dict) -> None:  # a consistent submission made on other data: valid, but not ours
@@ -92,12 +102,13 @@ def test_different_data_refused_before_loading(result: Path, model: list[str], t
 
 
 def test_local_row_needs_model_and_trust_is_never_taken_from_the_row(
-        result: Path, model: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    result: Path, model: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr("collapse_bench.evaluate.load_model", no_model)
     assert main(["reproduce", str(result), "--device", "cpu"]) == 1
-    assert_one_line_error(1, capsys.readouterr().err, "model/name", "'tiny-llama' was evaluated from a local checkpoint (local)",
-                          "--model PATH")
+    assert_one_line_error(
+        1, capsys.readouterr().err, "model/name", "'tiny-llama' was evaluated from a local checkpoint (local)", "--model PATH"
+    )
     trusting = edited(result, tmp_path, lambda d: d["config"].__setitem__("trust_remote_code", True))
     assert main(["reproduce", str(trusting), *model]) == 1
     assert_one_line_error(1, capsys.readouterr().err, "config/trust_remote_code", "--trust-remote-code")
@@ -112,8 +123,9 @@ def test_local_row_needs_model_and_trust_is_never_taken_from_the_row(
     assert_one_line_error(1, capsys.readouterr().err, "model/sha256", "recorded with checkpoint hash scheme file", "files-v2")
 
 
-def test_trusted_row_reproduces_with_flag_only_when_recorded(result: Path, model: list[str], tmp_path: Path,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_trusted_row_reproduces_with_flag_only_when_recorded(
+    result: Path, model: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """--trust-remote-code on a row recorded without it changes nothing: the evaluation runs as recorded."""
     from collapse_bench.evaluate import EvaluateRequest
 
@@ -144,9 +156,11 @@ def test_tolerance_rules_and_custom_file(tmp_path: Path) -> None:
     assert [r["ok"] for r in R.diff_metrics(wrap(one), wrap(doubled), rules)] == [True, False, True]
     custom = tmp_path / "tol.yaml"
     custom.write_text("tolerances:\n  - {metric: 'probe_quick.effective_rank', abs: 100}\n  - {metric: '*', rel: 0}\n")
-    rows = R.diff_metrics({"tasks": {"probe_quick": {"metrics": {"effective_rank": 10.0, "x": None, "y": 1.0}}}},
-                          {"tasks": {"probe_quick": {"metrics": {"effective_rank": 60.0, "x": None, "y": 1.0 + 1e-9}}}},
-                          R.load_tolerances(custom))
+    rows = R.diff_metrics(
+        {"tasks": {"probe_quick": {"metrics": {"effective_rank": 10.0, "x": None, "y": 1.0}}}},
+        {"tasks": {"probe_quick": {"metrics": {"effective_rank": 60.0, "x": None, "y": 1.0 + 1e-9}}}},
+        R.load_tolerances(custom),
+    )
     assert [(r["metric"], r["ok"]) for r in rows] == [("effective_rank", True), ("x", True), ("y", False)]
     (tmp_path / "broken.yaml").write_text("tolerances: 3\n")
     with pytest.raises(Exception, match="expected 'tolerances"):

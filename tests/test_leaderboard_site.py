@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import itertools
 import json
 import random
 import re
@@ -38,8 +39,7 @@ def built(subs: Path) -> Path:
     return out
 
 
-def test_two_builds_byte_identical_and_check(subs: Path, built: Path, tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_two_builds_byte_identical_and_check(subs: Path, built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     again = tmp_path / "again"
     assert main(["leaderboard", "build", "--submissions", str(subs), "--out", str(again)]) == 0
     first = snapshot(built)
@@ -91,7 +91,7 @@ def test_site_contents(built: Path) -> None:
     assert "suite quick v1" in index and "http://" not in index and "https://" not in index and "<link" not in index
     assert "collapse-bench reproduce submissions/local/tiny-sft/quick-b.json" in index
     data = json.loads((built / "data.json").read_text())
-    assert [m["id"] for m in data["models"]][0] == "submissions/local/tiny-sft-reg/quick-c.json"  # healthier geometry
+    assert data["models"][0]["id"] == "submissions/local/tiny-sft-reg/quick-c.json"  # healthier geometry
     assert data["interventions"][1]["baseline_id"] == "submissions/local/tiny-sft/quick-b.json"
     csv = (built / "data.csv").read_text().splitlines()
     assert csv[0].startswith("id,page,model,") and len(csv) == 4 and "delta.probe_quick.effective_rank" in csv[0]
@@ -124,12 +124,20 @@ def test_reliability_and_plasticity_plots_when_present(tmp_path: Path) -> None:
     doc = good_doc()
     bins = [{"lo": b / 15, "hi": (b + 1) / 15, "count": 3, "confidence": (b + 0.5) / 15, "accuracy": b / 15} for b in range(15)]
     bins[3].update(count=0, confidence=None, accuracy=None)
-    doc["tasks"]["arc"] = {"kind": "lm_eval", "metrics": {"acc": 0.5, "ece": 0.1},
-                           "calibration": {"definition": "...", "primary": {"reliability": bins}}}
-    doc["tasks"]["plast"] = {"kind": "plasticity", "metrics": {"gain": 0.4, "bpb_initial": 2.0},
-                             "per_seed": {"0": {"gain": 0.3, "bpb_initial": 2.0}, "1": {"gain": 0.5, "bpb_initial": 2.0}},
-                             "curves": {"0": {"steps": [0, 10, 20], "bpb": [2.0, 1.6, 1.4], "train_loss": [3, 2, 1]},
-                                        "1": {"steps": [0, 10, 20], "bpb": [2.0, 1.3, 1.0], "train_loss": [3, 2, 1]}}}
+    doc["tasks"]["arc"] = {
+        "kind": "lm_eval",
+        "metrics": {"acc": 0.5, "ece": 0.1},
+        "calibration": {"definition": "...", "primary": {"reliability": bins}},
+    }
+    doc["tasks"]["plast"] = {
+        "kind": "plasticity",
+        "metrics": {"gain": 0.4, "bpb_initial": 2.0},
+        "per_seed": {"0": {"gain": 0.3, "bpb_initial": 2.0}, "1": {"gain": 0.5, "bpb_initial": 2.0}},
+        "curves": {
+            "0": {"steps": [0, 10, 20], "bpb": [2.0, 1.6, 1.4], "train_loss": [3, 2, 1]},
+            "1": {"steps": [0, 10, 20], "bpb": [2.0, 1.3, 1.0], "train_loss": [3, 2, 1]},
+        },
+    }
     site.render([Entry("submissions/org/m/quick-x.json", doc)], tmp_path / "lb")
     plots = sorted(p.name for p in (tmp_path / "lb" / "plots").glob("*.svg"))
     assert [p.split("--")[-1] for p in plots] == ["arc-reliability.svg", "plast-plasticity.svg", "probe_quick-layers.svg"]
@@ -173,8 +181,11 @@ def width_bins(z: list[np.ndarray], gold: list[int]) -> tuple[np.ndarray, np.nda
     correct = np.array([float(np.argmax(q) == g) for q, g in zip(p, gold)])
     b = np.minimum((conf * 15).astype(int), 14)
     keep = [k for k in range(15) if (b == k).any()]
-    return (np.array([conf[b == k].mean() for k in keep]), np.array([correct[b == k].mean() for k in keep]),
-            np.array([float((b == k).sum()) for k in keep]))
+    return (
+        np.array([conf[b == k].mean() for k in keep]),
+        np.array([correct[b == k].mean() for k in keep]),
+        np.array([float((b == k).sum()) for k in keep]),
+    )
 
 
 def test_reliability_plot_is_the_primary_variant_of_a_committed_block() -> None:
@@ -212,10 +223,10 @@ def test_reliability_fallback_is_equal_mass_bins_of_the_items() -> None:
     got = reliability_bins({"kind": "lm_eval", "metrics": {}}, (conf, correct))
     order = np.sort(conf)
     sizes = [4] * 2 + [3] * 13  # 47 = 2 * 4 + 13 * 3
-    edges = np.cumsum([0] + sizes)
+    edges = np.cumsum([0, *sizes])
     assert got[2].tolist() == sizes
-    assert got[0] == pytest.approx([order[a:b].mean() for a, b in zip(edges[:-1], edges[1:])])
-    assert got[1] == pytest.approx([correct[np.argsort(conf, kind="stable")][a:b].mean() for a, b in zip(edges[:-1], edges[1:])])
+    assert got[0] == pytest.approx([order[a:b].mean() for a, b in itertools.pairwise(edges)])
+    assert got[1] == pytest.approx([correct[np.argsort(conf, kind="stable")][a:b].mean() for a, b in itertools.pairwise(edges)])
 
 
 def hostile_quick() -> dict:
@@ -265,15 +276,20 @@ def test_out_marker_and_refusals(subs: Path, built: Path, tmp_path: Path, monkey
         site.build(subs, lb)  # index.html and data.json alone are not a leaderboard any more
     assert "index.html" in snapshot(lb)
     monkeypatch.chdir(subs.parent)
-    for out, why in ((".", "current directory"), (subs.parent.parent, "one of its parents"), (subs, "--submissions"),
-                     (subs / "org", "--submissions"), (Path(__file__).resolve().parents[1], "current directory|repository root")):
+    for out, why in (
+        (".", "current directory"),
+        (subs.parent.parent, "one of its parents"),
+        (subs, "--submissions"),
+        (subs / "org", "--submissions"),
+        (Path(__file__).resolve().parents[1], "current directory|repository root"),
+    ):
         with pytest.raises(CollapseBenchError, match=why):
             site.build(subs, Path(out))
 
 
 def test_csv_cells_cannot_be_formulas(subs: Path, tmp_path: Path) -> None:
     entries = entries_from(validate_paths([subs]).ok, subs)
-    names = ["=HYPERLINK(\"http://x\",\"y\")", "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx"]
+    names = ['=HYPERLINK("http://x","y")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx"]
     evil = []
     for i, name in enumerate(names):
         e = entries[i % len(entries)]

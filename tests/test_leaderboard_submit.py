@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from leaderboard_helpers import BAD, GOOD, good_doc, snapshot
+from leaderboard_helpers import GOOD, good_doc, snapshot
 
 from collapse_bench.cli import main
 from collapse_bench.errors import CollapseBenchError
@@ -17,19 +17,21 @@ from collapse_bench.leaderboard.submission import identity
 from collapse_bench.leaderboard.submit import canonical_path, org_and_model, submit
 
 
-def test_canonical_path_and_pr_instructions(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_canonical_path_and_pr_instructions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["submit", str(GOOD)]) == 0
     doc = good_doc()
-    expected_hash = sha256_json({"model": doc["model"]["sha256"], "suite": ["quick", 1],
-                                 "tasks": {"probe_quick": doc["tasks"]["probe_quick"]["hash"]}})[:12]
+    expected_hash = sha256_json(
+        {"model": doc["model"]["sha256"], "suite": ["quick", 1], "tasks": {"probe_quick": doc["tasks"]["probe_quick"]["hash"]}}
+    )[:12]
     rel = f"submissions/local/tiny-random-llama/quick-{expected_hash}.json"
     assert (tmp_path / rel).is_file()
     written = json.loads((tmp_path / rel).read_text())
     assert written == doc  # content unchanged (no samples to rewrite)
     out = capsys.readouterr().out
-    assert f"wrote {rel}" in out and f"git add submissions/local/tiny-random-llama leaderboard/" in out
+    assert f"wrote {rel}" in out and "git add submissions/local/tiny-random-llama leaderboard/" in out
     assert f"collapse-bench reproduce {rel}" in out and "collapse-bench leaderboard build" in out
     # the same row again: refused, nothing new
     before = snapshot(tmp_path / "submissions")
@@ -38,24 +40,43 @@ def test_canonical_path_and_pr_instructions(tmp_path: Path, capsys: pytest.Captu
     assert snapshot(tmp_path / "submissions") == before
 
 
-@pytest.mark.parametrize("model,expected", [
-    ({"name": "HuggingFaceTB/SmolLM2-135M-Instruct@main", "source": "hub"}, ("HuggingFaceTB", "SmolLM2-135M-Instruct")),
-    ({"name": "smollm2-135m-instruct", "source": "alias"}, ("HuggingFaceTB", "smollm2-135m-instruct")),
-    ({"name": "/ckpt/run 7/stage2/", "source": "local"}, ("local", "stage2")),
-    ({"name": "/runs/c/01-sft/model", "source": "local", "lineage": [{"name": "base"}, {"name": "base/rec/none/s0/01-sft"}]},
-     ("local", "base--rec--none--s0--01-sft")),
-    ({"name": "./m/model.Q4_K_M.gguf", "source": "gguf"}, ("local", "model.Q4_K_M")),
-    ({"name": "/tmp/x/sft-lora", "source": "peft", "base": {"name": "smollm2-135m-instruct", "source": "alias"}},
-     ("HuggingFaceTB", "sft-lora")),
-])
+@pytest.mark.parametrize(
+    "model,expected",
+    [
+        ({"name": "HuggingFaceTB/SmolLM2-135M-Instruct@main", "source": "hub"}, ("HuggingFaceTB", "SmolLM2-135M-Instruct")),
+        ({"name": "smollm2-135m-instruct", "source": "alias"}, ("HuggingFaceTB", "smollm2-135m-instruct")),
+        ({"name": "/ckpt/run 7/stage2/", "source": "local"}, ("local", "stage2")),
+        (
+            {
+                "name": "/runs/c/01-sft/model",
+                "source": "local",
+                "lineage": [{"name": "base"}, {"name": "base/rec/none/s0/01-sft"}],
+            },
+            ("local", "base--rec--none--s0--01-sft"),
+        ),
+        ({"name": "./m/model.Q4_K_M.gguf", "source": "gguf"}, ("local", "model.Q4_K_M")),
+        (
+            {"name": "/tmp/x/sft-lora", "source": "peft", "base": {"name": "smollm2-135m-instruct", "source": "alias"}},
+            ("HuggingFaceTB", "sft-lora"),
+        ),
+    ],
+)
 def test_org_and_model(model: dict, expected: tuple[str, str]) -> None:
     assert org_and_model(model) == expected
 
 
-@pytest.mark.parametrize("name,org", [
-    ("../../../../etc/passwd", None), ("evil/../../x", None), ("a/b", "../../.."), ("x", "/etc"), ("x", "..\\..\\win"),
-    (".hidden/.model", "."), ("ÄÖÜ 模型/名字", None),
-])
+@pytest.mark.parametrize(
+    "name,org",
+    [
+        ("../../../../etc/passwd", None),
+        ("evil/../../x", None),
+        ("a/b", "../../.."),
+        ("x", "/etc"),
+        ("x", "..\\..\\win"),
+        (".hidden/.model", "."),
+        ("ÄÖÜ 模型/名字", None),
+    ],
+)
 def test_traversal_attempts_stay_inside(tmp_path: Path, name: str, org: str | None) -> None:
     doc = good_doc()
     doc["model"].update(name=name, source="hub")

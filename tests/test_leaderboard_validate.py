@@ -3,7 +3,6 @@ CLI (one line naming file and field, exit 1) and `submit` writes nothing for it.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -27,10 +26,12 @@ EXPECTED = {
     "html_name.json": "model/name: '<' and '>' are not allowed in names (HTML/script)",
     "control_chars.json": "model/stage: control character U+001B is not allowed in names",
     "absurd_ece.json": "tasks/probe_quick/metrics/ece: 3.7 is outside the documented range [0, 1]",
-    "absurd_effective_rank.json": "tasks/probe_quick/metrics/effective_rank: -2 is outside the documented range [1, hidden_size=64]",
+    "absurd_effective_rank.json": "tasks/probe_quick/metrics/effective_rank: -2 is outside the "
+    "documented range [1, hidden_size=64]",
     "unknown_task.json": "tasks/probe_imaginary: unknown task 'probe_imaginary'",
     "null_model_hash.json": "model/sha256: a submission needs the weights' content hash",
-    "samples_hash.json": "tasks/probe_quick/samples/sha256: samples file samples_hash.samples.jsonl does not have the sha256 the result records",
+    "samples_hash.json": "tasks/probe_quick/samples/sha256: samples file samples_hash.samples.jsonl does "
+    "not have the sha256 the result records",
     "samples_traversal.json": "tasks/probe_quick/samples/path: must be a plain file name next to the result",
 }
 
@@ -88,8 +89,16 @@ def test_released_version_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     """A task whose YAML moved on (v2 here) still validates against its released v1 config, and says so."""
     reg = TaskRegistry()
     current = reg.tasks["probe_quick"]
-    bumped = type(current)(current.name, 2, current.kind, current.description, current.data,
-                           {**current.params, "max_tokens": 99}, current.path, {**current.config, "version": 2})
+    bumped = type(current)(
+        current.name,
+        2,
+        current.kind,
+        current.description,
+        current.data,
+        {**current.params, "max_tokens": 99},
+        current.path,
+        {**current.config, "version": 2},
+    )
     monkeypatch.setitem(reg.tasks, "probe_quick", bumped)
     monkeypatch.setattr(V, "_registry", lambda: reg)
     sub = V.validate_file(GOOD)
@@ -104,14 +113,26 @@ def test_released_json_matches_current_yaml() -> None:
             assert e["config_sha256"] == sha256_json({**e["config"], "params": e["params"]})
             task = reg.tasks.get(name)
             if task is not None and task.version == e["version"]:
-                assert V.task_config(task)["config_sha256"] == e["config_sha256"], f"{name} v{e['version']} changed without a version bump"
+                assert V.task_config(task)["config_sha256"] == e["config_sha256"], (
+                    f"{name} v{e['version']} changed without a version bump"
+                )
 
 
-@pytest.mark.parametrize("value,problem", [
-    ("HuggingFaceTB/SmolLM2-135M-Instruct", None), ("./checkpoints/stage2", None), ("/abs/path/model", None),
-    ("a/../b", "path traversal"), ("..", "path traversal"), ("a\\b", "backslash"), ("x\x00y", "U+0000"),
-    ("x\u202ey", "U+202E"), ("<b>", "'<' and '>'"), ("na\u00efve \u6a21\u578b", None),
-])
+@pytest.mark.parametrize(
+    "value,problem",
+    [
+        ("HuggingFaceTB/SmolLM2-135M-Instruct", None),
+        ("./checkpoints/stage2", None),
+        ("/abs/path/model", None),
+        ("a/../b", "path traversal"),
+        ("..", "path traversal"),
+        ("a\\b", "backslash"),
+        ("x\x00y", "U+0000"),
+        ("x\u202ey", "U+202E"),
+        ("<b>", "'<' and '>'"),
+        ("na\u00efve \u6a21\u578b", None),
+    ],
+)
 def test_name_rules(value: str, problem: str | None) -> None:
     got = name_problem(value)
     assert (got is None) if problem is None else (problem in got)
@@ -140,11 +161,13 @@ def test_validate_leaves_samples_alone(tmp_path: Path) -> None:
 
 
 def test_hostile_json_shapes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cases = {"deep.json": ("[" * 100000 + "]" * 100000, "(file): JSON nested too deeply"),
-             "dupkey.json": ('{"schema_version": 1, "schema_version": 1}', "(file): malformed JSON: duplicate key 'schema_version'"),
-             "latin1.json": (None, "(file): not UTF-8 text"),
-             "list.json": ("[1, 2]", "(top level): [1, 2] is not of type 'object'"),
-             "inf.json": ('{"x": -Infinity}', "x: non-finite number -inf")}
+    cases = {
+        "deep.json": ("[" * 100000 + "]" * 100000, "(file): JSON nested too deeply"),
+        "dupkey.json": ('{"schema_version": 1, "schema_version": 1}', "(file): malformed JSON: duplicate key 'schema_version'"),
+        "latin1.json": (None, "(file): not UTF-8 text"),
+        "list.json": ("[1, 2]", "(top level): [1, 2] is not of type 'object'"),
+        "inf.json": ('{"x": -Infinity}', "x: non-finite number -inf"),
+    }
     for name, (text, expected) in cases.items():
         path = tmp_path / name
         if text is None:

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from collapse_bench.cli import main
 from collapse_bench.errors import CollapseBenchError
-from collapse_bench.lineage import read_lineage
+from collapse_bench.lineagefile import read_lineage
 from collapse_bench.models.resolve import dir_sha256
 
 PLANTED = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"
@@ -35,15 +35,33 @@ def chain(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     save_file(tensors, ad2 / "adapter_model.safetensors")
     m2 = merge(m1, ad2, root / "02-math" / "model")
     base_entry = {"name": str(base), "sha256": dir_sha256(base), "revision": None, "stage": "base"}
-    s1 = {"parent": str(base), "parent_sha256": dir_sha256(base), "stage": "sft", "recipe_hash": "a" * 64,
-          "intervention": "none", "seed": 0, "data": {"sft/train.jsonl": "b" * 64}, "lineage": [base_entry],
-          "adapters": [{"stage": "sft", "path": "../../01-sft/adapter"}], "stage_kind": "sft"}
+    s1 = {
+        "parent": str(base),
+        "parent_sha256": dir_sha256(base),
+        "stage": "sft",
+        "recipe_hash": "a" * 64,
+        "intervention": "none",
+        "seed": 0,
+        "data": {"sft/train.jsonl": "b" * 64},
+        "lineage": [base_entry],
+        "adapters": [{"stage": "sft", "path": "../../01-sft/adapter"}],
+        "stage_kind": "sft",
+    }
     s1_entry = {"name": "chain/01-sft", "sha256": dir_sha256(m1), "revision": None, "stage": "sft"}
-    s2 = {**s1, "parent": "chain/01-sft", "parent_sha256": dir_sha256(m1), "stage": "math",
-          "lineage": [base_entry, s1_entry],
-          "adapters": [*s1["adapters"], {"stage": "math", "path": "../../02-math/adapter"}]}
-    for directory, fields, name in ((ad1, s1, "chain/01-sft"), (m1, s1, "chain/01-sft"), (ad2, s2, "chain/02-math"),
-                                    (m2, s2, "chain/02-math")):
+    s2 = {
+        **s1,
+        "parent": "chain/01-sft",
+        "parent_sha256": dir_sha256(m1),
+        "stage": "math",
+        "lineage": [base_entry, s1_entry],
+        "adapters": [*s1["adapters"], {"stage": "math", "path": "../../02-math/adapter"}],
+    }
+    for directory, fields, name in (
+        (ad1, s1, "chain/01-sft"),
+        (m1, s1, "chain/01-sft"),
+        (ad2, s2, "chain/02-math"),
+        (m2, s2, "chain/02-math"),
+    ):
         write_lineage(directory, name=name, **fields)
     return {"root": root, "base": base, "ad1": ad1, "m1": m1, "ad2": ad2, "m2": m2}
 
@@ -57,8 +75,9 @@ def test_read_lineage(chain: dict[str, Path]) -> None:
     assert read_lineage(chain["base"]) is None
 
 
-def test_adapter_stage_gets_lineage_lora_and_overlap(chain: dict[str, Path], tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_adapter_stage_gets_lineage_lora_and_overlap(
+    chain: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "r.json"
     code, _, err = evaluate_cli([str(chain["ad2"]), "--tasks", "probe_quick", "--limit", "1", "--output", str(out)], capsys)
     assert code == 0, err
@@ -66,7 +85,10 @@ def test_adapter_stage_gets_lineage_lora_and_overlap(chain: dict[str, Path], tmp
     model = result["model"]
     assert model["parent"] == "chain/01-sft" and model["stage"] == "math"
     assert [(e["name"], e["stage"]) for e in model["lineage"]] == [
-        (chain["base"].name, "base"), ("chain/01-sft", "sft"), ("chain/02-math", "math")]
+        (chain["base"].name, "base"),
+        ("chain/01-sft", "sft"),
+        ("chain/02-math", "math"),
+    ]
     assert model["name"] == "chain/02-math" and model["base"]["name"] == "chain/01-sft"  # lineage names, not paths
     assert model["lineage"][-1]["sha256"] == model["sha256"]
     assert set(result["tasks"]) == {"probe_quick", "lora"} and result["suite"]["tasks"] == ["probe_quick", "lora"]
@@ -88,13 +110,11 @@ def test_adapter_stage_gets_lineage_lora_and_overlap(chain: dict[str, Path], tmp
     assert [s["stage"] for s in block["overlap"]["stages"]] == ["sft"] and block["counts"]["previous_stages"] == 1
 
 
-def test_full_checkpoint_stage_with_parent(chain: dict[str, Path], tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_full_checkpoint_stage_with_parent(chain: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The merged stage-2 checkpoint vs --parent = merged stage 1: dW = W_t - W_parent (PEFT's fp32 merge) has the
     adapter's rank, and the overlap with stage 1's adapter is read from lineage.yaml."""
     out = tmp_path / "r.json"
-    code, _, err = evaluate_cli([str(chain["m2"]), "--tasks", "lora", "--parent", str(chain["m1"]), "--output", str(out)],
-                                capsys)
+    code, _, err = evaluate_cli([str(chain["m2"]), "--tasks", "lora", "--parent", str(chain["m1"]), "--output", str(out)], capsys)
     assert code == 0, err
     block = json.loads(out.read_text())["tasks"]["lora"]
     assert block["counts"]["modules"] == 14 and block["update"]["source"] == "checkpoints"
@@ -107,20 +127,27 @@ def test_parent_lineage_is_inherited(chain: dict[str, Path], tmp_path: Path, cap
     shutil.copytree(chain["m2"], bare)
     (bare / "lineage.yaml").unlink()
     out = tmp_path / "r.json"
-    code, _, err = evaluate_cli([str(bare), "--tasks", "lora", "--parent", str(chain["m1"]), "--stage", "math",
-                                 "--output", str(out)], capsys)
+    code, _, err = evaluate_cli(
+        [str(bare), "--tasks", "lora", "--parent", str(chain["m1"]), "--stage", "math", "--output", str(out)], capsys
+    )
     assert code == 0, err
     model = json.loads(out.read_text())["model"]
     assert [(e["name"], e["stage"]) for e in model["lineage"]] == [
-        (chain["base"].name, "base"), ("chain/01-sft", "sft"), ("m2-bare", "math")]
+        (chain["base"].name, "base"),
+        ("chain/01-sft", "sft"),
+        ("m2-bare", "math"),
+    ]
     assert model["name"] == "m2-bare" and model["parent"] == "chain/01-sft"  # leaf name; --parent's lineage name
 
 
 @pytest.fixture(scope="module")
 def stage_results(chain: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("results")
-    runs = {"r0": [str(chain["base"]), "--stage", "base"], "r1": [str(chain["m1"])],
-            "r2": [str(chain["m2"]), "--tasks", "probe_quick,lora", "--parent", str(chain["m1"])]}
+    runs = {
+        "r0": [str(chain["base"]), "--stage", "base"],
+        "r1": [str(chain["m1"])],
+        "r2": [str(chain["m2"]), "--tasks", "probe_quick,lora", "--parent", str(chain["m1"])],
+    }
     for name, args in runs.items():
         assert main(["evaluate", *args, "--limit", "1", "--no-progress", "--output", str(out / f"{name}.json")]) == 0
     return {name: out / f"{name}.json" for name in runs}
@@ -130,8 +157,18 @@ def test_compare_numbers(stage_results: dict[str, Path], tmp_path: Path, capsys:
     r = {k: json.loads(p.read_text()) for k, p in stage_results.items()}
     csv_path, json_path = tmp_path / "c.csv", tmp_path / "c.json"
     capsys.readouterr()
-    code = main(["compare", str(stage_results["r2"]), str(stage_results["r0"]), str(stage_results["r1"]),
-                 "--csv", str(csv_path), "--json", str(json_path)])
+    code = main(
+        [
+            "compare",
+            str(stage_results["r2"]),
+            str(stage_results["r0"]),
+            str(stage_results["r1"]),
+            "--csv",
+            str(csv_path),
+            "--json",
+            str(json_path),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     rows = json.loads(json_path.read_text())["rows"]
@@ -151,8 +188,9 @@ def test_compare_numbers(stage_results: dict[str, Path], tmp_path: Path, capsys:
     assert "effective_rank" in out and f"{v[2] - v[1]:+.4g}" in out
 
 
-def test_compare_refuses_other_lineages_and_duplicates(stage_results: dict[str, Path], tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_compare_refuses_other_lineages_and_duplicates(
+    stage_results: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     other = json.loads(stage_results["r1"].read_text())
     other["model"]["lineage"][0]["sha256"] = "c" * 64
     other["model"]["lineage"][-1]["sha256"] = other["model"]["sha256"] = "d" * 64
@@ -178,16 +216,23 @@ def model_copy(tiny_model_dir: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(tiny_model_dir, tmp_path / "ckpt"))
 
 
-@pytest.mark.parametrize("text,needles", [
-    ("parent: x\nstage: sft\nlineage: !!python/object/apply:os.system ['touch {marker}']\n", ["lineage.yaml", "invalid YAML"]),
-    ("parent: x\n", ["lineage.yaml", "'stage' is a required property"]),
-    ("parent: x\nstage: \"a\\nb\"\n", ["lineage.yaml", "stage"]),
-    ("parent: x\nstage: sft\nparent_sha256: xyz\n", ["lineage.yaml", "parent_sha256"]),
-    ("parent: p\nstage: sft\nlineage: [{name: q, stage: base}]\n", ["not the parent"]),
-    ("- just\n- a list\n", ["must be a YAML mapping"]),
-])
-def test_bad_lineage_file_is_one_line(model_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                      text: str, needles: list[str]) -> None:
+@pytest.mark.parametrize(
+    "text,needles",
+    [
+        (
+            "parent: x\nstage: sft\nlineage: !!python/object/apply:os.system ['touch {marker}']\n",
+            ["lineage.yaml", "invalid YAML"],
+        ),
+        ("parent: x\n", ["lineage.yaml", "'stage' is a required property"]),
+        ('parent: x\nstage: "a\\nb"\n', ["lineage.yaml", "stage"]),
+        ("parent: x\nstage: sft\nparent_sha256: xyz\n", ["lineage.yaml", "parent_sha256"]),
+        ("parent: p\nstage: sft\nlineage: [{name: q, stage: base}]\n", ["not the parent"]),
+        ("- just\n- a list\n", ["must be a YAML mapping"]),
+    ],
+)
+def test_bad_lineage_file_is_one_line(
+    model_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, needles: list[str]
+) -> None:
     marker = tmp_path / "pwned"
     (model_copy / "lineage.yaml").write_text(text.replace("{marker}", str(marker)))
     out = tmp_path / "r.json"
@@ -213,6 +258,6 @@ def test_missing_earlier_adapter_is_reported_not_fatal(chain: dict[str, Path], t
     ad = Path(shutil.copytree(chain["ad2"], tmp_path / "02-math" / "adapter"))
     previous, missing = earlier_updates(read_lineage(ad), ad)
     assert previous == {} and missing == ["01-sft/adapter"]  # as the result records it: no path of the user's disk
-    with pytest.raises(CollapseBenchError, match="lineage.yaml"):
+    with pytest.raises(CollapseBenchError, match=r"lineage\.yaml"):
         (ad / "lineage.yaml").write_text("parent: [1, 2]\nstage: x\n")
         read_lineage(ad)

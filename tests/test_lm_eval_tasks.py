@@ -8,43 +8,78 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import lm_eval
 import numpy as np
 import pytest
 
-import lm_eval
 from collapse_bench.cli import main
 from collapse_bench.ood import lmeval
 from collapse_bench.ood.samples import _gold
 from collapse_bench.ood.task import prepare
 from collapse_bench.tasks import TaskRegistry
+from collapse_bench.tasks.lmeval_yaml import index
 
 LM_TASKS = Path(lm_eval.__file__).parent / "tasks"
 LETTERS = "ABCDE"
 
 # HF rows of Rowan/hellaswag validation (ids 0, 1, 3): ctx_b is stored lower-case, lm-eval capitalises it.
 HELLASWAG_HF = [
-    {"activity_label": "Roof shingle removal", "ctx_a": "A man is sitting on a roof.", "ctx_b": "he", "label": "3",
-     "endings": ["is using wrap to wrap a pair of skis.", "is ripping level tiles off.", "is holding a rubik's cube.",
-                 "starts pulling up roofing on a roof."]},
-    {"activity_label": "Clean and jerk", "ctx_a": "A lady walks to a barbell. She bends down and grabs the pole.",
-     "ctx_b": "the lady", "label": "3",
-     "endings": ["swings and lands in her arms.", "pulls the barbell forward.", "pulls a rope attached to the barbell.",
-                 "stands and lifts the weight over her head."]},
-    {"activity_label": "High jump", "ctx_a": "A boy is running down a track.", "ctx_b": "the boy", "label": "2",
-     "endings": ["runs into a car.", "gets in a mat.", "lifts his body above the height of a pole.",
-                 "stands on his hands and springs."]},
+    {
+        "activity_label": "Roof shingle removal",
+        "ctx_a": "A man is sitting on a roof.",
+        "ctx_b": "he",
+        "label": "3",
+        "endings": [
+            "is using wrap to wrap a pair of skis.",
+            "is ripping level tiles off.",
+            "is holding a rubik's cube.",
+            "starts pulling up roofing on a roof.",
+        ],
+    },
+    {
+        "activity_label": "Clean and jerk",
+        "ctx_a": "A lady walks to a barbell. She bends down and grabs the pole.",
+        "ctx_b": "the lady",
+        "label": "3",
+        "endings": [
+            "swings and lands in her arms.",
+            "pulls the barbell forward.",
+            "pulls a rope attached to the barbell.",
+            "stands and lifts the weight over her head.",
+        ],
+    },
+    {
+        "activity_label": "High jump",
+        "ctx_a": "A boy is running down a track.",
+        "ctx_b": "the boy",
+        "label": "2",
+        "endings": [
+            "runs into a car.",
+            "gets in a mat.",
+            "lifts his body above the height of a pole.",
+            "stands on his hands and springs.",
+        ],
+    },
 ]
 
 
 def to_hf(task: str, r: dict[str, Any]) -> dict[str, Any]:
     """The mirror row in the field layout of the HF dataset lm-eval's built-in task reads."""
-    labels = list(LETTERS[:len(r.get("choices", []))])
+    labels = list(LETTERS[: len(r.get("choices", []))])
     if task in ("arc_easy", "arc_challenge"):
-        return {"id": r["id"], "question": r["question"], "choices": {"text": r["choices"], "label": labels},
-                "answerKey": labels[r["label"]]}
+        return {
+            "id": r["id"],
+            "question": r["question"],
+            "choices": {"text": r["choices"], "label": labels},
+            "answerKey": labels[r["label"]],
+        }
     if task == "openbookqa":
-        return {"id": r["id"], "question_stem": r["question"], "choices": {"text": r["choices"], "label": labels},
-                "answerKey": labels[r["label"]]}
+        return {
+            "id": r["id"],
+            "question_stem": r["question"],
+            "choices": {"text": r["choices"], "label": labels},
+            "answerKey": labels[r["label"]],
+        }
     if task == "piqa":
         return {"goal": r["question"], "sol1": r["choices"][0], "sol2": r["choices"][1], "label": r["label"]}
     if task == "boolq":  # HF questions carry no "?" (the mirror appended one)
@@ -77,7 +112,7 @@ def build_builtin(src: str, name: str, rows: list[dict[str, Any]], tmp: Path) ->
     data = tmp / f"hf_{name}.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     inc = lmeval.new_include_dir(LM_TASKS / src)
-    rel = lmeval.index(Path(inc.name))[name].relative_to(inc.name)
+    rel = index(Path(inc.name))[name].relative_to(inc.name)
     splits = {s: str(data) for s in ("train", "validation", "test", "dev")}
     overrides = {"dataset_path": "json", "dataset_name": None, "dataset_kwargs": {"data_files": splits}}
     return lmeval.resolve(name, inc, rel, overrides, "builtin").task
@@ -86,7 +121,9 @@ def build_builtin(src: str, name: str, rows: list[dict[str, Any]], tmp: Path) ->
 def requests(task: Any, doc: dict[str, Any]) -> list[tuple]:
     ctx = task.fewshot_context(doc, 0)
     inst = task.construct_requests(doc=doc, ctx=ctx, metadata=(task.config.task, 0, 1))
-    return [i.args[:1] + (i.args[1] if isinstance(i.args[1], str) else None,) for i in (inst if isinstance(inst, list) else [inst])]
+    return [
+        (*i.args[:1], i.args[1] if isinstance(i.args[1], str) else None) for i in (inst if isinstance(inst, list) else [inst])
+    ]
 
 
 @pytest.mark.parametrize("ours,file,src,builtin,rows", CASES, ids=[c[0] for c in CASES])
@@ -123,8 +160,18 @@ def test_end_to_end_real_lm_eval_and_rescore(tiny_model_dir: Path, data_dir: Pat
     from collapse_bench.io import sha256_file
 
     out = tmp_path / "res.json"
-    _, res = evaluate(EvaluateRequest(model=str(tiny_model_dir), suite="standard", tasks=["arc_easy", "world_mc"],
-                                      data_dir=str(data_dir), limit=5, device="cpu", output=str(out), progress=False))
+    _, res = evaluate(
+        EvaluateRequest(
+            model=str(tiny_model_dir),
+            suite="standard",
+            tasks=["arc_easy", "world_mc"],
+            data_dir=str(data_dir),
+            limit=5,
+            device="cpu",
+            output=str(out),
+            progress=False,
+        )
+    )
     samples = tmp_path / "res.samples.jsonl"
     recs = read_samples(samples)
     for name in ("arc_easy", "world_mc"):
@@ -165,10 +212,20 @@ def test_user_lm_eval_yaml_gets_calibration(tiny_model_dir: Path, tmp_path: Path
     (lm_dir / "data" / "my.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (lm_dir / "my_mc.yaml").write_text(
         "task: my_mc\ndataset_path: json\ndataset_kwargs:\n  data_files: {test: data/my.jsonl}\n"
-        "output_type: multiple_choice\ntest_split: test\ndoc_to_text: \"Q: {{q}}\\nA:\"\ndoc_to_target: gold\n"
-        "doc_to_choice: opts\nmetric_list:\n  - metric: acc\n")
-    _, res = evaluate(EvaluateRequest(model=str(tiny_model_dir), tasks=["my_mc"], tasks_dirs=[str(tmp_path / "mytasks")],
-                                      limit=4, device="cpu", output=str(tmp_path / "r.json"), progress=False))
+        'output_type: multiple_choice\ntest_split: test\ndoc_to_text: "Q: {{q}}\\nA:"\ndoc_to_target: gold\n'
+        "doc_to_choice: opts\nmetric_list:\n  - metric: acc\n"
+    )
+    _, res = evaluate(
+        EvaluateRequest(
+            model=str(tiny_model_dir),
+            tasks=["my_mc"],
+            tasks_dirs=[str(tmp_path / "mytasks")],
+            limit=4,
+            device="cpu",
+            output=str(tmp_path / "r.json"),
+            progress=False,
+        )
+    )
     block = res["tasks"]["my_mc"]
     assert block["kind"] == "lm_eval" and block["counts"]["docs"] == 4  # --limit passed to lm-eval
     assert set(block["data"]) == {"task:data/my.jsonl", "lm_eval:my_mc.yaml"}
@@ -185,7 +242,9 @@ def one_line_error(capsys, argv: list[str]) -> str:
 def test_bad_inputs_are_one_line_errors(tmp_path: Path, capsys) -> None:
     out = tmp_path / "never.json"
     # missing data (no mirror in the data dir), before any model is loaded
-    err = one_line_error(capsys, ["evaluate", "/no/such/model", "--tasks", "arc_easy", "--data-dir", str(tmp_path), "--output", str(out)])
+    err = one_line_error(
+        capsys, ["evaluate", "/no/such/model", "--tasks", "arc_easy", "--data-dir", str(tmp_path), "--output", str(out)]
+    )
     assert "missing data file" in err
     err = one_line_error(capsys, ["evaluate", "--tasks", "no_such_task", "--output", str(out)])
     assert "unknown task 'no_such_task'" in err
@@ -195,12 +254,15 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path, capsys) -> None:
     (bad / "broken.yaml").write_text("task: broken\ndoc_to_text: [unclosed\n")
     assert "invalid lm-eval YAML" in one_line_error(capsys, ["tasks", "list", "--tasks-dir", str(tmp_path / "bad")])
     # a user lm-eval YAML that parses but lm-eval cannot build (bad Jinja): before the (bogus) model loads
-    (bad / "broken.yaml").write_text("task: broken\ndataset_path: json\ndataset_kwargs:\n  data_files: {test: d.jsonl}\n"
-                                     "output_type: multiple_choice\ntest_split: test\ndoc_to_text: \"{{ q \"\n"
-                                     "doc_to_target: 0\ndoc_to_choice: [a, b]\n")
+    (bad / "broken.yaml").write_text(
+        "task: broken\ndataset_path: json\ndataset_kwargs:\n  data_files: {test: d.jsonl}\n"
+        'output_type: multiple_choice\ntest_split: test\ndoc_to_text: "{{ q "\n'
+        "doc_to_target: 0\ndoc_to_choice: [a, b]\n"
+    )
     (bad / "d.jsonl").write_text(json.dumps({"q": "x"}) + "\n")
-    err = one_line_error(capsys, ["evaluate", "/no/such/model", "--tasks-dir", str(tmp_path / "bad"), "--tasks", "broken",
-                                  "--output", str(out)])
+    err = one_line_error(
+        capsys, ["evaluate", "/no/such/model", "--tasks-dir", str(tmp_path / "bad"), "--tasks", "broken", "--output", str(out)]
+    )
     assert "lm-eval cannot build task 'broken'" in err
     err = one_line_error(capsys, ["evaluate", "--backend", "vllm", "--output", str(out)])
     assert "--backend vllm needs a CUDA GPU" in err
@@ -215,14 +277,18 @@ def test_user_task_missing_data_and_unknown_lm_eval_task_are_one_line_errors(tmp
     lm_dir = tmp_path / "user" / "lm_eval"
     lm_dir.mkdir(parents=True)
     body = "output_type: multiple_choice\ntest_split: test\ndoc_to_text: q\ndoc_to_target: 0\ndoc_to_choice: [a, b]\n"
-    (lm_dir / "local.yaml").write_text("task: local_mc\ndataset_path: json\ndataset_kwargs:\n  data_files: {test: gone.jsonl}\n" + body)
+    (lm_dir / "local.yaml").write_text(
+        "task: local_mc\ndataset_path: json\ndataset_kwargs:\n  data_files: {test: gone.jsonl}\n" + body
+    )
     (lm_dir / "hub.yaml").write_text("task: hub_mc\ndataset_path: no-such-org/no-such-dataset\n" + body)
     argv = ["evaluate", "/no/such/model", "--tasks-dir", str(tmp_path / "user"), "--output", str(out), "--tasks"]
     err = one_line_error(capsys, [*argv, "local_mc"])
     assert "local.yaml: data file" in err and "gone.jsonl not found" in err
     err = one_line_error(capsys, [*argv, "hub_mc"])
     assert "lm-eval cannot build task 'hub_mc'" in err and "hub.yaml" in err
-    (tmp_path / "user" / "wrap.yaml").write_text("name: wrap\nversion: 1\nkind: lm_eval\nparams: {lm_eval_task: nope, include: lm_eval}\n")
+    (tmp_path / "user" / "wrap.yaml").write_text(
+        "name: wrap\nversion: 1\nkind: lm_eval\nparams: {lm_eval_task: nope, include: lm_eval}\n"
+    )
     err = one_line_error(capsys, [*argv, "wrap"])
     assert "no lm-eval task 'nope'" in err and "known: hub_mc, local_mc" in err
     assert not out.exists()

@@ -11,11 +11,18 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from lora_helpers import (assert_one_line_error, evaluate_cli, make_adapter, np_erank, np_intruders, np_top_alignment,
-                          peft_deltas)
+from lora_helpers import assert_one_line_error, evaluate_cli, make_adapter, np_erank, np_intruders, np_top_alignment, peft_deltas
 
-from collapse_bench.lora.geometry import (effective_rank, intruder_counts, lowrank_svd, stable_rank, subspace_overlap,
-                                          thin_svd, top_alignment, update_metrics)
+from collapse_bench.lora.geometry import (
+    effective_rank,
+    intruder_counts,
+    lowrank_svd,
+    stable_rank,
+    subspace_overlap,
+    thin_svd,
+    top_alignment,
+    update_metrics,
+)
 from collapse_bench.lora.updates import layer_index, module_type
 
 RNG = np.random.default_rng(0)
@@ -71,12 +78,12 @@ def test_known_spectrum_gives_known_effective_rank() -> None:
     scale = 8 / 4
     svd = lowrank_svd(t(U @ np.diag(sigma) @ M), t(np.linalg.inv(M) @ V.T / scale), scale)
     np.testing.assert_allclose(svd.S.numpy(), sigma, rtol=1e-12)
-    assert effective_rank(svd.S) == pytest.approx(2 ** 1.75, rel=1e-12)
+    assert effective_rank(svd.S) == pytest.approx(2**1.75, rel=1e-12)
     assert stable_rank(svd.S) == pytest.approx(22 / 16, rel=1e-12)
     W0 = RNG.standard_normal((50, 30))
     values = update_metrics(t(W0), thin_svd(t(W0)), svd, top_k=5, eps=[0.5], alignment_k=4)
     assert values["delta_norm"] == pytest.approx(math.sqrt(22) / np.linalg.norm(W0), rel=1e-12)
-    assert values["delta_effective_rank"] == pytest.approx(2 ** 1.75, rel=1e-12)
+    assert values["delta_effective_rank"] == pytest.approx(2**1.75, rel=1e-12)
     assert values["top_alignment_chance"] == pytest.approx(4 / 50)
 
 
@@ -114,8 +121,15 @@ def planted_parent(m: int = 40, n: int = 12) -> tuple[np.ndarray, ...]:
     return U @ np.diag(s) @ V.T, U, s, V, w
 
 
-@pytest.mark.parametrize("c,expected", [(0.4, {0.3: 0, 0.5: 1, 0.7: 1}), (0.6, {0.3: 0, 0.5: 0, 0.7: 1}),
-                                        (0.2, {0.3: 1, 0.5: 1, 0.7: 1}), (0.9, {0.3: 0, 0.5: 0, 0.7: 0})])
+@pytest.mark.parametrize(
+    "c,expected",
+    [
+        (0.4, {0.3: 0, 0.5: 1, 0.7: 1}),
+        (0.6, {0.3: 0, 0.5: 0, 0.7: 1}),
+        (0.2, {0.3: 1, 0.5: 1, 0.7: 1}),
+        (0.9, {0.3: 0, 0.5: 0, 0.7: 0}),
+    ],
+)
 def test_rotating_top_singular_vector_out_of_span_makes_one_intruder(c: float, expected: dict[float, int]) -> None:
     W0, U, s, V, w = planted_parent()
     u_new = c * U[:, 0] + math.sqrt(1 - c * c) * w  # max |cos| with every parent singular vector = c
@@ -131,14 +145,14 @@ def test_rotating_top_singular_vector_out_of_span_makes_one_intruder(c: float, e
 
 
 def test_update_inside_the_span_makes_no_intruder() -> None:
-    W0, U, s, V, _ = planted_parent()
+    W0, U, _s, V, _ = planted_parent()
     dW = 3.0 * np.outer(U[:, 2], V[:, 5])  # stays inside span(U)
     counts = intruder_counts(thin_svd(t(W0)).U, thin_svd(t(W0 + dW), k=10).U, [0.3, 0.5, 0.7])
     assert counts == {0.3: 0, 0.5: 0, 0.7: 0}
 
 
 def test_top_alignment_closed_form() -> None:
-    W0, U, s, V, w = planted_parent()
+    W0, U, _s, _V, w = planted_parent()
     a, b = 2.0, 3.0  # dW = a u_1 x^T + b w y^T, x ⟂ y: share inside span(u_1) = a^2 / (a^2 + b^2)
     x, y = orthonormal(12, 2, 8).T
     dW = a * np.outer(U[:, 0], x) + b * np.outer(w, y)
@@ -165,16 +179,16 @@ def test_module_names() -> None:
 def adapter_result(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A real PEFT adapter (rank 4, a rank/alpha pattern on some modules) evaluated with the lora task."""
     root = tmp_path_factory.mktemp("lora")
-    adapter = make_adapter(tiny_model_dir, root / "adapter", seed=1, rank_pattern={"up_proj": 2},
-                           alpha_pattern={"v_proj": 3})
+    adapter = make_adapter(tiny_model_dir, root / "adapter", seed=1, rank_pattern={"up_proj": 2}, alpha_pattern={"v_proj": 3})
     return adapter, root
 
 
-def test_adapter_task_matches_peft_reference(adapter_result: tuple[Path, Path], tiny_model_dir: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_adapter_task_matches_peft_reference(
+    adapter_result: tuple[Path, Path], tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     adapter, root = adapter_result
     out = root / "r.json"
-    code, stdout, err = evaluate_cli([str(adapter), "--tasks", "lora", "--output", str(out)], capsys)
+    code, _stdout, err = evaluate_cli([str(adapter), "--tasks", "lora", "--output", str(out)], capsys)
     assert code == 0, err
     result = json.loads(out.read_text())
     block = result["tasks"]["lora"]
@@ -185,10 +199,13 @@ def test_adapter_task_matches_peft_reference(adapter_result: tuple[Path, Path], 
     per_module = {}
     for key, (W0, dW) in ref.items():
         S = np.linalg.svd(dW, compute_uv=False)
-        per_module[key] = {"delta_effective_rank": np_erank(S), "delta_stable_rank": float((S ** 2).sum() / S[0] ** 2),
-                           "delta_norm": float(np.linalg.norm(dW) / np.linalg.norm(W0)),
-                           "top_alignment": np_top_alignment(W0, dW, 16),
-                           **{f"intruder_count_eps{e:g}": np_intruders(W0, W0 + dW, 10, e) for e in (0.3, 0.5, 0.7)}}
+        per_module[key] = {
+            "delta_effective_rank": np_erank(S),
+            "delta_stable_rank": float((S**2).sum() / S[0] ** 2),
+            "delta_norm": float(np.linalg.norm(dW) / np.linalg.norm(W0)),
+            "top_alignment": np_top_alignment(W0, dW, 16),
+            **{f"intruder_count_eps{e:g}": np_intruders(W0, W0 + dW, 10, e) for e in (0.3, 0.5, 0.7)},
+        }
     assert block["counts"]["modules"] == len(ref) == 14
     for metric in ("delta_effective_rank", "delta_stable_rank", "delta_norm", "top_alignment"):
         assert block["metrics"][metric] == pytest.approx(np.mean([v[metric] for v in per_module.values()]), rel=1e-8)
@@ -203,8 +220,9 @@ def test_adapter_task_matches_peft_reference(adapter_result: tuple[Path, Path], 
     for e in (0.3, 0.5, 0.7):  # counts are summed
         metric = f"intruder_count_eps{e:g}"
         assert block["metrics"][metric] == sum(v[metric] for v in per_module.values())
-        assert block["per_layer"][metric] == [sum(v[metric] for k, v in per_module.items() if f".layers.{i}." in k)
-                                              for i in (0, 1)]
+        assert block["per_layer"][metric] == [
+            sum(v[metric] for k, v in per_module.items() if f".layers.{i}." in k) for i in (0, 1)
+        ]
     assert block["metrics"]["delta_effective_rank:up"] <= 2.0 + 1e-9  # rank_pattern gave up_proj rank 2
     q_rows = ref["model.layers.0.self_attn.q_proj"][0].shape[0]
     assert block["metrics"]["top_alignment_chance:q"] == pytest.approx(16 / q_rows)  # chance level k / m
@@ -227,8 +245,9 @@ def test_full_checkpoint_difference(tiny_model_dir: Path, tmp_path: Path, capsys
     model.save_pretrained(ft)
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(ft)
     out = tmp_path / "r.json"
-    code, _, err = evaluate_cli([str(ft), "--tasks", "lora", "--parent", str(tiny_model_dir), "--stage", "sft",
-                                 "--output", str(out)], capsys)
+    code, _, err = evaluate_cli(
+        [str(ft), "--tasks", "lora", "--parent", str(tiny_model_dir), "--stage", "sft", "--output", str(out)], capsys
+    )
     assert code == 0, err
     result = json.loads(out.read_text())
     block = result["tasks"]["lora"]
@@ -282,8 +301,7 @@ def test_truncated_adapter_weights(tiny_model_dir: Path, tmp_path: Path, capsys:
     assert not out.exists()
 
 
-def test_lora_task_needs_an_adapter_or_parent(tiny_model_dir: Path, tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_lora_task_needs_an_adapter_or_parent(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "r.json"
     code, _, err = evaluate_cli([str(tiny_model_dir), "--tasks", "lora", "--output", str(out)], capsys)
     assert_one_line_error(code, err, "PEFT adapter", "--parent")
@@ -295,7 +313,6 @@ def test_parent_with_other_architecture(tiny_model_dir: Path, tmp_path: Path, ca
 
     other = build_tiny_model(tmp_path / "deeper", layers=3)
     out = tmp_path / "r.json"
-    code, _, err = evaluate_cli([str(other), "--tasks", "lora", "--parent", str(tiny_model_dir), "--output", str(out)],
-                                capsys)
+    code, _, err = evaluate_cli([str(other), "--tasks", "lora", "--parent", str(tiny_model_dir), "--output", str(out)], capsys)
     assert_one_line_error(code, err, "different architectures", "layers.2")
     assert not out.exists()

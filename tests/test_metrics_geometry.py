@@ -197,7 +197,9 @@ def test_domain_separation_pure() -> None:
     base = rng.normal(size=(10, 5))
     assert dm.domain_separation(np.vstack([base, base, base]), np.repeat([0, 1, 2], 10)) == pytest.approx(0.0, abs=1e-12)
     centres = rng.normal(size=(3, 5))
-    assert dm.domain_separation(np.repeat(centres, [4, 7, 2], axis=0), np.repeat([0, 1, 2], [4, 7, 2])) == pytest.approx(1.0, rel=1e-12)
+    assert dm.domain_separation(np.repeat(centres, [4, 7, 2], axis=0), np.repeat([0, 1, 2], [4, 7, 2])) == pytest.approx(
+        1.0, rel=1e-12
+    )
     assert dm.domain_separation(H, np.zeros(60, dtype=int)) is None
 
 
@@ -206,7 +208,9 @@ def test_domain_streaming_and_merge(dtype: torch.dtype, rtol: float) -> None:
     batches = make_batches(10, [5, 3, 6, 4], T=12, d=6, n_layers=3, n_domains=4, dtype=dtype)
     single = run(dm.DomainAccumulator(3, 6, 4), batches).compute()
     for l in range(3):
-        assert single.per_layer["domain_separation"][l] == pytest.approx(dm.domain_separation(rows(batches, l), labels(batches)), rel=rtol)
+        assert single.per_layer["domain_separation"][l] == pytest.approx(
+            dm.domain_separation(rows(batches, l), labels(batches)), rel=rtol
+        )
     merged = run(dm.DomainAccumulator(3, 6, 4), batches[:1]).merge(run(dm.DomainAccumulator(3, 6, 4), batches[1:]))
     assert_values_close(merged.compute(), single, rtol=rtol)
     one = make_batches(10, [5], T=12, d=6, n_layers=2, n_domains=1)

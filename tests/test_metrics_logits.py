@@ -53,8 +53,17 @@ def test_bits_per_byte_hand_computation() -> None:
     keep = attn.bool().clone()
     keep[:, 0] = False
     hidden = [torch.zeros(3, T, 4)]
-    batch = ProbeBatch(hidden=hidden, keep=keep, sample=keep, seq_ids=torch.arange(3), domains=torch.zeros(3, dtype=torch.long),
-                       logits=logits, input_ids=ids, attention_mask=attn, scored_bytes=torch.tensor(nbytes))
+    batch = ProbeBatch(
+        hidden=hidden,
+        keep=keep,
+        sample=keep,
+        seq_ids=torch.arange(3),
+        domains=torch.zeros(3, dtype=torch.long),
+        logits=logits,
+        input_ids=ids,
+        attention_mask=attn,
+        scored_bytes=torch.tensor(nbytes),
+    )
     acc = LogitAccumulator()
     acc.update(batch)
     got = acc.compute().scalars
@@ -79,9 +88,17 @@ def test_streaming_equals_batch_and_merge() -> None:
     nbytes = torch.randint(10, 50, (B,), generator=g)
 
     def batch(sl: slice) -> ProbeBatch:
-        return ProbeBatch(hidden=[torch.zeros(B, T, 2)[sl]], keep=keep[sl], sample=keep[sl], seq_ids=torch.arange(B)[sl],
-                          domains=torch.zeros(B, dtype=torch.long)[sl], logits=logits[sl], input_ids=ids[sl],
-                          attention_mask=attn[sl], scored_bytes=nbytes[sl])
+        return ProbeBatch(
+            hidden=[torch.zeros(B, T, 2)[sl]],
+            keep=keep[sl],
+            sample=keep[sl],
+            seq_ids=torch.arange(B)[sl],
+            domains=torch.zeros(B, dtype=torch.long)[sl],
+            logits=logits[sl],
+            input_ids=ids[sl],
+            attention_mask=attn[sl],
+            scored_bytes=nbytes[sl],
+        )
 
     whole = LogitAccumulator()
     whole.update(batch(slice(0, B)))

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import build_tiny_model
 
 from collapse_bench.errors import CollapseBenchError
 from collapse_bench.models import find_source, load_model
 from collapse_bench.models.registry import assemble_parts
-
-from conftest import build_tiny_model
 
 
 def make_adapter(base_dir: Path, out: Path, seed: int = 1) -> Path:
@@ -78,7 +77,7 @@ def test_corrupt_adapter_config(tmp_path: Path) -> None:
 
 
 def test_directory_without_model(tmp_path: Path) -> None:
-    with pytest.raises(CollapseBenchError, match="neither config.json"):
+    with pytest.raises(CollapseBenchError, match=r"neither config\.json"):
         find_source(str(tmp_path))
 
 
@@ -121,16 +120,27 @@ def test_hash_covers_every_checkpoint_file_but_the_ignore_list(tiny_model_dir: P
     assert (ckpt / "chat_template.jinja").is_file()  # transformers writes the template there, outside *.json
     base = dir_sha256(ckpt)
     assert dir_sha256(tiny_model_dir) == base  # content, not location
-    for rel, text in (("README.md", "# card"), ("lineage.yaml", "parent: null\nstage: x\n"), (".gitattributes", "*"),
-                      (".cache/huggingface/download/x.lock", ""), ("collapse_bench_source.json", "{}"),
-                      ("sub/.hidden", "h")):
+    for rel, text in (
+        ("README.md", "# card"),
+        ("lineage.yaml", "parent: null\nstage: x\n"),
+        (".gitattributes", "*"),
+        (".cache/huggingface/download/x.lock", ""),
+        ("collapse_bench_source.json", "{}"),
+        ("sub/.hidden", "h"),
+    ):
         (ckpt / rel).parent.mkdir(parents=True, exist_ok=True)
         (ckpt / rel).write_text(text)
         assert dir_sha256(ckpt) == base, rel
     seen = {base}
-    for rel, text in (("chat_template.jinja", "{{ messages }}"), ("modeling_x.py", "X = 1"),
-                      ("configuration_x.py", "Y = 1"), ("tokenizer.model", "spm"), ("vocab.txt", "a\nb"),
-                      ("sub/extra.bin", "w"), ("modeling_x.py", "X = 2")):
+    for rel, text in (
+        ("chat_template.jinja", "{{ messages }}"),
+        ("modeling_x.py", "X = 1"),
+        ("configuration_x.py", "Y = 1"),
+        ("tokenizer.model", "spm"),
+        ("vocab.txt", "a\nb"),
+        ("sub/extra.bin", "w"),
+        ("modeling_x.py", "X = 2"),
+    ):
         (ckpt / rel).parent.mkdir(parents=True, exist_ok=True)
         (ckpt / rel).write_text(text)
         digest = dir_sha256(ckpt)
@@ -170,6 +180,7 @@ def test_display_name_is_never_a_path(tiny_model_dir: Path, tmp_path: Path) -> N
 
 def test_adapter_base_cycles_are_one_line(tiny_model_dir: Path, tmp_path: Path) -> None:
     """An adapter whose base is itself, or a cycle of adapters, is refused (it was a RecursionError)."""
+
     def adapter(path: Path, base: str) -> Path:
         path.mkdir()
         (path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "base_model_name_or_path": base}))

@@ -21,11 +21,24 @@ from collapse_bench.plasticity.parallel import Parallel
 from collapse_bench.plasticity.protocol import batch_order, eval_bpb, normalise_answer
 from collapse_bench.plasticity.task import PARAMS_SCHEMA, run_task
 from collapse_bench.results import validate_result
-from collapse_bench.tasks.schema import with_defaults
+from collapse_bench.schemas import with_defaults
+
+pytestmark = pytest.mark.train  # training loops: CI (`make test`) runs them, `make test-fast` does not
 
 TRAPEZOID = getattr(np, "trapezoid", None) or np.trapz  # numpy >= 2 / 1.26
-TINY = {"source": "world", "world_entities": 6, "steps": 6, "batch_size": 4, "micro_batch_size": 2, "seq_len": 32,
-        "eval_every": 2, "eval_batch_size": 5, "seeds": [0, 1], "lr": 0.01, "diag_steps": 3}
+TINY = {
+    "source": "world",
+    "world_entities": 6,
+    "steps": 6,
+    "batch_size": 4,
+    "micro_batch_size": 2,
+    "seq_len": 32,
+    "eval_every": 2,
+    "eval_batch_size": 5,
+    "seeds": [0, 1],
+    "lr": 0.01,
+    "diag_steps": 3,
+}
 
 
 def params(**over) -> dict:
@@ -37,17 +50,19 @@ def write_tasks(root: Path) -> Path:
     (tasks / "plasticity").mkdir(parents=True)
     (tasks / "probe").mkdir(parents=True)
     (tasks / "plasticity" / "tiny.yaml").write_text(
-        "name: plast_tiny\nversion: 1\nkind: plasticity\ndescription: tiny novel-knowledge run\n"
-        f"params: {json.dumps(TINY)}\n")
+        f"name: plast_tiny\nversion: 1\nkind: plasticity\ndescription: tiny novel-knowledge run\nparams: {json.dumps(TINY)}\n"
+    )
     rows = [{"id": f"r{i}", "q": f"What is {i} plus {i}?", "a": f"{i} plus {i} is {2 * i}."} for i in range(40)]
     (tasks / "plasticity" / "sums.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tasks / "plasticity" / "sums.yaml").write_text(
         "name: plast_sums\nversion: 1\nkind: plasticity\ndata:\n  - {path: sums.jsonl}\n"
         "params: {source: data, prompt_template: 'Q: {q}\\nA:', target_template: ' {a}', n_train: 12, n_eval: 6,\n"
-        "         steps: 2, batch_size: 4, micro_batch_size: 4, eval_every: 1, seq_len: 24}\n")
+        "         steps: 2, batch_size: 4, micro_batch_size: 4, eval_every: 1, seq_len: 24}\n"
+    )
     (tasks / "probe" / "p.yaml").write_text(
         "name: probe_tiny\nversion: 1\nkind: probe\ndata:\n  - {builtin: synthetic_world, n: 6}\n"
-        "  - {builtin: synthetic_math, n: 6}\nparams: {max_tokens: 48, tokens_per_sequence: 8, reservoir_size: 64}\n")
+        "  - {builtin: synthetic_math, n: 6}\nparams: {max_tokens: 48, tokens_per_sequence: 8, reservoir_size: 64}\n"
+    )
     return tasks
 
 
@@ -77,7 +92,7 @@ def reference_bpb(model, tok, examples: list[Example]) -> float:
 
 
 def test_eval_bpb_equals_hand_computation(tiny, world) -> None:
-    examples = world.eval + [Example("", "Plain text, scored whole: café!"), Example("Q:", " naïve ünïcode")]
+    examples = [*world.eval, Example("", "Plain text, scored whole: café!"), Example("Q:", " naïve ünïcode")]
     items = encode(tiny.tokenizer, examples, chat_template=False)
     assert items[-2].n_bytes == len("Plain text, scored whole: café!".encode()) and items[-2].start == 1
     ref = reference_bpb(tiny.model, tiny.tokenizer, examples)
@@ -151,8 +166,9 @@ def test_evaluate_block_and_probe_unchanged_after_plasticity(tiny_model_dir: Pat
     tasks = write_tasks(tmp_path)
     common = dict(model=str(tiny_model_dir), tasks_dirs=[str(tasks)], progress=False)
     _, alone = evaluate(EvaluateRequest(tasks=["probe_tiny"], output=str(tmp_path / "a.json"), **common))
-    _, both = evaluate(EvaluateRequest(tasks=["plast_tiny", "plast_sums", "probe_tiny"], output=str(tmp_path / "b.json"),
-                                       **common))
+    _, both = evaluate(
+        EvaluateRequest(tasks=["plast_tiny", "plast_sums", "probe_tiny"], output=str(tmp_path / "b.json"), **common)
+    )
     assert both["tasks"]["probe_tiny"]["metrics"] == alone["tasks"]["probe_tiny"]["metrics"]
     assert "plast_tiny" not in capfd.readouterr().err  # progress=False: no bar
     validate_result(json.loads((tmp_path / "b.json").read_text()))
@@ -202,7 +218,9 @@ def test_bad_params_fail_in_one_line(tmp_path: Path, tiny, world) -> None:
     bad.write_text("name: bad\nversion: 1\nkind: plasticity\nparams: {source: world, batch_size: 6, micro_batch_size: 4}\n")
     with pytest.raises(CollapseBenchError, match="not a multiple of micro_batch_size"):
         prepare(TaskRegistry([tasks]).task("bad"), None, None)
-    bad.write_text("name: bad\nversion: 1\nkind: plasticity\nparams: {source: data, n_train: 30, n_eval: 30}\ndata: [{path: sums.jsonl}]\n")
+    bad.write_text(
+        "name: bad\nversion: 1\nkind: plasticity\nparams: {source: data, n_train: 30, n_eval: 30}\ndata: [{path: sums.jsonl}]\n"
+    )
     with pytest.raises(CollapseBenchError, match="fewer than n_train"):
         prepare(TaskRegistry([tasks]).task("bad"), None, None)
     bad.write_text("name: bad\nversion: 1\nkind: plasticity\nparams: {source: world, lr: .nan}\n")

@@ -15,16 +15,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_plasticity import write_tasks
 
 from collapse_bench.models import load_model
 from collapse_bench.plasticity.launch import silently_single
 from collapse_bench.plasticity.task import prepare, run_task
 from collapse_bench.tasks import TaskRegistry
 
-from test_plasticity import write_tasks
+pytestmark = pytest.mark.train  # training loops: CI (`make test`) runs them, `make test-fast` does not
 
 TOLERANCE = 1e-6  # relative, per per-seed score and curve point (README, "Plasticity protocol")
-EPS = 2.0 ** -52  # float64 unit roundoff x 2
+EPS = 2.0**-52  # float64 unit roundoff x 2
 
 
 def derived_bound(key: str, single: dict, dp: dict) -> float:
@@ -62,10 +63,31 @@ def test_two_process_gloo_equals_single_process(tiny_model_dir: Path, tmp_path: 
     out = tmp_path / "dp.json"
     accelerate = Path(sys.executable).with_name("accelerate")
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-           "-m", "collapse_bench.plasticity.launch", str(tiny_model_dir), "--task", "plast_tiny",
-           "--tasks-dir", str(tasks), "--output", str(out), "--no-progress"]
+    cmd = [
+        str(accelerate),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        "-m",
+        "collapse_bench.plasticity.launch",
+        str(tiny_model_dir),
+        "--task",
+        "plast_tiny",
+        "--tasks-dir",
+        str(tasks),
+        "--output",
+        str(out),
+        "--no-progress",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     dp = json.loads(out.read_text())
@@ -86,7 +108,9 @@ def test_two_process_gloo_equals_single_process(tiny_model_dir: Path, tmp_path: 
         for name in ("bpb", "train_loss"):
             assert dp["curves"][seed][name] == pytest.approx(curve[name], rel=TOLERANCE)
         for name in ("grad_norm", "update_norm"):
-            assert dp["diagnostics"]["per_seed"][seed][name] == pytest.approx(single["diagnostics"]["per_seed"][seed][name], rel=TOLERANCE)
+            assert dp["diagnostics"]["per_seed"][seed][name] == pytest.approx(
+                single["diagnostics"]["per_seed"][seed][name], rel=TOLERANCE
+            )
     # derived: seed means and stds within the bound propagated from those per-seed differences
     assert set(dp["metrics"]) == set(single["metrics"])
     for key, value in single["metrics"].items():

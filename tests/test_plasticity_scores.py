@@ -7,14 +7,22 @@ import math
 
 import pytest
 
-from collapse_bench.plasticity.scores import (aggregate, bits_per_byte, curve_scores, gain, mean_std, normalised_auc,
-                                              steps_to_threshold, threshold)
+from collapse_bench.plasticity.scores import (
+    aggregate,
+    bits_per_byte,
+    curve_scores,
+    gain,
+    mean_std,
+    normalised_auc,
+    steps_to_threshold,
+    threshold,
+)
 
 
 def test_bits_per_byte_hand_computation() -> None:
     # three target tokens with p = 1/2, 1/4, 1/8 -> NLL = (1 + 2 + 3) ln 2 nats; target "café!" = 6 UTF-8 bytes
     nll = -(math.log(0.5) + math.log(0.25) + math.log(0.125))
-    assert len("café!".encode("utf-8")) == 6
+    assert len("café!".encode()) == 6
     assert bits_per_byte(nll, 6) == pytest.approx(6 / 6, abs=1e-12)  # 6 bits over 6 bytes
     assert bits_per_byte(2 * math.log(2), 4) == pytest.approx(0.5, abs=1e-12)
     with pytest.raises(ValueError):
@@ -48,8 +56,14 @@ def test_gain_threshold_and_steps() -> None:
 
 def test_curve_scores_and_aggregate() -> None:
     a = curve_scores([0, 4, 8], [2.0, 1.5, 1.0], target_bpb=0.0, fraction=0.25)
-    assert a == {"bpb_initial": 2.0, "bpb_final": 1.0, "bpb_auc": pytest.approx((4 * 1.75 + 4 * 1.25) / 8),
-                 "gain": pytest.approx(0.5), "steps_to_threshold": 4, "threshold_bpb": pytest.approx(1.5)}
+    assert a == {
+        "bpb_initial": 2.0,
+        "bpb_final": 1.0,
+        "bpb_auc": pytest.approx((4 * 1.75 + 4 * 1.25) / 8),
+        "gain": pytest.approx(0.5),
+        "steps_to_threshold": 4,
+        "threshold_bpb": pytest.approx(1.5),
+    }
     b = curve_scores([0, 4, 8], [2.0, 1.9, 1.8], target_bpb=0.0, fraction=0.25)
     assert b["steps_to_threshold"] is None
     agg = aggregate({"0": a, "1": b})

@@ -3,6 +3,7 @@ stored hidden states; user tasks work from --tasks-dir; the result validates; sa
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -17,13 +18,17 @@ from collapse_bench.probe.task import summary_layers
 from collapse_bench.results import validate_result
 
 TEXTS = {
-    "legal": ["The party of the first part shall indemnify the party of the second part against all claims.",
-              "This agreement is governed by the laws of the state and may be amended only in writing.",
-              "Notices must be delivered by registered mail to the addresses listed in schedule A below."],
-    "cooking": ["Whisk the eggs with sugar until pale, then fold in the flour and bake for twenty minutes.",
-                "Season the soup with salt, pepper and a squeeze of lemon before serving it hot.",
-                "Slice the onions thinly and fry them slowly in butter until they turn golden brown.",
-                "Knead the dough for ten minutes, cover it, and let it rise in a warm place."],
+    "legal": [
+        "The party of the first part shall indemnify the party of the second part against all claims.",
+        "This agreement is governed by the laws of the state and may be amended only in writing.",
+        "Notices must be delivered by registered mail to the addresses listed in schedule A below.",
+    ],
+    "cooking": [
+        "Whisk the eggs with sugar until pale, then fold in the flour and bake for twenty minutes.",
+        "Season the soup with salt, pepper and a squeeze of lemon before serving it hot.",
+        "Slice the onions thinly and fry them slowly in butter until they turn golden brown.",
+        "Knead the dough for ten minutes, cover it, and let it rise in a warm place.",
+    ],
 }
 
 
@@ -38,7 +43,8 @@ def write_user_task(root: Path) -> Path:
         "name: my_probe\nversion: 1\nkind: probe\ndescription: user texts\n"
         "data:\n  - {path: legal.jsonl, domain: legal, template: '{body}'}\n"
         "  - {path: cooking.jsonl, domain: cooking, template: '{body}'}\n"
-        "params: {max_tokens: 24, tokens_per_sequence: 6, reservoir_size: 4096, batch_size: 3}\n")
+        "params: {max_tokens: 24, tokens_per_sequence: 6, reservoir_size: 4096, batch_size: 3}\n"
+    )
     return tasks
 
 
@@ -68,8 +74,9 @@ def np_mean_cos(H: np.ndarray) -> float:
 def test_probe_equals_naive_recomputation(tiny_model_dir: Path, tmp_path: Path) -> None:
     tasks = write_user_task(tmp_path)
     out = tmp_path / "r.json"
-    path, result = evaluate(EvaluateRequest(model=str(tiny_model_dir), tasks=["my_probe"], tasks_dirs=[str(tasks)],
-                                            output=str(out), progress=False))
+    path, result = evaluate(
+        EvaluateRequest(model=str(tiny_model_dir), tasks=["my_probe"], tasks_dirs=[str(tasks)], output=str(out), progress=False)
+    )
     assert path == out and out.is_file()
     validate_result(json.loads(out.read_text()))
     block = result["tasks"]["my_probe"]
@@ -107,17 +114,21 @@ def test_probe_equals_naive_recomputation(tiny_model_dir: Path, tmp_path: Path) 
         assert per["effective_rank"][l] == pytest.approx(np_erank(sampled), rel=1e-6)
         assert per["anisotropy"][l] == pytest.approx(np_mean_cos(allk), rel=1e-5, abs=1e-6)
         assert per["anisotropy_centered"][l] == pytest.approx(np_mean_cos(sampled - sampled.mean(0)), rel=1e-5, abs=1e-6)
-        assert per["prompt_entropy"][l] == pytest.approx(np.mean([np_entropy(s[l][t.sample_positions]) for s, t in zip(states, toks)]), rel=1e-6)
+        assert per["prompt_entropy"][l] == pytest.approx(
+            np.mean([np_entropy(s[l][t.sample_positions]) for s, t in zip(states, toks)]), rel=1e-6
+        )
         pooled = np.stack([k.mean(0) for k in kept])
         assert per["dataset_entropy"][l] == pytest.approx(np_entropy(pooled), rel=1e-6)
         angles = []
         for k in kept:
             v = np.diff(k, axis=0)
-            for a, b in zip(v[:-1], v[1:]):  # steps of zero length (a repeated token at layer 0) have no angle
+            for a, b in itertools.pairwise(v):  # steps of zero length (a repeated token at layer 0) have no angle
                 if np.linalg.norm(a) > 0 and np.linalg.norm(b) > 0:
                     angles.append(np.arccos(np.clip(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)), -1, 1)))
         assert per["curvature"][l] == pytest.approx(np.mean(angles), rel=1e-5)
-        assert per["token_uniformity"][l] == pytest.approx(np.mean([np.linalg.norm(k - k.mean(0)) / np.linalg.norm(k) for k in kept]), rel=1e-5)
+        assert per["token_uniformity"][l] == pytest.approx(
+            np.mean([np.linalg.norm(k - k.mean(0)) / np.linalg.norm(k) for k in kept]), rel=1e-5
+        )
         labels = np.concatenate([[d] * len(k) for d, k in zip(domains, kept)])
         mu = allk.mean(0)
         between = sum((labels == c).sum() * np.sum((allk[labels == c].mean(0) - mu) ** 2) for c in set(labels))
@@ -133,7 +144,7 @@ def test_probe_equals_naive_recomputation(tiny_model_dir: Path, tmp_path: Path) 
             assert per["dormant_fraction"][l] == pytest.approx(np.mean(s_i <= 0.025), abs=1e-12)
     # logit metrics
     nll, nbytes, ent, top1, n = 0.0, 0, 0.0, 0.0, 0
-    for t, z, text in zip(toks, logits, texts):
+    for t, z, _text in zip(toks, logits, texts):
         logp = torch.log_softmax(z, -1)
         ids = torch.tensor(t.ids)
         nll -= float(logp[torch.arange(len(ids) - 1), ids[1:]].sum())
@@ -190,9 +201,21 @@ def test_smollm2_quick_suite_offline(smollm2, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_smollm2_standard_probe_31_layers(smollm2, data_dir: Path, tmp_path: Path) -> None:
-    _, r = evaluate(EvaluateRequest(model="smollm2-135m-instruct", suite="standard", tasks=["probe_standard"],
-                                    data_dir=str(data_dir), output=str(tmp_path / "s.json"), progress=False, limit=6))
+    _, r = evaluate(
+        EvaluateRequest(
+            model="smollm2-135m-instruct",
+            suite="standard",
+            tasks=["probe_standard"],
+            data_dir=str(data_dir),
+            output=str(tmp_path / "s.json"),
+            progress=False,
+            limit=6,
+        )
+    )
     block = r["tasks"]["probe_standard"]
     assert all(len(v) == 31 for v in block["per_layer"].values())
     assert len(block["counts"]["domains"]) >= 6
-    assert block["data"]["gsm8k/test.jsonl"] == __import__("hashlib").sha256((data_dir / "gsm8k/test.jsonl").read_bytes()).hexdigest()
+    assert (
+        block["data"]["gsm8k/test.jsonl"]
+        == __import__("hashlib").sha256((data_dir / "gsm8k/test.jsonl").read_bytes()).hexdigest()
+    )

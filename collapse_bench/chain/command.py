@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli import positive_int, quiet_libraries
+from ..cliutil import positive_int, quiet_libraries
 from .recipe import PROFILES
 
 
@@ -13,24 +13,46 @@ def cmd_chain_run(args: argparse.Namespace) -> int:
 
     quiet_libraries()
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
-    out = run_chain(ChainRequest(recipe=args.recipe, interventions=args.intervention, profile=args.profile, out=args.out,
-                                 evaluate=args.evaluate, evaluate_stages=args.evaluate_stages, eval_tasks=tasks,
-                                 eval_limit=args.limit, seed=args.seed, base=args.base, data_dir=args.data_dir,
-                                 device=args.device, progress=not args.no_progress))
+    out = run_chain(
+        ChainRequest(
+            recipe=args.recipe,
+            interventions=args.intervention,
+            profile=args.profile,
+            out=args.out,
+            evaluate=args.evaluate,
+            evaluate_stages=args.evaluate_stages,
+            eval_tasks=tasks,
+            eval_limit=args.limit,
+            seed=args.seed,
+            base=args.base,
+            data_dir=args.data_dir,
+            device=args.device,
+            progress=not args.no_progress,
+        )
+    )
     print(f"chain written to {out}")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    chain = sub.add_parser("chain", help="run the reference post-training chain",
-                           description="Sequential post-training chains with optional interventions.")
+    chain = sub.add_parser(
+        "chain",
+        help="run the reference post-training chain",
+        description="Sequential post-training chains with optional interventions.",
+    )
     csub = chain.add_subparsers(dest="chain_command", metavar="SUBCOMMAND", required=True)
-    run = csub.add_parser("run", help="train (and evaluate) every stage of a recipe",
-                          description="Run RECIPE (a YAML path or a built-in name from tasks/chains/) stage by stage; "
-                                      "resumes from the last finished stage.")
+    run = csub.add_parser(
+        "run",
+        help="train (and evaluate) every stage of a recipe",
+        description="Run RECIPE (a YAML path or a built-in name from tasks/chains/) stage by stage; "
+        "resumes from the last finished stage.",
+    )
     run.add_argument("recipe", metavar="RECIPE")
-    run.add_argument("--intervention", metavar="NAME[,NAME]",
-                     help="replay, feature_refresh, diversity_reg, lora_decorrelation (compose with commas)")
+    run.add_argument(
+        "--intervention",
+        metavar="NAME[,NAME]",
+        help="replay, feature_refresh, diversity_reg, lora_decorrelation (compose with commas)",
+    )
     run.add_argument("--profile", default="cpu", choices=PROFILES, help="scale: tiny | cpu | reference (default: cpu)")
     run.add_argument("--out", metavar="DIR", help="output dir (default: runs/<recipe>-<profile>-<intervention>-s<seed>)")
     run.add_argument("--evaluate", metavar="SUITE", help="evaluate stages on SUITE (results are submission-ready)")

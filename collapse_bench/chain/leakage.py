@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..data.datadir import dataset_file
 from ..data.sources import LoadedRef
@@ -50,8 +51,9 @@ def evaluation_files(registry: TaskRegistry, data_dir: Path | None) -> dict[str,
     return files
 
 
-def check_no_leakage(stage_refs: Iterable[tuple[str, list[LoadedRef]]], registry: TaskRegistry,
-                     data_dir: Path | None) -> dict[str, int]:
+def check_no_leakage(
+    stage_refs: Iterable[tuple[str, list[LoadedRef]]], registry: TaskRegistry, data_dir: Path | None
+) -> dict[str, int]:
     """Raise a one-line error on the first overlap; returns counts of what was checked."""
     eval_files = evaluation_files(registry, data_dir)
     eval_shas = {sha256_file(p): k for k, p in eval_files.items()}
@@ -74,8 +76,13 @@ def check_no_leakage(stage_refs: Iterable[tuple[str, list[LoadedRef]]], registry
             for row in ref.rows:
                 n_rows += 1
                 if str(row.get("id")) in ids:
-                    raise CollapseBenchError(f"stage '{stage}': row id {row['id']} of {ref.key} is also in {ids[str(row['id'])]} (evaluation data)")
+                    raise CollapseBenchError(
+                        f"stage '{stage}': row id {row['id']} of {ref.key} is also in {ids[str(row['id'])]} (evaluation data)"
+                    )
                 text = primary_text(row)
                 if text and text_hash(text) in texts:
-                    raise CollapseBenchError(f"stage '{stage}': row {row.get('id', '?')} of {ref.key} has the same text as a row of {texts[text_hash(text)]} (evaluation data)")
+                    raise CollapseBenchError(
+                        f"stage '{stage}': row {row.get('id', '?')} of {ref.key} has the same text as a row of "
+                        f"{texts[text_hash(text)]} (evaluation data)"
+                    )
     return {"eval_files": len(eval_files), "eval_rows": len(texts), "stage_rows": n_rows}

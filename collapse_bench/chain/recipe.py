@@ -15,43 +15,82 @@ from typing import Any
 
 from ..errors import CollapseBenchError
 from ..io import sha256_json
-from ..tasks.loader import read_yaml
-from ..tasks.schema import DATA_REF_SCHEMA, NAME_PATTERN, validate
+from ..schemas import validate
+from ..tasks.schema import DATA_REF_SCHEMA, NAME_PATTERN
+from ..yamlio import read_yaml
 
 STAGE_KINDS = ("sft", "dpo", "safety", "math", "code", "long_cot")
 PROFILES = ("tiny", "cpu", "reference")
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
-_LORA = {"type": "object", "additionalProperties": False, "properties": {
-    "r": {"type": "integer", "minimum": 1}, "alpha": {"type": "number", "exclusiveMinimum": 0},
-    "dropout": {"type": "number", "minimum": 0, "maximum": 1},
-    "target_modules": {"type": "array", "items": {"type": "string"}, "minItems": 1}}}
-_OPTIM = {"type": "object", "additionalProperties": False, "properties": {
-    "lr": {"type": "number", "minimum": 0}, "weight_decay": {"type": "number", "minimum": 0},
-    "schedule": {"enum": ["constant", "linear", "cosine"]}, "warmup_ratio": {"type": "number", "minimum": 0, "exclusiveMaximum": 1}}}
-_STAGE = {"type": "object", "additionalProperties": False, "required": ["name", "kind", "data", "steps"], "properties": {
-    "name": {"type": "string", "pattern": NAME_PATTERN}, "kind": {"enum": list(STAGE_KINDS)},
-    "data": {"type": "array", "minItems": 1, "items": DATA_REF_SCHEMA},
-    "steps": {"type": "integer", "minimum": 1}, "batch_size": {"type": "integer", "minimum": 1},
-    "max_length": {"type": "integer", "minimum": 16}, "lora": _LORA, "optimizer": _OPTIM,
-    "beta": {"type": "number", "exclusiveMinimum": 0}, "seed": {"type": "integer", "minimum": 0}}}
-_PROFILE = {"type": "object", "additionalProperties": False, "properties": {
-    "base": {"type": "string"}, "steps_scale": {"type": "number", "exclusiveMinimum": 0},
-    "steps": {"type": "integer", "minimum": 1}, "batch_size": {"type": "integer", "minimum": 1},
-    "max_length": {"type": "integer", "minimum": 16}, "rows": {"type": "integer", "minimum": 1}}}
+_LORA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "r": {"type": "integer", "minimum": 1},
+        "alpha": {"type": "number", "exclusiveMinimum": 0},
+        "dropout": {"type": "number", "minimum": 0, "maximum": 1},
+        "target_modules": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+    },
+}
+_OPTIM = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "lr": {"type": "number", "minimum": 0},
+        "weight_decay": {"type": "number", "minimum": 0},
+        "schedule": {"enum": ["constant", "linear", "cosine"]},
+        "warmup_ratio": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+    },
+}
+_STAGE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "kind", "data", "steps"],
+    "properties": {
+        "name": {"type": "string", "pattern": NAME_PATTERN},
+        "kind": {"enum": list(STAGE_KINDS)},
+        "data": {"type": "array", "minItems": 1, "items": DATA_REF_SCHEMA},
+        "steps": {"type": "integer", "minimum": 1},
+        "batch_size": {"type": "integer", "minimum": 1},
+        "max_length": {"type": "integer", "minimum": 16},
+        "lora": _LORA,
+        "optimizer": _OPTIM,
+        "beta": {"type": "number", "exclusiveMinimum": 0},
+        "seed": {"type": "integer", "minimum": 0},
+    },
+}
+_PROFILE = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "base": {"type": "string"},
+        "steps_scale": {"type": "number", "exclusiveMinimum": 0},
+        "steps": {"type": "integer", "minimum": 1},
+        "batch_size": {"type": "integer", "minimum": 1},
+        "max_length": {"type": "integer", "minimum": 16},
+        "rows": {"type": "integer", "minimum": 1},
+    },
+}
 RECIPE_SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object", "additionalProperties": False,
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "additionalProperties": False,
     "required": ["name", "version", "base", "stages"],
     "properties": {
-        "name": {"type": "string", "pattern": NAME_PATTERN}, "version": {"type": "integer", "minimum": 1},
-        "description": {"type": "string"}, "base": {"type": "string"},
+        "name": {"type": "string", "pattern": NAME_PATTERN},
+        "version": {"type": "integer", "minimum": 1},
+        "description": {"type": "string"},
+        "base": {"type": "string"},
         "stages": {"type": "array", "minItems": 1, "items": _STAGE},
-        "profiles": {"type": "object", "additionalProperties": False,
-                     "properties": {p: _PROFILE for p in PROFILES}},
+        "profiles": {"type": "object", "additionalProperties": False, "properties": dict.fromkeys(PROFILES, _PROFILE)},
     },
 }
 STAGE_DEFAULTS: dict[str, Any] = {
-    "batch_size": 4, "max_length": 256, "beta": 0.1, "seed": 0,
+    "batch_size": 4,
+    "max_length": 256,
+    "beta": 0.1,
+    "seed": 0,
     "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ALL_LINEAR},
     "optimizer": {"lr": 2e-4, "weight_decay": 0.0, "schedule": "cosine", "warmup_ratio": 0.0},
 }
@@ -116,14 +155,35 @@ def load_recipe(path: str | Path, profile: str = "cpu", base: str | None = None)
     for i, spec in enumerate(raw["stages"], 1):
         s = _merge(STAGE_DEFAULTS, spec)
         steps = prof.get("steps") or max(1, round(s["steps"] * prof.get("steps_scale", 1.0)))
-        data = tuple({**ref, "n": min(ref.get("n", prof["rows"]), prof["rows"])} if "rows" in prof else dict(ref)
-                     for ref in s["data"])
-        stages.append(Stage(i, s["name"], s["kind"], data, steps, prof.get("batch_size", s["batch_size"]),
-                            prof.get("max_length", s["max_length"]), s["lora"], s["optimizer"], float(s["beta"]),
-                            int(s["seed"])))
+        data = tuple(
+            {**ref, "n": min(ref.get("n", prof["rows"]), prof["rows"])} if "rows" in prof else dict(ref) for ref in s["data"]
+        )
+        stages.append(
+            Stage(
+                i,
+                s["name"],
+                s["kind"],
+                data,
+                steps,
+                prof.get("batch_size", s["batch_size"]),
+                prof.get("max_length", s["max_length"]),
+                s["lora"],
+                s["optimizer"],
+                float(s["beta"]),
+                int(s["seed"]),
+            )
+        )
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
         raise CollapseBenchError(f"{path}: stage names must be unique ({', '.join(names)})")
     resolved = {**raw, "stages": [s.__dict__ for s in stages], "base": base or prof.get("base", raw["base"])}
-    return Recipe(raw["name"], raw["version"], raw.get("description", ""), resolved["base"], tuple(stages), profile,
-                  path.resolve(), resolved)
+    return Recipe(
+        raw["name"],
+        raw["version"],
+        raw.get("description", ""),
+        resolved["base"],
+        tuple(stages),
+        profile,
+        path.resolve(),
+        resolved,
+    )

@@ -19,19 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from ..data import resolve_data_dir
+from ..data.examples import fits, load_stage_refs, stage_examples
 from ..errors import CollapseBenchError
 from ..evaluate import EvaluateRequest, evaluate, seed_everything, slug
 from ..interventions import StageContext, parse_interventions
 from ..interventions.replay import to_sft
-from ..lora.task import TASK_NAME as LORA_TASK
 from ..io import atomic_write_bytes, atomic_write_json, sha256_json
+from ..lora.task import TASK_NAME as LORA_TASK
 from ..models import find_source
 from ..paths import builtin_tasks_dir
 from ..tasks import TaskRegistry
-from ..tasks.loader import dump_yaml
-from .data import fits, load_stage_refs, stage_examples
+from ..yamlio import dump_yaml
 from .leakage import check_no_leakage
 from .recipe import Recipe, load_recipe
 from .trainer import train_stage
@@ -82,14 +81,22 @@ def run_chain(req: ChainRequest) -> Path:
     registry = TaskRegistry()
     leakage = check_no_leakage(refs, registry, data_dir)
     base = find_source(recipe.base)
-    header = {"recipe": recipe.name, "recipe_hash": recipe.recipe_hash, "profile": recipe.profile, "intervention": label,
-              "seed": req.seed, "base": {"name": recipe.base, "sha256": base.sha256},
-              "intervention_params": {i.name: i.params for i in interventions}}
+    header = {
+        "recipe": recipe.name,
+        "recipe_hash": recipe.recipe_hash,
+        "profile": recipe.profile,
+        "intervention": label,
+        "seed": req.seed,
+        "base": {"name": recipe.base, "sha256": base.sha256},
+        "intervention_params": {i.name: i.params for i in interventions},
+    }
     state = _open_state(out, header)
     state["leakage_check"] = leakage
     # lineage names are display names (base.name: an alias/hub id as given, a local base by its lineage/leaf name)
     lineage: list[dict[str, Any]] = [{"name": base.name, "sha256": base.sha256, "revision": base.revision, "stage": "base"}]
-    parent_dir, adapters, pool = Path(base.path), [], []
+    parent_dir = Path(base.path)
+    adapters: list[dict[str, str]] = []
+    pool: list[dict[str, Any]] = []
     parent_ref = recipe.base  # what ``evaluate --parent`` resolves to the stage's parent (the lora task's dW)
     suite_tasks = req.eval_tasks or (list(registry.suite(req.evaluate).tasks) if req.evaluate else [])
     for stage, (_, stage_refs) in zip(recipe.stages, refs):
@@ -97,8 +104,25 @@ def run_chain(req: ChainRequest) -> Path:
         examples = stage_examples(stage.kind, stage_refs, seed)
         sdir = out / stage.dirname
         if not (sdir / "stage.json").is_file():
-            _train(recipe, stage, examples, stage_refs, interventions, parent_dir, base.path, adapters, pool, lineage,
-                   label, seed, data_dir, sdir, device, req.progress, torch)
+            _train(
+                recipe,
+                stage,
+                examples,
+                stage_refs,
+                interventions,
+                parent_dir,
+                base.path,
+                adapters,
+                pool,
+                lineage,
+                label,
+                seed,
+                data_dir,
+                sdir,
+                device,
+                req.progress,
+                torch,
+            )
         info = json.loads((sdir / "stage.json").read_text())
         state["stages"][stage.name] = {"dir": sdir.name, "status": "trained", "duration_s": info["duration_s"]}
         atomic_write_json(out / "chain.json", state)
@@ -110,9 +134,20 @@ def run_chain(req: ChainRequest) -> Path:
         if req.evaluate and (req.evaluate_stages == "all" or last) and not (sdir / "result.json").is_file():
             # the suite plus the lora task: the stage's weight update vs its parent, overlap with earlier stages
             tasks = suite_tasks + [LORA_TASK] * (LORA_TASK not in suite_tasks)
-            evaluate(EvaluateRequest(model=str(sdir / "model"), suite=req.evaluate, tasks=tasks, parent=parent_ref,
-                                     data_dir=req.data_dir, output=str(sdir / "result.json"), device=req.device,
-                                     seed=req.seed, limit=req.eval_limit, progress=req.progress))
+            evaluate(
+                EvaluateRequest(
+                    model=str(sdir / "model"),
+                    suite=req.evaluate,
+                    tasks=tasks,
+                    parent=parent_ref,
+                    data_dir=req.data_dir,
+                    output=str(sdir / "result.json"),
+                    device=req.device,
+                    seed=req.seed,
+                    limit=req.eval_limit,
+                    progress=req.progress,
+                )
+            )
             state["stages"][stage.name]["status"] = "evaluated"
             atomic_write_json(out / "chain.json", state)
         parent_ref = str(sdir / "model")
@@ -132,9 +167,25 @@ def _open_state(out: Path, header: dict[str, Any]) -> dict[str, Any]:
     return {**header, "stages": {}}
 
 
-def _train(recipe: Recipe, stage: Any, examples: list, stage_refs: list, interventions: list, parent_dir: Path,
-           base_dir: str, adapters: list, pool: list, lineage: list, label: str, seed: int, data_dir: Path | None,
-           sdir: Path, device: str, progress: bool, torch: Any) -> None:
+def _train(
+    recipe: Recipe,
+    stage: Any,
+    examples: list,
+    stage_refs: list,
+    interventions: list,
+    parent_dir: Path,
+    base_dir: str,
+    adapters: list,
+    pool: list,
+    lineage: list,
+    label: str,
+    seed: int,
+    data_dir: Path | None,
+    sdir: Path,
+    device: str,
+    progress: bool,
+    torch: Any,
+) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     t0 = time.perf_counter()
@@ -145,23 +196,35 @@ def _train(recipe: Recipe, stage: Any, examples: list, stage_refs: list, interve
     tok = AutoTokenizer.from_pretrained(parent_dir)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(parent_dir, dtype=torch.float32).to(device)
+    # type-ignore: transformers' @wraps(Module.to) hides the bound self from mypy (it takes `device` for `self`)
+    model = AutoModelForCausalLM.from_pretrained(parent_dir, dtype=torch.float32).to(device)  # type: ignore[arg-type]
     usable = [e for e in examples if fits(e, tok, stage.max_length)]
     if not usable:
         raise CollapseBenchError(f"stage '{stage.name}': no example fits max_length {stage.max_length}")
     dropped = len(examples) - len(usable)
     examples = usable
-    ctx = StageContext(stage=stage, kind=stage.kind, batch_size=stage.batch_size, steps=stage.steps, seed=seed,
-                       tokenizer=tok, base_dir=Path(base_dir), recipe_path=recipe.path,
-                       previous_adapters=[sdir.parent / a["path"].removeprefix("../../") for a in adapters],
-                       replay_pool=list(pool), stage_examples=examples, data_dir=data_dir)
+    ctx = StageContext(
+        stage=stage,
+        kind=stage.kind,
+        batch_size=stage.batch_size,
+        steps=stage.steps,
+        seed=seed,
+        tokenizer=tok,
+        base_dir=Path(base_dir),
+        recipe_path=recipe.path,
+        previous_adapters=[sdir.parent / a["path"].removeprefix("../../") for a in adapters],
+        replay_pool=list(pool),
+        stage_examples=examples,
+        data_dir=data_dir,
+    )
     arranged = examples
     for intervention in interventions:
         arranged = intervention.arrange(arranged, ctx)
     for intervention in interventions:
         intervention.before_stage(model, ctx)
-    peft_model, log = train_stage(model, tok, stage, arranged, interventions, ctx, tmp / "trainer", device=device,
-                                  progress=progress)
+    peft_model, log = train_stage(
+        model, tok, stage, arranged, interventions, ctx, tmp / "trainer", device=device, progress=progress
+    )
     peft_model.save_pretrained(tmp / "adapter")
     merged = peft_model.merge_and_unload()
     merged.save_pretrained(tmp / "model")
@@ -173,16 +236,36 @@ def _train(recipe: Recipe, stage: Any, examples: list, stage_refs: list, interve
     sha = dir_sha256(tmp / "model")
     data_hashes = {r.key: r.sha256 for r in stage_refs}
     entry = {
-        "name": name, "parent": lineage[-1]["name"], "parent_sha256": lineage[-1]["sha256"], "stage": stage.name,
-        "stage_kind": stage.kind, "recipe": recipe.name, "recipe_hash": recipe.recipe_hash, "profile": recipe.profile,
-        "intervention": label, "seed": seed, "data": data_hashes, "lineage": list(lineage),
+        "name": name,
+        "parent": lineage[-1]["name"],
+        "parent_sha256": lineage[-1]["sha256"],
+        "stage": stage.name,
+        "stage_kind": stage.kind,
+        "recipe": recipe.name,
+        "recipe_hash": recipe.recipe_hash,
+        "profile": recipe.profile,
+        "intervention": label,
+        "seed": seed,
+        "data": data_hashes,
+        "lineage": list(lineage),
         "adapters": [*adapters, {"stage": stage.name, "path": f"../../{sdir.name}/adapter"}],
         "chat_template_sha256": sha256_json(tok.chat_template or ""),
     }
     for sub in ("model", "adapter"):
         atomic_write_bytes(tmp / sub / "lineage.yaml", dump_yaml(entry).encode())
     reports = {i.name: i.report() for i in interventions}
-    atomic_write_json(tmp / "stage.json", {**log, "dropped_too_long": dropped, "name": name, "sha256": sha, "stage": stage.name, "kind": stage.kind,
-                                          "data": data_hashes, "interventions": reports,
-                                          "duration_s": round(time.perf_counter() - t0, 3)})
+    atomic_write_json(
+        tmp / "stage.json",
+        {
+            **log,
+            "dropped_too_long": dropped,
+            "name": name,
+            "sha256": sha,
+            "stage": stage.name,
+            "kind": stage.kind,
+            "data": data_hashes,
+            "interventions": reports,
+            "duration_s": round(time.perf_counter() - t0, 3),
+        },
+    )
     tmp.rename(sdir)

@@ -9,8 +9,9 @@ token ids the trainer actually received.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -18,27 +19,32 @@ from ..interventions import Intervention, StageContext
 from ..interventions.replay import REPLAY_KEY
 from .recipe import Stage
 
+if TYPE_CHECKING:
+    from transformers import Trainer as _TrainerBase  # what the mixin is combined with (TRL's trainers subclass it)
+else:
+    _TrainerBase = object
 
-class _InterventionMixin:
+
+class _InterventionMixin(_TrainerBase):
     """compute_loss + per-batch replay measurement shared by the SFT and DPO trainers."""
 
-    interventions: list[Intervention] = []
+    interventions: Sequence[Intervention] = ()  # set per trainer instance
     replay_rows: list[tuple[tuple[int, ...], bool]] | None = None  # processed rows in consumption order
     replay_fractions: list[float]
     _cursor = 0
     pairwise = False
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[no-untyped-def]
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # return_outputs=True would make TRL recompute the logits with an extra forward: pass it through
         result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-        loss = result[0] if return_outputs else result
+        loss = result[0] if isinstance(result, tuple) else result  # a (loss, outputs) tuple iff return_outputs
         for intervention in self.interventions:
             extra = intervention.penalty(model, inputs)
             if extra is not None:
                 loss = loss + extra
         return (loss, *result[1:]) if return_outputs else loss
 
-    def training_step(self, model, inputs, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def training_step(self, model, inputs, *args, **kwargs):
         if self.replay_rows is not None:  # the batch must be the next rows of the arranged order
             keys = _row_keys(inputs, pairwise=self.pairwise)
             expected = self.replay_rows[self._cursor : self._cursor + len(keys)]
@@ -66,9 +72,18 @@ def _processed_keys(dataset: Any, max_length: int) -> list[tuple[int, ...]]:
     return [tuple(r) for r in dataset["input_ids"]]
 
 
-def train_stage(model: Any, tokenizer: Any, stage: Stage, examples: list[dict[str, Any]],
-                interventions: list[Intervention], ctx: StageContext, work_dir: Path, *, device: str,
-                progress: bool) -> tuple[Any, dict[str, Any]]:
+def train_stage(
+    model: Any,
+    tokenizer: Any,
+    stage: Stage,
+    examples: list[dict[str, Any]],
+    interventions: list[Intervention],
+    ctx: StageContext,
+    work_dir: Path,
+    *,
+    device: str,
+    progress: bool,
+) -> tuple[Any, dict[str, Any]]:
     """Train one fresh LoRA adapter on ``model`` with TRL; returns (peft model, training log)."""
     import datasets
     from peft import LoraConfig
@@ -82,29 +97,56 @@ def train_stage(model: Any, tokenizer: Any, stage: Stage, examples: list[dict[st
     rows = [{**e, REPLAY_KEY: bool(e.get(REPLAY_KEY, False))} for e in examples] if arranged else examples
     opt, lora = stage.optimizer, stage.lora
     common = dict(
-        output_dir=str(work_dir), max_steps=stage.steps, per_device_train_batch_size=stage.batch_size,
-        learning_rate=opt["lr"], weight_decay=opt["weight_decay"], lr_scheduler_type=opt["schedule"],
-        warmup_steps=float(opt["warmup_ratio"]), bf16=False, fp16=False, use_cpu=device == "cpu", seed=ctx.seed,
-        data_seed=ctx.seed, report_to=[], save_strategy="no", logging_steps=1, activation_checkpointing=False,
-        disable_tqdm=not progress, dataloader_num_workers=0, max_length=stage.max_length,
+        output_dir=str(work_dir),
+        max_steps=stage.steps,
+        per_device_train_batch_size=stage.batch_size,
+        learning_rate=opt["lr"],
+        weight_decay=opt["weight_decay"],
+        lr_scheduler_type=opt["schedule"],
+        warmup_steps=float(opt["warmup_ratio"]),
+        bf16=False,
+        fp16=False,
+        use_cpu=device == "cpu",
+        seed=ctx.seed,
+        data_seed=ctx.seed,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=1,
+        activation_checkpointing=False,
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+        max_length=stage.max_length,
         train_sampling_strategy="sequential" if arranged else "random",
     )
-    peft_config = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                             target_modules=list(lora["target_modules"]), task_type="CAUSAL_LM")
+    peft_config = LoraConfig(
+        r=lora["r"],
+        lora_alpha=lora["alpha"],
+        lora_dropout=lora["dropout"],
+        target_modules=list(lora["target_modules"]),
+        task_type="CAUSAL_LM",
+    )
     dataset = datasets.Dataset.from_list(rows)
     if stage.kind == "dpo":
         cls: Any = type("ChainDPOTrainer", (_InterventionMixin, DPOTrainer), {"pairwise": True})
-        trainer = cls(model=model, args=DPOConfig(beta=stage.beta, **common), train_dataset=dataset,
-                      processing_class=tokenizer, peft_config=peft_config)
+        trainer = cls(
+            model=model,
+            args=DPOConfig(beta=stage.beta, **common),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
     else:
         cls = type("ChainSFTTrainer", (_InterventionMixin, SFTTrainer), {})
-        trainer = cls(model=model, args=SFTConfig(**common), train_dataset=dataset, processing_class=tokenizer,
-                      peft_config=peft_config)
+        trainer = cls(
+            model=model, args=SFTConfig(**common), train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config
+        )
     trainer.remove_callback(PrinterCallback)  # per-step dicts on stdout; the log history is kept
     trainer.interventions = interventions
     trainer.replay_fractions = []
     if arranged:
-        trainer.replay_rows = list(zip(_processed_keys(trainer.train_dataset, stage.max_length), trainer.train_dataset[REPLAY_KEY]))
+        trainer.replay_rows = list(
+            zip(_processed_keys(trainer.train_dataset, stage.max_length), trainer.train_dataset[REPLAY_KEY])
+        )
     for intervention in interventions:
         intervention.attach(trainer.model, ctx)
     try:
@@ -113,8 +155,12 @@ def train_stage(model: Any, tokenizer: Any, stage: Stage, examples: list[dict[st
         for intervention in interventions:
             intervention.detach()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    log: dict[str, Any] = {"train_loss": losses, "steps": trainer.state.global_step,
-                           "examples": len(rows), "trainer": type(trainer).__name__}
+    log: dict[str, Any] = {
+        "train_loss": losses,
+        "steps": trainer.state.global_step,
+        "examples": len(rows),
+        "trainer": type(trainer).__name__,
+    }
     if arranged:
         log["replay_fraction_measured"] = trainer.replay_fractions
     return trainer.model, log

@@ -9,9 +9,9 @@ from __future__ import annotations
 import random
 import re
 import sysconfig
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ..errors import CollapseBenchError
 from .world import World
@@ -61,8 +61,20 @@ def _python_docs() -> list[Row]:
     return rows
 
 
-STDLIB_MODULES = ["textwrap.py", "json/decoder.py", "json/encoder.py", "fractions.py", "heapq.py", "bisect.py",
-                  "shlex.py", "string.py", "colorsys.py", "graphlib.py", "statistics.py", "difflib.py"]
+STDLIB_MODULES = [
+    "textwrap.py",
+    "json/decoder.py",
+    "json/encoder.py",
+    "fractions.py",
+    "heapq.py",
+    "bisect.py",
+    "shlex.py",
+    "string.py",
+    "colorsys.py",
+    "graphlib.py",
+    "statistics.py",
+    "difflib.py",
+]
 
 
 def _python_source() -> list[Row]:
@@ -92,11 +104,18 @@ def _synthetic_math() -> list[Row]:
         total = a + b
         each = total * c
         cost = each * price
-        rows.append({"id": f"math-{i}", "domain": "math", "text": (
-            f"Question: {name} has {a} {item}. {other} gives {name} {b} more. Then {name} buys {c} times as many "
-            f"{item} as {name} now has, and each costs ${price}. How much does {name} spend?\n"
-            f"Answer: First, {name} has {a} + {b} = {total} {item}. Then {name} buys {total} x {c} = {each} {item}. "
-            f"At ${price} each, that costs {each} x {price} = ${cost}.\n#### {cost}")})
+        rows.append(
+            {
+                "id": f"math-{i}",
+                "domain": "math",
+                "text": (
+                    f"Question: {name} has {a} {item}. {other} gives {name} {b} more. Then {name} buys {c} times as many "
+                    f"{item} as {name} now has, and each costs ${price}. How much does {name} spend?\n"
+                    f"Answer: First, {name} has {a} + {b} = {total} {item}. Then {name} buys {total} x {c} = {each} {item}. "
+                    f"At ${price} each, that costs {each} x {price} = ${cost}.\n#### {cost}"
+                ),
+            }
+        )
     return rows
 
 
@@ -106,12 +125,14 @@ def _synthetic_world() -> list[Row]:
     return [{"id": f"world-{i}", "domain": "fiction", "text": text} for i, text in enumerate(world.stories())]
 
 
-_TASKS = [("Summarise the following sentence in five words", "The committee postponed the vote until next spring."),
-          ("Translate to French", "Where is the nearest train station?"),
-          ("Give a synonym for", "rapid"),
-          ("Write a haiku about", "autumn rain"),
-          ("Explain briefly why", "the sky looks blue during the day"),
-          ("List three uses of", "a paperclip")]
+_TASKS = [
+    ("Summarise the following sentence in five words", "The committee postponed the vote until next spring."),
+    ("Translate to French", "Where is the nearest train station?"),
+    ("Give a synonym for", "rapid"),
+    ("Write a haiku about", "autumn rain"),
+    ("Explain briefly why", "the sky looks blue during the day"),
+    ("List three uses of", "a paperclip"),
+]
 _REPLIES = ["Sure! Here is my answer: {x}.", "Of course. {x}.", "Here you go: {x}."]
 
 
@@ -123,18 +144,27 @@ def _synthetic_chat() -> list[Row]:
         task, arg = rng.choice(_TASKS)
         name = rng.choice(_NAMES)
         reply = rng.choice(_REPLIES).format(x=f"a short response about {arg.rstrip('.?')} written for {name}")
-        rows.append({"id": f"chat-{i}", "domain": "chat", "text": (
-            f"User: Hi, I am {name}. {task}: {arg}\nAssistant: {reply} Let me know if you need anything else.\n"
-            f"User: Thanks! Can you make it shorter?\nAssistant: Certainly, a shorter version: {arg.split()[0]} ...")})
+        rows.append(
+            {
+                "id": f"chat-{i}",
+                "domain": "chat",
+                "text": (
+                    f"User: Hi, I am {name}. {task}: {arg}\nAssistant: {reply} Let me know if you need anything else.\n"
+                    f"User: Thanks! Can you make it shorter?\nAssistant: Certainly, a shorter version: {arg.split()[0]} ..."
+                ),
+            }
+        )
     return rows
 
 
 def _ood_source(func: str) -> Callable[[], list[Row]]:
-    """A generator of ``collapse_bench.ood.worldmc`` (OOD multiple choice, diversity prompts), imported lazily."""
+    """A generator of :mod:`.worldmc` (OOD multiple choice, diversity prompts), imported lazily."""
+
     def build() -> list[Row]:
-        from ..ood import worldmc
+        from . import worldmc
 
         return getattr(worldmc, func)()
+
     return build
 
 
@@ -144,10 +174,12 @@ BUILTINS: dict[str, BuiltinSource] = {
     "synthetic_math": BuiltinSource(1, "math", "seeded arithmetic word problems with worked solutions", _synthetic_math),
     "synthetic_world": BuiltinSource(1, "fiction", "stories about a seeded fictional world", _synthetic_world),
     "synthetic_chat": BuiltinSource(1, "chat", "templated user/assistant exchanges", _synthetic_chat),
-    "world_mc": BuiltinSource(1, "world_mc", "multiple-choice reading questions about a seeded fictional world",
-                              _ood_source("world_mc_rows")),
-    "world_prompts": BuiltinSource(1, "world_prompts", "open-ended instructions about a seeded fictional world",
-                                   _ood_source("world_prompt_rows")),
+    "world_mc": BuiltinSource(
+        1, "world_mc", "multiple-choice reading questions about a seeded fictional world", _ood_source("world_mc_rows")
+    ),
+    "world_prompts": BuiltinSource(
+        1, "world_prompts", "open-ended instructions about a seeded fictional world", _ood_source("world_prompt_rows")
+    ),
 }
 
 

@@ -11,7 +11,8 @@ The two raw-text datasets (tinyshakespeare, wikitext2) are built from a whole sp
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 Row = dict[str, Any]
 Normaliser = Callable[..., "Row | None"]
@@ -21,6 +22,7 @@ MAX_CHUNKS = 2000  # "first 2000 chunks per split"
 
 
 # --- multiple choice -------------------------------------------------------------------------------
+
 
 def _mc(id_: str, question: str, choices: Iterable[str], label: int, domain: str, context: str | None = None) -> Row:
     row: Row = {"id": id_, "question": question}
@@ -101,7 +103,7 @@ def normalise_winogrande(row: Row, *, index: int, split: str = "validation") -> 
     options = [row["option1"], row["option2"]]
     out = _mc(f"winogrande-{split}-{index}", sentence, options, int(answer) - 1, "winogrande")
     out["context_options"] = [sentence[:blank] + option for option in options]
-    out["continuation"] = sentence[blank + 1:].strip()
+    out["continuation"] = sentence[blank + 1 :].strip()
     return out
 
 
@@ -123,8 +125,14 @@ def normalise_hellaswag(row: Row, *, index: int, split: str = "validation") -> R
         return None
     ctx = row.get("ctx") or f"{row['ctx_a']} {row['ctx_b']}".strip()
     activity = row["activity_label"].strip()
-    return _mc(f"hellaswag-{split}-{index}", HELLASWAG_QUESTION, [hellaswag_preprocess(e) for e in row["endings"]],
-               int(label), f"hellaswag/{activity}", context=hellaswag_preprocess(f"{activity}: {ctx}"))
+    return _mc(
+        f"hellaswag-{split}-{index}",
+        HELLASWAG_QUESTION,
+        [hellaswag_preprocess(e) for e in row["endings"]],
+        int(label),
+        f"hellaswag/{activity}",
+        context=hellaswag_preprocess(f"{activity}: {ctx}"),
+    )
 
 
 _MMLU_SPLIT = {"test": "test", "validation": "val", "dev": "dev"}
@@ -133,19 +141,30 @@ _MMLU_SPLIT = {"test": "test", "validation": "val", "dev": "dev"}
 def normalise_mmlu(row: Row, *, index: int, split: str = "test") -> Row | None:
     """cais/mmlu (one subject config): question, subject, choices, answer (int); index is within the subject."""
     subject = row["subject"]
-    return _mc(f"mmlu-{subject}-{_MMLU_SPLIT.get(split, split)}-{index}", row["question"], row["choices"],
-               int(row["answer"]), f"mmlu/{subject}")
+    return _mc(
+        f"mmlu-{subject}-{_MMLU_SPLIT.get(split, split)}-{index}",
+        row["question"],
+        row["choices"],
+        int(row["answer"]),
+        f"mmlu/{subject}",
+    )
 
 
 # --- generative QA / math ----------------------------------------------------------------------------
+
 
 def _gsm8k(dataset: str, row: Row, index: int, split: str) -> Row | None:
     solution = row["answer"]
     if "####" not in solution:
         return None
     answer = solution.split("####")[-1].strip().replace(",", "")
-    return {"id": f"{dataset}-{split}-{index}", "question": row["question"], "answer": answer,
-            "solution": solution, "domain": dataset}
+    return {
+        "id": f"{dataset}-{split}-{index}",
+        "question": row["question"],
+        "answer": answer,
+        "solution": solution,
+        "domain": dataset,
+    }
 
 
 def normalise_gsm8k(row: Row, *, index: int, split: str = "test") -> Row | None:
@@ -164,7 +183,7 @@ def last_boxed(text: str) -> str | None:
     if start < 0:
         return None
     if text.startswith("\\boxed ", start):
-        return text[start + len("\\boxed "):].split("$")[0].strip()
+        return text[start + len("\\boxed ") :].split("$")[0].strip()
     brace = text.find("{", start)
     if brace < 0:
         return None
@@ -172,7 +191,7 @@ def last_boxed(text: str) -> str | None:
     for pos in range(brace, len(text)):
         depth += {"{": 1, "}": -1}.get(text[pos], 0)
         if depth == 0:
-            return text[brace + 1:pos]
+            return text[brace + 1 : pos]
     return None
 
 
@@ -186,16 +205,28 @@ def normalise_math(row: Row, *, index: int, split: str = "test") -> Row | None:
     answer = last_boxed(row["solution"])
     if answer is None:
         return None
-    return {"id": f"math-{split}-{index}", "question": row["problem"], "answer": answer,
-            "solution": row["solution"], "domain": math_domain(row["type"])}
+    return {
+        "id": f"math-{split}-{index}",
+        "question": row["problem"],
+        "answer": answer,
+        "solution": row["solution"],
+        "domain": math_domain(row["type"]),
+    }
 
 
 # --- code ------------------------------------------------------------------------------------------
 
+
 def normalise_humaneval(row: Row, *, index: int, split: str = "test") -> Row | None:
     """openai/openai_humaneval: task_id, prompt, canonical_solution, test, entry_point (kept verbatim)."""
-    return {"id": row["task_id"], "prompt": row["prompt"], "canonical_solution": row["canonical_solution"],
-            "test": row["test"], "entry_point": row["entry_point"], "domain": "humaneval"}
+    return {
+        "id": row["task_id"],
+        "prompt": row["prompt"],
+        "canonical_solution": row["canonical_solution"],
+        "test": row["test"],
+        "entry_point": row["entry_point"],
+        "domain": "humaneval",
+    }
 
 
 _FIRST_CALL = re.compile(r"assert\s+(?:not\s+)?[\s(]*([A-Za-z_]\w*)\s*\(")
@@ -214,13 +245,21 @@ def normalise_mbpp(row: Row, *, index: int, split: str = "test") -> Row | None:
     if match is None:
         return None
     asserts = "\n".join(tests)
-    return {"id": f"mbpp-{row['task_id']}", "prompt": f"{text}\nYour code should pass these tests:\n{asserts}",
-            "canonical_solution": row["code"], "test": f"{setup}\n{asserts}" if setup.strip() else asserts,
-            "entry_point": match.group(1), "domain": "mbpp", "text": text, "test_list": tests,
-            "challenge_test_list": list(row.get("challenge_test_list") or [])}
+    return {
+        "id": f"mbpp-{row['task_id']}",
+        "prompt": f"{text}\nYour code should pass these tests:\n{asserts}",
+        "canonical_solution": row["code"],
+        "test": f"{setup}\n{asserts}" if setup.strip() else asserts,
+        "entry_point": match.group(1),
+        "domain": "mbpp",
+        "text": text,
+        "test_list": tests,
+        "challenge_test_list": list(row.get("challenge_test_list") or []),
+    }
 
 
 # --- instruction, preference, safety ---------------------------------------------------------------
+
 
 def normalise_alpaca(row: Row, *, index: int, split: str = "train") -> Row | None:
     """tatsu-lab/alpaca: instruction, input, output; input appended after a blank line; empty output skipped."""
@@ -229,8 +268,11 @@ def normalise_alpaca(row: Row, *, index: int, split: str = "train") -> Row | Non
         return None
     extra = row.get("input") or ""
     user = f"{row['instruction']}\n\n{extra}" if extra.strip() else row["instruction"]
-    return {"id": f"alpaca-{index}", "messages": [{"role": "user", "content": user},
-                                                   {"role": "assistant", "content": output}], "domain": "alpaca"}
+    return {
+        "id": f"alpaca-{index}",
+        "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": output}],
+        "domain": "alpaca",
+    }
 
 
 ASSISTANT_TURN = "\n\nAssistant:"
@@ -250,8 +292,13 @@ def normalise_hh_rlhf_harmless_base(row: Row, *, index: int, split: str = "test"
     chosen, rejected = split_dialogue(row["chosen"]), split_dialogue(row["rejected"])
     if chosen is None or rejected is None or chosen[0] != rejected[0] or not chosen[1] or not rejected[1]:
         return None
-    return {"id": f"hh_rlhf_harmless-{split}-{index}", "prompt": chosen[0], "chosen": chosen[1],
-            "rejected": rejected[1], "domain": "hh_rlhf/harmless-base"}
+    return {
+        "id": f"hh_rlhf_harmless-{split}-{index}",
+        "prompt": chosen[0],
+        "chosen": chosen[1],
+        "rejected": rejected[1],
+        "domain": "hh_rlhf/harmless-base",
+    }
 
 
 def normalise_advbench(row: Row, *, index: int, split: str = "test") -> Row | None:
@@ -268,11 +315,16 @@ def normalise_xstest(row: Row, *, index: int, split: str = "test") -> Row | None
     kind = str(row["type"]).strip()
     refuse = label == "unsafe" if label in ("safe", "unsafe") else kind.startswith("contrast_")
     ident = row.get("id")
-    return {"id": f"xstest-{ident if ident not in (None, '') else index + 1}", "prompt": row["prompt"],
-            "should_refuse": refuse, "domain": f"xstest/{kind}"}
+    return {
+        "id": f"xstest-{ident if ident not in (None, '') else index + 1}",
+        "prompt": row["prompt"],
+        "should_refuse": refuse,
+        "domain": f"xstest/{kind}",
+    }
 
 
 # --- raw text --------------------------------------------------------------------------------------
+
 
 def normalise_pubmed_abstracts(row: Row, *, index: int, split: str = "test") -> Row | None:
     """qiaojin/PubMedQA pqa_labeled: context{contexts, labels} -> 'LABEL. text' lines; 200-2000 chars only."""
@@ -350,8 +402,10 @@ def build_tinyshakespeare(text: str) -> dict[str, list[Row]]:
     out = {}
     for split, part in (("train", text[:cut]), ("test", text[cut:])):
         speeches = [b.strip() for b in re.split(r"\n[ \t]*\n", part) if b.strip()]
-        out[split] = [{"id": f"tinyshakespeare-{split}-{i}", "text": chunk, "domain": "fiction/shakespeare"}
-                      for i, chunk in enumerate(chunk_blocks(speeches)[:MAX_CHUNKS])]
+        out[split] = [
+            {"id": f"tinyshakespeare-{split}-{i}", "text": chunk, "domain": "fiction/shakespeare"}
+            for i, chunk in enumerate(chunk_blocks(speeches)[:MAX_CHUNKS])
+        ]
     return out
 
 
@@ -372,8 +426,10 @@ def build_wikitext2(lines: Iterable[str], split: str) -> list[Row]:
     """Salesforce/wikitext wikitext-2-v1 rows (one line each) -> paragraphs without headings,
     detokenised, merged/split into 200-2000 char chunks; first 2000 chunks."""
     paragraphs = [detokenize_wikitext(s) for s in lines if s.strip() and not is_wikitext_heading(s)]
-    return [{"id": f"wikitext2-{split}-{i}", "text": chunk, "domain": "encyclopedic/wikipedia"}
-            for i, chunk in enumerate(chunk_blocks(paragraphs)[:MAX_CHUNKS])]
+    return [
+        {"id": f"wikitext2-{split}-{i}", "text": chunk, "domain": "encyclopedic/wikipedia"}
+        for i, chunk in enumerate(chunk_blocks(paragraphs)[:MAX_CHUNKS])
+    ]
 
 
 NORMALISERS: dict[str, Normaliser] = {

@@ -76,8 +76,13 @@ class World:
         n_people = max(2, (2 * n_entities) // 3)
         people = [fresh(2) for _ in range(n_people)]
         cities = [fresh(2) for _ in range(max(1, n_entities - n_people))]
-        pools = {"city": cities, "person": people, "craft": [fresh(2).lower() + "smith" for _ in range(8)],
-                 "river": [fresh(3) for _ in range(10)], "year": [str(y) for y in rng.sample(range(120, 990), 40)]}
+        pools = {
+            "city": cities,
+            "person": people,
+            "craft": [fresh(2).lower() + "smith" for _ in range(8)],
+            "river": [fresh(3) for _ in range(10)],
+            "year": [str(y) for y in rng.sample(range(120, 990), 40)],
+        }
         facts: list[Fact] = []
         for kind, subjects in (("person", people), ("city", cities)):
             for s in subjects:
@@ -90,4 +95,4 @@ class World:
         """Facts grouped into short paragraphs, in a seeded order."""
         order = list(self.facts)
         random.Random(f"stories-{self.seed}").shuffle(order)
-        return [" ".join(f.statement for f in order[i:i + facts_per_story]) for i in range(0, len(order), facts_per_story)]
+        return [" ".join(f.statement for f in order[i : i + facts_per_story]) for i in range(0, len(order), facts_per_story)]

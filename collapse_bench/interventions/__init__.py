@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from ..errors import CollapseBenchError
 from ..paths import builtin_tasks_dir
-from ..tasks.loader import read_yaml
+from ..yamlio import read_yaml
 from .base import Intervention, StageContext
 from .diversity_reg import DiversityRegularisation
 from .feature_refresh import FeatureRefresh

@@ -55,7 +55,11 @@ class DiversityRegularisation(Intervention):
         terms = []
         for h in captured:
             mask = inputs.get("attention_mask")
-            mask = mask.bool() if mask is not None and mask.shape == h.shape[:2] else torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)
+            mask = (
+                mask.bool()
+                if mask is not None and mask.shape == h.shape[:2]
+                else torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)
+            )
             v, c = vicreg_terms(h[mask], self.params.get("gamma", 1.0), self.params.get("epsilon", 1e-4))
             terms.append(v + c)
         value = float(self.params.get("coefficient", 0.01)) * torch.stack(terms).mean()

@@ -35,6 +35,7 @@ def mlp_scores(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]]) -
         def hook(_m: Any, args: Any) -> None:
             a = args[0].detach().abs().float()[mask_holder["m"]]
             sums[i] = a.sum(0) if sums[i] is None else sums[i] + a.sum(0)
+
         return hook
 
     handles = [d.register_forward_pre_hook(make_hook(i)) for i, d in enumerate(downs) if d is not None]
@@ -49,6 +50,7 @@ def mlp_scores(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]]) -
             h.remove()
     scores = []
     for s in sums:
+        assert s is not None  # every block has a down projection and saw the batches
         mean = s / max(count, 1)
         scores.append(mean / mean.mean().clamp_min(1e-12))
     return scores
@@ -71,7 +73,11 @@ def redo_reset(model: torch.nn.Module, scores: list[torch.Tensor], tau: float, m
                     fresh = torch.randn((idx.numel(), lin.weight.shape[1]), generator=gen) * std
                     lin.weight[idx] = fresh.to(lin.weight)
             if idx.numel():
-                mlp_down_projection(block).weight[:, idx] = 0.0
+                down = mlp_down_projection(block)
+                assert down is not None  # mlp_scores scored this block through its down projection
+                weight = down.weight
+                assert isinstance(weight, torch.Tensor)  # a parameter (Module.__getattr__ also allows a submodule)
+                weight[:, idx] = 0.0
         counts.append(int(idx.numel()))
     return counts
 
@@ -109,19 +115,24 @@ class FeatureRefresh(Intervention):
             del base
         after = mlp_scores(model, batches)
         frac = lambda scores: sum(int((s <= tau).sum()) for s in scores) / max(1, sum(s.numel() for s in scores))
-        self._report = {"units_reset": sum(reset), "units_reset_per_layer": reset, "tau": tau,
-                        "dormant_fraction_before": frac(before), "dormant_fraction_after": frac(after),
-                        "shrink": shrink, "noise_std": noise}
+        self._report = {
+            "units_reset": sum(reset),
+            "units_reset_per_layer": reset,
+            "tau": tau,
+            "dormant_fraction_before": frac(before),
+            "dormant_fraction_after": frac(after),
+            "shrink": shrink,
+            "noise_std": noise,
+        }
 
 
 def calibration_batches(ctx: StageContext, n: int, device: torch.device) -> list[dict[str, torch.Tensor]]:
     """The first ``n`` training texts of the stage, chat-templated, as batches of 4."""
-    from ..chain.data import render_example
+    from ..data.examples import render_example
 
     texts = [render_example(e, ctx.tokenizer) for e in ctx.stage_examples[:n]]
     out = []
     for i in range(0, len(texts), 4):
-        enc = ctx.tokenizer(texts[i : i + 4], return_tensors="pt", padding=True, truncation=True,
-                            max_length=ctx.stage.max_length)
+        enc = ctx.tokenizer(texts[i : i + 4], return_tensors="pt", padding=True, truncation=True, max_length=ctx.stage.max_length)
         out.append({"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)})
     return out

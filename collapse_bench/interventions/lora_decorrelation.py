@@ -1,7 +1,8 @@
 """LoRA-update decorrelation (O-LoRA style): keep this stage's LoRA subspaces away from earlier stages'.
 
 For every adapted module m with current factors A_t (r x in), B_t (out x r), and for each earlier stage i the
-orthonormal bases Q_i of col(B_i) and P_i of row(A_i) (from its saved adapter; ``lora.geometry.subspace``: singular values > 1e-6 s_max):
+orthonormal bases Q_i of col(B_i) and P_i of row(A_i) (from its saved adapter; ``lora.geometry.subspace``:
+singular values > 1e-6 s_max):
   L_orth = mean_m sum_i ( ||Q_i^T B_t||_F^2 / (||B_t||_F^2 + eps) + ||A_t P_i||_F^2 / (||A_t||_F^2 + eps) )
   penalty = coefficient * L_orth                                                   (eps = 1e-12)
 Each term is the share of the current factor's energy inside an earlier stage's subspace (0 = orthogonal,
@@ -32,8 +33,10 @@ def current_factors(model: torch.nn.Module) -> dict[str, tuple[torch.Tensor, tor
 
 def previous_bases(factors: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{module: (P_i, Q_i)}: bases of row(A_i) and col(B_i) of one earlier stage's adapter (``read_adapter`` factors)."""
-    return {k: (subspace(thin_svd(A, complete=False))[1].float(), subspace(thin_svd(B, complete=False))[0].float())
-            for k, (A, B) in factors.items()}
+    return {
+        k: (subspace(thin_svd(A, complete=False))[1].float(), subspace(thin_svd(B, complete=False))[0].float())
+        for k, (A, B) in factors.items()
+    }
 
 
 def energy_share(X: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
@@ -41,14 +44,16 @@ def energy_share(X: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     return (basis.T.to(X) @ X).pow(2).sum() / (X.pow(2).sum() + 1e-12)
 
 
-def orthogonality_loss(current: dict[str, tuple[torch.Tensor, torch.Tensor]],
-                       previous: list[dict[str, tuple[torch.Tensor, torch.Tensor]]]) -> torch.Tensor | None:
+def orthogonality_loss(
+    current: dict[str, tuple[torch.Tensor, torch.Tensor]], previous: list[dict[str, tuple[torch.Tensor, torch.Tensor]]]
+) -> torch.Tensor | None:
     """L_orth of the module docstring (None when there is nothing to compare with); ``previous`` holds
     ``previous_bases`` of each earlier stage."""
     terms = []
     for key, (A_t, B_t) in current.items():
-        per_module = [energy_share(A_t.T, P_i) + energy_share(B_t, Q_i)
-                      for prev in previous if key in prev for P_i, Q_i in [prev[key]]]
+        per_module = [
+            energy_share(A_t.T, P_i) + energy_share(B_t, Q_i) for prev in previous if key in prev for P_i, Q_i in [prev[key]]
+        ]
         if per_module:
             terms.append(torch.stack(per_module).sum())
     return torch.stack(terms).mean() if terms else None

@@ -15,7 +15,7 @@ import math
 import random
 from typing import Any
 
-from ..chain.data import fits, load_stage_refs, stage_examples
+from ..data.examples import fits, load_stage_refs, stage_examples
 from .base import Intervention, StageContext
 
 REPLAY_KEY = "_replay"
@@ -32,7 +32,7 @@ class Replay(Intervention):
     def arrange(self, examples: list[dict[str, Any]], ctx: StageContext) -> list[dict[str, Any]]:
         rho = float(self.params.get("fraction", 0.25))
         k = math.floor(rho * ctx.batch_size + 0.5)
-        usable = lambda e: fits(e, ctx.tokenizer, ctx.stage.max_length)  # noqa: E731
+        usable = lambda e: fits(e, ctx.tokenizer, ctx.stage.max_length)
         pool_stages = [e for e in map(to_sft, ctx.replay_pool) if usable(e)]
         general: list[dict[str, Any]] = []
         if self.params.get("general_text") and ctx.data_dir is not None:
@@ -58,6 +58,5 @@ class Replay(Intervention):
                     other = rng.choice(pool_stages or general)
                     item = {"prompt": item["prompt"], "chosen": item["completion"], "rejected": other["completion"]}
                 arranged.append({**item, REPLAY_KEY: True})
-        self._report = {"replay_fraction_configured": rho, "replay_per_batch": k,
-                        "replay_pool": len(pool_stages) + len(general)}
+        self._report = {"replay_fraction_configured": rho, "replay_per_batch": k, "replay_pool": len(pool_stages) + len(general)}
         return arranged

@@ -27,7 +27,7 @@ import yaml
 from ..errors import CollapseBenchError
 from ..evaluate import slug
 from ..io import read_jsonl, sha256_bytes
-from ..metrics.calibration import temperature_at_bound
+from ..metrics.calibration import ece_mass_rows, temperature_at_bound
 from . import stats
 from .submission import Submission, samples_refs, stage_name
 
@@ -49,6 +49,7 @@ class Entry:
     doc: dict[str, Any]
     items: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # task -> (confidence, correct)
     complete: bool = True  # recomputed by `validate`; only complete rows are ranked
+    reps: dict[tuple[str, str, int], np.ndarray] = field(default_factory=dict, repr=False, compare=False)  # item replicates
 
     @property
     def metrics(self) -> dict[str, dict[str, float | None]]:
@@ -65,6 +66,7 @@ def derived_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     t = metrics.get("temperature_opt")
     if not _num(t) or "temperature_opt_at_bound" in metrics:
         return metrics
+    assert t is not None  # _num above
     return {**metrics, "temperature_opt_at_bound": 0.0 if temperature_at_bound(float(t)) is None else 1.0}
 
 
@@ -85,7 +87,7 @@ def guard(entry_id: str, what: str = "aggregate") -> Any:
         yield
     except CollapseBenchError:
         raise
-    except Exception as exc:  # noqa: BLE001 - the renderer must never crash on one submission
+    except Exception as exc:
         msg = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
         raise CollapseBenchError(f"{entry_id}: cannot {what} this submission ({msg})") from None
 
@@ -96,8 +98,9 @@ def item_outcomes(records: list[dict[str, Any]]) -> dict[str, tuple[np.ndarray, 
     for rec in records:
         if not isinstance(rec, dict):
             continue
-        lls = next((rec[k] for k in LL_KEYS if isinstance(rec.get(k), list) and rec[k]
-                    and all(_num(v) for v in rec[k])), None)  # non-numeric values: the record is unusable
+        lls = next(
+            (rec[k] for k in LL_KEYS if isinstance(rec.get(k), list) and rec[k] and all(_num(v) for v in rec[k])), None
+        )  # non-numeric values: the record is unusable
         if _num(rec.get("confidence")):
             conf = float(rec["confidence"])
         elif lls is not None and "confidence" not in rec:
@@ -135,6 +138,7 @@ def entries_from(subs: list[Submission], root: Path) -> list[Entry]:
 
 # --- rows ----------------------------------------------------------------------------------------------
 
+
 def display_name(model: dict[str, Any]) -> str:
     """Hub ids and aliases as they are; local checkpoints by their lineage name (chain stages), else their leaf."""
     name = model["name"]
@@ -168,24 +172,43 @@ def find_base(entry: Entry, entries: list[Entry]) -> str | None:
         return entry.id
     sha, name = ref
     suite = entry.doc["suite"]
-    cands = [e for e in entries if e.doc["suite"]["name"] == suite["name"]
-             and (e.doc["model"].get("sha256") == sha if sha else e.doc["model"]["name"] == name)]
+    cands = [
+        e
+        for e in entries
+        if e.doc["suite"]["name"] == suite["name"]
+        and (e.doc["model"].get("sha256") == sha if sha else e.doc["model"]["name"] == name)
+    ]
     cands.sort(key=lambda e: (e.doc["suite"]["version"] != suite["version"], e.id))
     return cands[0].id if cands else None
 
 
 def meta_row(entry: Entry, base_id: str | None) -> dict[str, Any]:
     m, s = entry.doc["model"], entry.doc["suite"]
-    return {"id": entry.id, "page": page_slug(entry.id), "model": display_name(m), "model_name": m["name"],
-            "source": m["source"], "sha256": m["sha256"], "parent": m.get("parent"), "stage": m.get("stage"),
-            "depth": len(m.get("lineage") or []), "recipe": m.get("recipe"), "intervention": m.get("intervention"),
-            "suite": s["name"], "suite_version": s["version"], "base_id": base_id, "complete": entry.complete}
+    return {
+        "id": entry.id,
+        "page": page_slug(entry.id),
+        "model": display_name(m),
+        "model_name": m["name"],
+        "source": m["source"],
+        "sha256": m["sha256"],
+        "parent": m.get("parent"),
+        "stage": m.get("stage"),
+        "depth": len(m.get("lineage") or []),
+        "recipe": m.get("recipe"),
+        "intervention": m.get("intervention"),
+        "suite": s["name"],
+        "suite_version": s["version"],
+        "base_id": base_id,
+        "complete": entry.complete,
+    }
 
 
 def scalar_frame(entries: list[Entry]) -> pd.DataFrame:
     """One row per submission (index = id), one float column ``<task>.<metric>`` per scalar (NaN = absent/null)."""
-    rows = {e.id: {f"{t}.{k}": (np.nan if v is None else float(v)) for t, ms in e.metrics.items() for k, v in ms.items()}
-            for e in entries}
+    rows = {
+        e.id: {f"{t}.{k}": (np.nan if v is None else float(v)) for t, ms in e.metrics.items() for k, v in ms.items()}
+        for e in entries
+    }
     frame = pd.DataFrame.from_dict(rows, orient="index", dtype=np.float64)
     return frame.reindex(index=[e.id for e in entries], columns=sorted(frame.columns))
 
@@ -200,6 +223,7 @@ def delta_frame(scalars: pd.DataFrame, base_ids: dict[str, str | None]) -> pd.Da
 
 
 # --- composite -------------------------------------------------------------------------------------------
+
 
 def metric_score(rule: dict[str, Any], spec: dict[str, Any], value: float, base_value: float | None) -> float | None:
     """Score in [0, 1] of one metric value (formulas in composite.yaml)."""
@@ -228,17 +252,17 @@ def item_stat_reps(entry: Entry, task: str, metric: str, n_boot: int) -> np.ndar
     :func:`collapse_bench.metrics.calibration.ece` the lm_eval kind reports) from the samples records."""
     if task not in entry.items or metric not in ("acc", "ece"):
         return None
-    conf, correct = entry.items[task]
-    seed = stats.seed_of(entry.id, task, metric)
-    if metric == "acc":
-        return stats.bootstrap_mean_reps(correct, n_boot, seed)
-    from ..metrics.calibration import ece
+    key = (task, metric, n_boot)
+    if key not in entry.reps:  # computed once per row: components, CIs and the interventions view share them
+        conf, correct = entry.items[task]
+        idx = stats.bootstrap_indices(len(conf), n_boot, stats.seed_of(entry.id, task, metric))
+        entry.reps[key] = correct[idx].mean(axis=1) if metric == "acc" else ece_mass_rows(conf[idx], correct[idx])
+    return entry.reps[key]
 
-    return stats.bootstrap_stat_reps([conf, correct], ece, n_boot, seed)
 
-
-def score_reps(entry: Entry, task: str, metric: str, rule: dict[str, Any], spec: dict[str, Any],
-               base_value: float | None, n_boot: int) -> np.ndarray | None:
+def score_reps(
+    entry: Entry, task: str, metric: str, rule: dict[str, Any], spec: dict[str, Any], base_value: float | None, n_boot: int
+) -> np.ndarray | None:
     """Bootstrap replicates of one metric's score (items, or seeds resampled jointly), or None."""
     reps = item_stat_reps(entry, task, metric, n_boot)
     if reps is not None:
@@ -248,7 +272,7 @@ def score_reps(entry: Entry, task: str, metric: str, rule: dict[str, Any], spec:
         return None
     values = np.array([float(s[metric]) for s in seeds])
     idx = stats.bootstrap_indices(len(seeds), n_boot, stats.seed_of(entry.id, task, "seeds"))
-    out = [metric_score(rule, spec, float(values[row].mean()), base_value) for row in idx]
+    out = [metric_score(rule, spec, float(m), base_value) for m in values[idx].mean(axis=1)]
     return None if any(o is None for o in out) else np.array(out, dtype=np.float64)
 
 
@@ -278,13 +302,13 @@ def components(entry: Entry, base: Entry | None, n_boot: int = stats.N_BOOT) -> 
 def composite(comps: dict[str, tuple[float, np.ndarray] | None]) -> tuple[float | None, np.ndarray | None, list[str]]:
     """(composite, replicates, missing components): weights renormalised over the present components."""
     weights = {k: float(v["weight"]) for k, v in composite_config()["components"].items()}
-    present = [k for k, v in comps.items() if v is not None]
+    present = {k: v for k, v in comps.items() if v is not None}
     missing = [k for k in weights if k not in present]
     if not present:
         return None, None, missing
     total = sum(weights[k] for k in present)
-    point = sum(weights[k] * comps[k][0] for k in present) / total  # type: ignore[index]
-    reps = sum(weights[k] * comps[k][1] for k in present) / total  # type: ignore[index]
+    point = sum(weights[k] * v[0] for k, v in present.items()) / total
+    reps = np.sum([weights[k] * v[1] for k, v in present.items()], axis=0) / total
     return float(point), reps, missing
 
 
@@ -307,6 +331,7 @@ def metric_cis(entry: Entry, n_boot: int) -> dict[str, list[float]]:
 
 # --- the tables ---------------------------------------------------------------------------------------
 
+
 @dataclass
 class Tables:
     models: pd.DataFrame  # one row per submission, leaderboard order
@@ -322,16 +347,22 @@ def build_tables(entries: list[Entry], n_boot: int = stats.N_BOOT) -> Tables:
     by_id = {e.id: e for e in entries}
     base_ids = {e.id: find_base(e, entries) for e in entries}
     names = list(composite_config()["components"])
-    rows, reps = [], {}
+    rows: list[dict[str, Any]] = []
+    reps: dict[str, np.ndarray] = {}
     for e in entries:
         bid = base_ids[e.id]
         with guard(e.id):
             comps = components(e, by_id[bid] if bid else None, n_boot)
         point, r, missing = composite(comps)
         row = meta_row(e, bid)
-        row.update({f"c.{k}": (comps[k][0] if comps[k] else None) for k in names})
-        row.update({"composite": point, "partial": bool(missing) and point is not None,
-                    "missing": ",".join(missing) if point is not None else ""})
+        row.update({f"c.{k}": (c[0] if (c := comps[k]) else None) for k in names})
+        row.update(
+            {
+                "composite": point,
+                "partial": bool(missing) and point is not None,
+                "missing": ",".join(missing) if point is not None else "",
+            }
+        )
         if r is not None:
             row["composite_lo"], row["composite_hi"] = stats.percentile_ci(r)
             reps[e.id] = r
@@ -339,40 +370,88 @@ def build_tables(entries: list[Entry], n_boot: int = stats.N_BOOT) -> Tables:
     for suite in sorted({r["suite"] for r in rows}):  # composites are comparable within a suite only
         ranked = [r for r in rows if r["composite"] is not None and r["suite"] == suite and r["complete"]]
         intervals = stats.rank_intervals([r["composite_lo"] for r in ranked], [r["composite_hi"] for r in ranked])
-        groups = stats.tied_groups([r["composite"] for r in ranked], [r["composite_lo"] for r in ranked],
-                                   [r["composite_hi"] for r in ranked])
-        for r, (best, worst), g in zip(ranked, intervals, groups):
-            r.update({"rank": 1 + sum(o["composite"] > r["composite"] for o in ranked), "rank_best": best,
-                      "rank_worst": worst, "group": g})
-    columns = ["id", "page", "model", "model_name", "source", "sha256", "parent", "stage", "depth", "recipe",
-               "intervention", "suite", "suite_version", "base_id", "complete", "rank", "rank_best", "rank_worst", "group",
-               "composite", "composite_lo", "composite_hi", "partial", "missing"] + [f"c.{k}" for k in names]
+        groups = stats.tied_groups(
+            [r["composite"] for r in ranked], [r["composite_lo"] for r in ranked], [r["composite_hi"] for r in ranked]
+        )
+        for ranked_row, (best, worst), g in zip(ranked, intervals, groups):
+            ranked_row.update(
+                {
+                    "rank": 1 + sum(o["composite"] > ranked_row["composite"] for o in ranked),
+                    "rank_best": best,
+                    "rank_worst": worst,
+                    "group": g,
+                }
+            )
+    columns = [
+        "id",
+        "page",
+        "model",
+        "model_name",
+        "source",
+        "sha256",
+        "parent",
+        "stage",
+        "depth",
+        "recipe",
+        "intervention",
+        "suite",
+        "suite_version",
+        "base_id",
+        "complete",
+        "rank",
+        "rank_best",
+        "rank_worst",
+        "group",
+        "composite",
+        "composite_lo",
+        "composite_hi",
+        "partial",
+        "missing",
+    ] + [f"c.{k}" for k in names]
     models = pd.DataFrame(rows).reindex(columns=columns)
-    models = models.assign(_k=models["composite"].fillna(-np.inf)).sort_values(
-        ["suite", "_k", "model", "id"], ascending=[True, False, True, True], kind="mergesort").drop(columns="_k").reset_index(drop=True)
+    models = (
+        models.assign(_k=models["composite"].fillna(-np.inf))
+        .sort_values(["suite", "_k", "model", "id"], ascending=[True, False, True, True], kind="mergesort")
+        .drop(columns="_k")
+        .reset_index(drop=True)
+    )
     scalars = scalar_frame(entries)
     cis = {}
     for e in entries:
         with guard(e.id):
             cis[e.id] = metric_cis(e, n_boot)
-    return Tables(models, scalars, delta_frame(scalars, base_ids), interventions_view(models, by_id, base_ids, n_boot),
-                  cis, by_id)
+    return Tables(
+        models, scalars, delta_frame(scalars, base_ids), interventions_view(models, by_id, base_ids, n_boot), cis, by_id
+    )
 
 
 def restricted(entry: Entry, tasks: AbstractSet[str]) -> Entry:
     """The entry with only ``tasks`` (to compare two rows on the tasks both have)."""
-    return Entry(entry.id, {**entry.doc, "tasks": {t: b for t, b in entry.doc["tasks"].items() if t in tasks}}, entry.items)
+    kept = {t: b for t, b in entry.doc["tasks"].items() if t in tasks}
+    return Entry(entry.id, {**entry.doc, "tasks": kept}, entry.items, entry.complete, entry.reps)
 
 
-def interventions_view(models: pd.DataFrame, by_id: dict[str, Entry], base_ids: dict[str, str | None],
-                       n_boot: int = stats.N_BOOT) -> pd.DataFrame:
+def interventions_view(
+    models: pd.DataFrame, by_id: dict[str, Entry], base_ids: dict[str, str | None], n_boot: int = stats.N_BOOT
+) -> pd.DataFrame:
     """Rows with a recipe, each against the baseline chain (intervention null/"none") of the same recipe,
     stage and suite, on the tasks both rows have: Δ composite (re-computed over those tasks), whether the two
     composite CIs overlap, and Δ of every component; ``compared_on`` names the task subset when it is not all;
     ``rank`` orders the rows of one (recipe, stage, suite) by Δ composite, the baseline (Δ 0) among them."""
     names = list(composite_config()["components"])
-    cols = ["recipe", "stage", "suite", "intervention", "id", "model", "baseline_id", "composite", "compared_on",
-            "delta_composite", "within_noise"] + [f"delta_c.{c}" for c in names]
+    cols = [
+        "recipe",
+        "stage",
+        "suite",
+        "intervention",
+        "id",
+        "model",
+        "baseline_id",
+        "composite",
+        "compared_on",
+        "delta_composite",
+        "within_noise",
+    ] + [f"delta_c.{c}" for c in names]
     out, cache = [], {}  # (id, common tasks) -> components: a baseline is compared with many rows
     chains = models[models["recipe"].notna()]
 
@@ -382,8 +461,11 @@ def interventions_view(models: pd.DataFrame, by_id: dict[str, Entry], base_ids: 
         return cache[(e.id, common)]
 
     for _, row in chains.iterrows():
-        peers = chains[(chains["recipe"] == row["recipe"]) & (chains["suite"] == row["suite"])
-                       & ((chains["stage"] == row["stage"]) | (chains["stage"].isna() & pd.isna(row["stage"])))]
+        peers = chains[
+            (chains["recipe"] == row["recipe"])
+            & (chains["suite"] == row["suite"])
+            & ((chains["stage"] == row["stage"]) | (chains["stage"].isna() & pd.isna(row["stage"])))
+        ]
         base = peers[peers["intervention"].map(lambda v: v in BASELINE or pd.isna(v))].sort_values("id")
         b = base.iloc[0] if len(base) else None
         rec = {k: row[k] for k in ("recipe", "stage", "suite", "intervention", "id", "model", "composite")}
@@ -397,7 +479,7 @@ def interventions_view(models: pd.DataFrame, by_id: dict[str, Entry], base_ids: 
                 rec["compared_on"] = f"{len(common)} common tasks"
             comps = [comps_of(e, common) for e in (mine, theirs)]
             (pr, rr, _), (pb, rb, _) = composite(comps[0]), composite(comps[1])
-            if pr is not None and pb is not None:
+            if pr is not None and pb is not None and rr is not None and rb is not None:
                 (lo_r, hi_r), (lo_b, hi_b) = stats.percentile_ci(rr), stats.percentile_ci(rb)
                 rec["delta_composite"], rec["within_noise"] = pr - pb, bool(lo_r <= hi_b and lo_b <= hi_r)
             for c in names:
@@ -409,6 +491,5 @@ def interventions_view(models: pd.DataFrame, by_id: dict[str, Entry], base_ids: 
     group = [frame[k].fillna("") for k in ("recipe", "stage", "suite")]
     delta = pd.to_numeric(frame["delta_composite"], errors="coerce").round(12)
     frame.insert(3, "rank", delta.groupby(group).rank(method="min", ascending=False).astype("Int64"))
-    frame = frame.sort_values(["recipe", "stage", "suite", "rank", "intervention", "id"], kind="mergesort",
-                              na_position="last")
+    frame = frame.sort_values(["recipe", "stage", "suite", "rank", "intervention", "id"], kind="mergesort", na_position="last")
     return frame.reset_index(drop=True)

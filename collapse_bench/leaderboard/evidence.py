@@ -26,6 +26,8 @@ from typing import Any
 from ..io import sha256_file, sha256_json
 from ..results.complete import OPTIONAL_KINDS, result_incompleteness
 from ..tasks import Task
+from ..tasks.lmeval_yaml import config_files, index
+from ..tasks.loader import include_dir
 from .submission import SubmissionError
 
 REL_EQUAL = 1e-9
@@ -33,6 +35,7 @@ MC_METRICS = ("ece", "ece_width", "brier", "nll", "auroc", "selective_acc_top10"
 
 
 # --- completeness -------------------------------------------------------------------------------------
+
 
 def check_complete(path: Path, doc: dict[str, Any], suite_tasks: list[str]) -> str | None:
     """The recomputed reason for incompleteness (None = complete); a false ``complete: true`` claim is refused."""
@@ -47,6 +50,7 @@ def check_complete(path: Path, doc: dict[str, Any], suite_tasks: list[str]) -> s
 
 # --- data ---------------------------------------------------------------------------------------------
 
+
 @functools.lru_cache(maxsize=1)
 def pinned() -> dict[str, Any]:
     """``{"files": {"<dataset>/<split>.jsonl": {"sha256", "rows"}}}`` of the leaderboard's data mirror."""
@@ -54,14 +58,14 @@ def pinned() -> dict[str, Any]:
     return json.loads(text)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _builtin(name: str) -> tuple[str, str]:
     from ..data.builtin import BUILTINS, builtin_rows
 
     return f"builtin:{name}@v{BUILTINS[name].version}", sha256_json(builtin_rows(name))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _world(seed: int, entities: int, limit: int | None) -> dict[str, str]:
     from ..plasticity.data import world_data
 
@@ -69,15 +73,12 @@ def _world(seed: int, entities: int, limit: int | None) -> dict[str, str]:
 
 
 def _lm_eval_files(task: Task) -> dict[str, str]:
-    from ..ood import lmeval
-    from ..ood.task import include_dir
-
     src = include_dir(task)
-    found = lmeval.index(src)
+    found = index(src)
     name = task.params.get("lm_eval_task") or task.name
     if name not in found:
         return {}
-    return {f"lm_eval:{p.relative_to(src).as_posix()}": sha256_file(p) for p in lmeval.config_files(found[name])}
+    return {f"lm_eval:{p.relative_to(src).as_posix()}": sha256_file(p) for p in config_files(found[name])}
 
 
 def expected_data(task: Task, limit: int | None) -> dict[str, str | None]:
@@ -110,14 +111,22 @@ def check_data(path: Path, name: str, block: dict[str, Any], task: Task, limit: 
         if key not in have:
             raise SubmissionError(path, f"tasks/{name}/data", f"lacks '{key}', which task '{name}' reads")
         if want[key] is None:
-            raise SubmissionError(path, fld, "is not a file of the leaderboard's pinned data mirror (collapse_bench/data/pinned.json)")
+            raise SubmissionError(
+                path, fld, "is not a file of the leaderboard's pinned data mirror (collapse_bench/data/pinned.json)"
+            )
         if have[key] != want[key]:
-            what = "one regenerated here" if key.startswith(("builtin:", "world:")) else \
-                "hash of this repo's file" if key.startswith("lm_eval:") else "one pinned for the leaderboard's data mirror"
-            raise SubmissionError(path, fld, f"sha256 {str(have[key])[:12]}… is not the {what} ({want[key][:12]}…)")
+            what = (
+                "one regenerated here"
+                if key.startswith(("builtin:", "world:"))
+                else "hash of this repo's file"
+                if key.startswith("lm_eval:")
+                else "one pinned for the leaderboard's data mirror"
+            )
+            raise SubmissionError(path, fld, f"sha256 {str(have[key])[:12]}… is not the {what} ({str(want[key])[:12]}…)")
 
 
 # --- samples ------------------------------------------------------------------------------------------
+
 
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
@@ -218,13 +227,18 @@ def _stderr(p: float, n: int) -> float | None:
 
 def mc_expected(records: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(calibration block, metrics) that the records of one multiple-choice task determine."""
-    from ..ood.task import calibration_block
+    from ..metrics.calibration import calibration_block
 
     cal = calibration_block(records)
     prim, norm = cal["primary"], cal["length_normalised"]
     n = prim["n"]
-    metrics = {"acc": prim["accuracy"], "acc_norm": norm["accuracy"], "acc_stderr": _stderr(prim["accuracy"], n),
-               "acc_norm_stderr": _stderr(norm["accuracy"], n), **{k: prim[k] for k in MC_METRICS}}
+    metrics = {
+        "acc": prim["accuracy"],
+        "acc_norm": norm["accuracy"],
+        "acc_stderr": _stderr(prim["accuracy"], n),
+        "acc_norm_stderr": _stderr(norm["accuracy"], n),
+        **{k: prim[k] for k in MC_METRICS},
+    }
     return cal, metrics
 
 
@@ -242,8 +256,11 @@ def check_samples_content(path: Path, doc: dict[str, Any], files: dict[str, Path
         block, recs = doc["tasks"][name], by_task.get(name, [])
         fld = f"tasks/{name}"
         if block["samples"].get("records") != len(recs):
-            raise SubmissionError(path, f"{fld}/samples/records", f"records {block['samples'].get('records')} but the "
-                                  f"samples file holds {len(recs)} for this task")
+            raise SubmissionError(
+                path,
+                f"{fld}/samples/records",
+                f"records {block['samples'].get('records')} but the samples file holds {len(recs)} for this task",
+            )
         counts = block.get("counts") or {}
         held = len({r["doc_id"] for r in recs}) + int(counts.get("skipped_no_gold") or 0)
         if counts.get("docs") is not None and counts["docs"] != held:
@@ -259,11 +276,15 @@ def check_samples_content(path: Path, doc: dict[str, Any], files: dict[str, Path
             raise SubmissionError(path, where, "differs from the value recomputed from the samples file")
         for key, value in metrics.items():
             if key in block["metrics"] and not _close(value, block["metrics"][key]):
-                raise SubmissionError(path, f"{fld}/metrics/{key}", f"{block['metrics'][key]!r} differs from "
-                                      f"{value!r} recomputed from the samples file")
+                raise SubmissionError(
+                    path,
+                    f"{fld}/metrics/{key}",
+                    f"{block['metrics'][key]!r} differs from {value!r} recomputed from the samples file",
+                )
 
 
 # --- per-seed consistency (plasticity) ------------------------------------------------------------------
+
 
 def check_per_seed(path: Path, name: str, block: dict[str, Any]) -> None:
     """What per-seed values determine must agree with them: each seed's ``gain`` = (b0 − bK) / b0 and its
@@ -278,7 +299,9 @@ def check_per_seed(path: Path, name: str, block: dict[str, Any]) -> None:
             raise SubmissionError(path, f"{fld}/{seed}/gain", "is not (bpb_initial - bpb_final) / bpb_initial of the same seed")
         bpb = (curves.get(seed) or {}).get("bpb")
         if bpb and _is_num(b0) and _is_num(bk) and not (_close(bpb[0], b0) and _close(bpb[-1], bk)):
-            raise SubmissionError(path, f"tasks/{name}/curves/{seed}/bpb", "does not start at bpb_initial and end at bpb_final of that seed")
+            raise SubmissionError(
+                path, f"tasks/{name}/curves/{seed}/bpb", "does not start at bpb_initial and end at bpb_final of that seed"
+            )
     if not seeds:
         return
     metrics = block["metrics"]
@@ -288,10 +311,15 @@ def check_per_seed(path: Path, name: str, block: dict[str, Any]) -> None:
             continue
         mean = sum(vals) / len(vals)
         if key in metrics and metrics[key] is not None and not _close(metrics[key], mean):
-            raise SubmissionError(path, f"tasks/{name}/metrics/{key}", f"{metrics[key]!r} is not the mean {mean!r} of the per-seed values")
+            raise SubmissionError(
+                path, f"tasks/{name}/metrics/{key}", f"{metrics[key]!r} is not the mean {mean!r} of the per-seed values"
+            )
         std_key = f"{key}_std"
         if len(vals) > 1 and metrics.get(std_key) is not None:
             sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
             if not _close(metrics[std_key], sd) and abs(metrics[std_key] - sd) > 1e-9 * max(1.0, abs(mean)):
-                raise SubmissionError(path, f"tasks/{name}/metrics/{std_key}", f"{metrics[std_key]!r} is not the sample SD "
-                                      f"{sd!r} of the per-seed values")
+                raise SubmissionError(
+                    path,
+                    f"tasks/{name}/metrics/{std_key}",
+                    f"{metrics[std_key]!r} is not the sample SD {sd!r} of the per-seed values",
+                )

@@ -20,9 +20,12 @@ def target_values(tables: Tables, name: str, spec: dict[str, str]) -> pd.Series:
         return tables.models.set_index("id")[f"c.{spec['component']}"].astype(float).reindex(tables.scalars.index)
     values = {}
     for rid, entry in tables.entries.items():
-        got = [m[spec["metric"]] for t, m in sorted(entry.metrics.items())
-               if entry.kinds[t] == spec["kind"] and m.get(spec["metric"]) is not None]
-        values[rid] = float(np.mean(got)) if got else np.nan
+        got = [
+            m[spec["metric"]]
+            for t, m in sorted(entry.metrics.items())
+            if entry.kinds[t] == spec["kind"] and m.get(spec["metric"]) is not None
+        ]
+        values[rid] = float(np.mean([float(g) for g in got if g is not None])) if got else np.nan
     return pd.Series(values, dtype=np.float64).reindex(tables.scalars.index)
 
 
@@ -46,13 +49,25 @@ def hypothesis_panel(tables: Tables, n_boot: int = stats.N_BOOT) -> pd.DataFrame
             keep = x_all.notna() & y_all.notna()
             x, y = x_all[keep].to_numpy(), y_all[keep].to_numpy()
             n = int(keep.sum())
-            row = {"metric": col, "target": target, "n": n, "pearson": _round(stats.pearson(x, y)),
-                   "spearman": _round(stats.spearman(x, y))}
+            row = {
+                "metric": col,
+                "target": target,
+                "n": n,
+                "pearson": _round(stats.pearson(x, y)),
+                "spearman": _round(stats.spearman(x, y)),
+            }
             for name, fn in (("pearson", stats.pearson), ("spearman", stats.spearman)):
                 ci = stats.correlation_ci(x, y, fn, n_boot, stats.seed_of(col, target, name)) if row[name] is not None else None
                 row[f"{name}_lo"], row[f"{name}_hi"] = (_round(ci[0]), _round(ci[1])) if ci else (None, None)
-            row["flag"] = ("no data" if n == 0 else "n too small" if n < cfg["min_n"] else
-                           "undefined (constant)" if row["pearson"] is None else "")
+            row["flag"] = (
+                "no data"
+                if n == 0
+                else "n too small"
+                if n < cfg["min_n"]
+                else "undefined (constant)"
+                if row["pearson"] is None
+                else ""
+            )
             rows.append(row)
     cols = ["metric", "target", "n", "pearson", "pearson_lo", "pearson_hi", "spearman", "spearman_lo", "spearman_hi", "flag"]
     return pd.DataFrame(rows, columns=cols)

@@ -12,17 +12,39 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
+from ..metrics import spec as metric_spec
 from .aggregate import Entry, _num, seed_order
 
-RC = {"svg.hashsalt": "collapse-bench", "svg.fonttype": "none", "font.family": "DejaVu Sans", "font.size": 9,
-      "axes.grid": True, "grid.alpha": 0.3, "figure.dpi": 100, "savefig.dpi": 100, "lines.linewidth": 1.5,
-      "axes.spines.top": False, "axes.spines.right": False, "text.parse_math": False}
+RC: dict[str, Any] = {
+    "svg.hashsalt": "collapse-bench",
+    "svg.fonttype": "none",
+    "font.family": "DejaVu Sans",
+    "font.size": 9,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "figure.dpi": 100,
+    "savefig.dpi": 100,
+    "lines.linewidth": 1.5,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "text.parse_math": False,
+}
 METADATA = {"Date": None, "Creator": None}
-LAYER_METRICS = (("effective_rank", "effective rank (centred)"), ("anisotropy", "anisotropy (mean cosine)"))
+# the per-layer panels; their labels are the metric specs' (collapse_bench/metrics/spec.py)
+LAYER_PANELS = ("effective_rank", "anisotropy")
+
+
+def spec_label(metric: str) -> str:
+    s = metric_spec.spec_for(metric)
+    return s.display_label if s is not None else metric
+
+
+LAYER_METRICS = tuple((m, spec_label(m)) for m in LAYER_PANELS)
 
 
 def _figure(ncols: int) -> Any:
@@ -32,10 +54,11 @@ def _figure(ncols: int) -> Any:
     import matplotlib.pyplot as plt
 
     plt.rcdefaults()
-    plt.rcParams.update(RC)
+    plt.rcParams.update(RC)  # type: ignore[arg-type]  # the stub types keys as a Literal of rc names
     fig, axes = plt.subplots(1, ncols, figsize=(4.2 * ncols, 3.2), squeeze=False)
-    fig.subplots_adjust(left=0.7 / (4.2 * ncols), right=1 - 0.15 / (4.2 * ncols), bottom=0.16, top=0.9,
-                        wspace=0.25)  # fixed margins: cheaper than tight_layout and independent of the labels
+    fig.subplots_adjust(
+        left=0.7 / (4.2 * ncols), right=1 - 0.15 / (4.2 * ncols), bottom=0.16, top=0.9, wspace=0.25
+    )  # fixed margins: cheaper than tight_layout and independent of the labels
     return fig, list(axes[0])
 
 
@@ -88,15 +111,19 @@ def variant_bins(block: dict[str, Any], variant: str = "primary") -> tuple[np.nd
     raw = rep.get("reliability") if rep is not None else None
     if not isinstance(raw, list):
         return None
-    rows = [(float(b["confidence"]), float(b["accuracy"]), float(b["count"]) if _num(b.get("count")) else np.nan)
-            for b in raw if isinstance(b, dict) and _num(b.get("confidence")) and _num(b.get("accuracy"))]
+    rows = [
+        (float(b["confidence"]), float(b["accuracy"]), float(b["count"]) if _num(b.get("count")) else np.nan)
+        for b in raw
+        if isinstance(b, dict) and _num(b.get("confidence")) and _num(b.get("accuracy"))
+    ]
     if not rows:
         return None
     return tuple(np.array(col, dtype=np.float64) for col in zip(*rows))  # type: ignore[return-value]
 
 
-def reliability_bins(block: dict[str, Any], items: tuple[np.ndarray, np.ndarray] | None,
-                     n_bins: int = 15) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def reliability_bins(
+    block: dict[str, Any], items: tuple[np.ndarray, np.ndarray] | None, n_bins: int = 15
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(mean confidence, accuracy, count) per bin of the PRIMARY variant (the one ECE, the calibration
     component and the hypothesis panel use); without a calibration block, ``n_bins`` equal-mass bins of
     the samples items."""
@@ -106,8 +133,11 @@ def reliability_bins(block: dict[str, Any], items: tuple[np.ndarray, np.ndarray]
     if items is not None and len(items[0]):
         conf, correct = items
         parts = np.array_split(np.argsort(conf, kind="stable"), min(n_bins, len(conf)))
-        return (np.array([conf[p].mean() for p in parts]), np.array([correct[p].mean() for p in parts]),
-                np.array([float(len(p)) for p in parts]))
+        return (
+            np.array([conf[p].mean() for p in parts]),
+            np.array([correct[p].mean() for p in parts]),
+            np.array([float(len(p)) for p in parts]),
+        )
     return None
 
 
@@ -133,12 +163,19 @@ def reliability_plot(entry: Entry, task: str) -> bytes | None:
     ax.plot(bins[0], bins[1], marker="o", color="C0", label=label)
     for x, y, n in zip(*bins):
         if math.isfinite(n):
-            ax.annotate(f"{int(n)}", (x, y), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=6,
-                        color="C0")
+            ax.annotate(f"{int(n)}", (x, y), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=6, color="C0")
     norm = variant_bins(block, "length_normalised")
     if norm is not None:
-        ax.plot(norm[0], norm[1], marker="s", markersize=3, linestyle="--", color="C1", alpha=0.8,
-                label=_label("length-normalised", (_variant(block, "length_normalised") or {}).get("ece"), norm[2]))
+        ax.plot(
+            norm[0],
+            norm[1],
+            marker="s",
+            markersize=3,
+            linestyle="--",
+            color="C1",
+            alpha=0.8,
+            label=_label("length-normalised", (_variant(block, "length_normalised") or {}).get("ece"), norm[2]),
+        )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.05)
     ax.set_xlabel("confidence (bin mean; numbers: items per bin)")
@@ -149,7 +186,7 @@ def reliability_plot(entry: Entry, task: str) -> bytes | None:
 
 
 def seed_label(key: Any) -> str:
-    """"seed <n>" for an int-like key, else "seed ?" (free text never reaches a plot)."""
+    """ "seed <n>" for an int-like key, else "seed ?" (free text never reaches a plot)."""
     return f"seed {seed_order(key)[1]}" if seed_order(key)[0] == 0 else "seed ?"
 
 
@@ -162,8 +199,11 @@ def curves(block: dict[str, Any]) -> Iterator[tuple[str, np.ndarray, np.ndarray]
         c = raw[seed]
         if isinstance(c, dict) and isinstance(c.get("bpb"), list) and c["bpb"]:
             bpb = _series(c["bpb"])
-            steps = _series(c["steps"]) if isinstance(c.get("steps"), list) and len(c["steps"]) == len(bpb) \
+            steps = (
+                _series(c["steps"])
+                if isinstance(c.get("steps"), list) and len(c["steps"]) == len(bpb)
                 else np.arange(len(bpb), dtype=np.float64)
+            )
             if np.isfinite(bpb).any():
                 yield seed_label(seed), steps, bpb
 
@@ -186,8 +226,11 @@ def entry_plots(entry: Entry, base: Entry | None) -> list[tuple[str, str, bytes]
     """(task, kind of plot, svg bytes) for every plot this entry's data supports, in task order."""
     out = []
     for task in sorted(entry.doc["tasks"]):
-        for kind, svg in (("layers", layer_plot(entry, base, task)), ("reliability", reliability_plot(entry, task)),
-                          ("plasticity", plasticity_plot(entry, task))):
+        for kind, svg in (
+            ("layers", layer_plot(entry, base, task)),
+            ("reliability", reliability_plot(entry, task)),
+            ("plasticity", plasticity_plot(entry, task)),
+        ):
             if svg is not None:
                 out.append((task, kind, svg))
     return out

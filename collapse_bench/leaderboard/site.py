@@ -25,8 +25,9 @@ import pandas as pd
 
 from ..errors import CollapseBenchError
 from ..io import atomic_write_bytes, sha256_json
-from ..results.provenance import package_version
+from ..metrics import spec as metric_spec
 from ..metrics.calibration import T_BOUNDS, temperature_at_bound
+from ..results.provenance import package_version
 from .aggregate import Entry, Tables, build_tables, composite_config, entries_from, guard
 from .hypothesis import hypothesis_panel
 from .plots import entry_plots
@@ -35,8 +36,18 @@ from .validate import validate_paths
 MARKER = ".collapse-bench-leaderboard"
 MARKER_TEXT = b"collapse-bench leaderboard: written by `collapse-bench leaderboard build`, which replaces this directory\n"
 CSV_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
-MODEL_KEYS = ("parent", "stage", "recipe", "intervention", "lineage", "architecture", "num_layers", "hidden_size",
-              "num_parameters")  # model fields the model page shows ("—" when absent)
+MODEL_KEYS = (
+    "parent",
+    "stage",
+    "recipe",
+    "intervention",
+    "lineage",
+    "architecture",
+    "num_layers",
+    "hidden_size",
+    "num_parameters",
+    "sha256_scheme",
+)  # model fields the model page shows ("—" when absent)
 
 
 def clean(obj: Any) -> Any:
@@ -60,7 +71,7 @@ def fmt_num(x: Any) -> str:
     x = clean(x)
     if x is None:
         return "—"
-    if isinstance(x, bool) or isinstance(x, int):
+    if isinstance(x, (bool, int)):
         return str(x)
     if isinstance(x, float):
         return f"{x:.0f}" if abs(x) >= 1e4 else f"{x:.4g}"
@@ -68,7 +79,7 @@ def fmt_num(x: Any) -> str:
 
 
 def shown(metric: str, x: Any) -> str | None:
-    """"≥ 20" / "≤ 0.05" for a ``temperature_opt`` at a bound of its search, else None (plain number)."""
+    """ "≥ 20" / "≤ 0.05" for a ``temperature_opt`` at a bound of its search, else None (plain number)."""
     x = clean(x)
     if metric != "temperature_opt" or not isinstance(x, (int, float)):
         return None
@@ -87,8 +98,12 @@ def data_value(x: Any) -> str:
 
 
 def environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.PackageLoader("collapse_bench.leaderboard", "templates"),
-                             autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("collapse_bench.leaderboard", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
     env.filters.update(num=fmt_num, dv=data_value)
     return env
 
@@ -108,15 +123,49 @@ def headline_columns(tables: Tables) -> list[str]:
     return cols
 
 
+def glossary() -> list[dict[str, Any]]:
+    """One row per metric spec (collapse_bench/metrics/spec.py), in registry order: the site's glossary."""
+    return [
+        {
+            "id": s.id,
+            "label": s.display_label,
+            "kind": s.kind,
+            "arrow": s.arrow,
+            "direction": f"{s.direction} is healthier" if s.direction else "not scored as good or bad",
+            "definition": s.definition,
+            "range": s.range.show() if s.range is not None else "any finite number",
+        }
+        for s in metric_spec.all_specs()
+    ]
+
+
+def metric_titles(cols: list[str]) -> dict[str, str]:
+    """Tooltip of each ``task.metric`` column: its spec's one-line definition ("" without a spec)."""
+    out = {}
+    for col in cols:
+        s = metric_spec.spec_for(col.split(".", 1)[-1])
+        out[col] = s.definition if s is not None else ""
+    return out
+
+
 def stamp(entries: list[Entry]) -> dict[str, Any]:
     suites = sorted({(e.doc["suite"]["name"], e.doc["suite"]["version"]) for e in entries})
-    return {"suites": ", ".join(f"suite {n} v{v}" for n, v in suites) or "no suites yet",
-            "harness": package_version("collapse-bench") or "unknown",
-            "n": len(entries), "inputs": sha256_json([[e.id, e.doc] for e in entries])}
+    return {
+        "suites": ", ".join(f"suite {n} v{v}" for n, v in suites) or "no suites yet",
+        "harness": package_version("collapse-bench") or "unknown",
+        "n": len(entries),
+        "inputs": sha256_json([[e.id, e.doc] for e in entries]),
+    }
 
 
-def model_page(env: jinja2.Environment, row: dict[str, Any], tables: Tables, pages: dict[str, str],
-               plots: list[dict[str, str]], common: dict[str, Any]) -> str:
+def model_page(
+    env: jinja2.Environment,
+    row: dict[str, Any],
+    tables: Tables,
+    pages: dict[str, str],
+    plots: list[dict[str, str]],
+    common: dict[str, Any],
+) -> str:
     entry = tables.entries[row["id"]]
     doc, bid = entry.doc, row["base_id"]
     metrics = []
@@ -125,17 +174,36 @@ def model_page(env: jinja2.Environment, row: dict[str, Any], tables: Tables, pag
             col = f"{task}.{metric}"
             value, base = tables.scalars.at[row["id"], col], tables.scalars.at[bid, col] if bid else None
             bound = shown(metric, value) or shown(metric, base)
-            metrics.append({"task": task, "metric": metric, "value": value, "shown": shown(metric, value),
-                            "ci": tables.cis[row["id"]].get(col), "base": base, "base_shown": shown(metric, base),
-                            "delta": tables.deltas.at[row["id"], col], "delta_shown": "—" if bound else None})
+            metrics.append(
+                {
+                    "task": task,
+                    "metric": metric,
+                    "value": value,
+                    "shown": shown(metric, value),
+                    "ci": tables.cis[row["id"]].get(col),
+                    "base": base,
+                    "base_shown": shown(metric, base),
+                    "delta": tables.deltas.at[row["id"], col],
+                    "delta_shown": "—" if bound else None,
+                }
+            )
     env_items = sorted((k, v) for k, v in doc["environment"].items() if v is not None)
-    config = sorted((k, v if not isinstance(v, dict) else v.get("name")) for k, v in doc["config"].items()
-                    if not isinstance(v, list))
+    config = sorted(
+        (k, v if not isinstance(v, dict) else v.get("name")) for k, v in doc["config"].items() if not isinstance(v, list)
+    )
     model = {**dict.fromkeys(MODEL_KEYS), **doc["model"]}
     harness = {**dict.fromkeys(("git_sha", "git_dirty")), **doc["harness"]}
     return env.get_template("model.html.j2").render(
-        row=row, model=model, harness=harness, env=env_items, config=config, metrics=metrics,
-        plots=plots, base_page=pages.get(bid) if bid and bid != row["id"] else None, **common)
+        row=row,
+        model=model,
+        harness=harness,
+        env=env_items,
+        config=config,
+        metrics=metrics,
+        plots=plots,
+        base_page=pages.get(bid) if bid and bid != row["id"] else None,
+        **common,
+    )
 
 
 def render(entries: list[Entry], out: Path) -> None:
@@ -160,10 +228,24 @@ def render(entries: list[Entry], out: Path) -> None:
                 files[f"plots/{name}"] = svg
                 plots.append({"file": name, "alt": f"{task}: {kind}"})
             files[f"models/{row['page']}.html"] = model_page(env, row, tables, pages, plots, common).encode()
-    files["index.html"] = env.get_template("index.html.j2").render(
-        models=models, scalars=scalars, metric_cols=headline_columns(tables), interventions=records(tables.interventions),
-        hypothesis=records(hyp), pages=pages, min_n=cfg["hypothesis"]["min_n"],
-        weights=[(k, v["weight"]) for k, v in cfg["components"].items()], **common).encode()
+    cols = headline_columns(tables)
+    files["index.html"] = (
+        env.get_template("index.html.j2")
+        .render(
+            models=models,
+            scalars=scalars,
+            metric_cols=cols,
+            metric_titles=metric_titles(cols),
+            glossary=glossary(),
+            interventions=records(tables.interventions),
+            hypothesis=records(hyp),
+            pages=pages,
+            min_n=cfg["hypothesis"]["min_n"],
+            weights=[(k, v["weight"]) for k, v in cfg["components"].items()],
+            **common,
+        )
+        .encode()
+    )
     wide = tables.models.set_index("id").join(tables.scalars).join(tables.deltas.add_prefix("delta."))
     wide = wide.reset_index().rename(columns={"index": "id"})
     for col in wide.columns:
@@ -171,9 +253,16 @@ def render(entries: list[Entry], out: Path) -> None:
             wide[col] = wide[col].map(csv_safe)
     wide = wide.rename(columns=csv_safe)
     files["data.csv"] = wide.to_csv(index=False, lineterminator="\n").encode()
-    data = {"stamp": common["stamp"], "composite": cfg, "models": models, "scalars": scalars,
-            "deltas": {rid: clean(tables.deltas.loc[rid].to_dict()) for rid in tables.deltas.index},
-            "cis": tables.cis, "interventions": records(tables.interventions), "hypothesis": records(hyp)}
+    data = {
+        "stamp": common["stamp"],
+        "composite": cfg,
+        "models": models,
+        "scalars": scalars,
+        "deltas": {rid: clean(tables.deltas.loc[rid].to_dict()) for rid in tables.deltas.index},
+        "cis": tables.cis,
+        "interventions": records(tables.interventions),
+        "hypothesis": records(hyp),
+    }
     files["data.json"] = (json.dumps(clean(data), indent=1, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n").encode()
     for rel in sorted(files):
         atomic_write_bytes(out / rel, files[rel])
@@ -208,8 +297,10 @@ def check_out(submissions: Path, out: Path) -> None:
     if (o / ".git").exists() or (o / "pyproject.toml").exists():
         raise CollapseBenchError(f"--out {out} is a repository root; refusing to replace it")
     if out.is_symlink() or (out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_leaderboard(out)))):
-        raise CollapseBenchError(f"--out {out} exists and is not a leaderboard directory (no {MARKER} marker written by "
-                                 f"`leaderboard build`); refusing to replace it")
+        raise CollapseBenchError(
+            f"--out {out} exists and is not a leaderboard directory (no {MARKER} marker written by "
+            f"`leaderboard build`); refusing to replace it"
+        )
 
 
 def build(submissions: Path, out: Path) -> None:
@@ -244,12 +335,17 @@ def compare_trees(fresh: Path, out: Path, submissions: Path) -> int:
     for rel in sorted(set(new) | set(committed)):
         shown = (out / rel).as_posix()
         if rel not in committed:
-            raise CollapseBenchError(f"{shown}: missing; the leaderboard is out of date (run `collapse-bench leaderboard build` and commit {out})")
+            raise CollapseBenchError(
+                f"{shown}: missing; the leaderboard is out of date (run `collapse-bench leaderboard build` and commit {out})"
+            )
         if rel not in new:
             raise CollapseBenchError(f"{shown}: not produced by a fresh build (stale file); rebuild and commit {out}")
         if committed[rel].read_bytes() != new[rel].read_bytes():
             hint = f" (SVGs depend on the matplotlib version; this machine has {_mpl_version()})" if rel.endswith(".svg") else ""
-            raise CollapseBenchError(f"{shown}: differs from a fresh build of {submissions}{hint}; run `collapse-bench leaderboard build` and commit {out}")
+            raise CollapseBenchError(
+                f"{shown}: differs from a fresh build of {submissions}{hint}; run `collapse-bench leaderboard build` "
+                f"and commit {out}"
+            )
     return len(new)
 
 
@@ -273,11 +369,16 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("leaderboard", help="build or check the static leaderboard site",
-                       description="Build the static leaderboard from validated submissions, or check that it is up to date.")
+    p = sub.add_parser(
+        "leaderboard",
+        help="build or check the static leaderboard site",
+        description="Build the static leaderboard from validated submissions, or check that it is up to date.",
+    )
     lsub = p.add_subparsers(dest="leaderboard_command", metavar="SUBCOMMAND", required=True)
-    for name, text in (("build", "render submissions/ into leaderboard/"),
-                       ("check", "rebuild into a temp dir and fail if leaderboard/ differs")):
+    for name, text in (
+        ("build", "render submissions/ into leaderboard/"),
+        ("check", "rebuild into a temp dir and fail if leaderboard/ differs"),
+    ):
         q = lsub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         q.add_argument("--submissions", default="submissions", metavar="DIR", help="default: submissions/")
         q.add_argument("--out", default="leaderboard", metavar="DIR", help="default: leaderboard/")

@@ -13,7 +13,8 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,7 @@ def percentile_ci(reps: np.ndarray, level: float = LEVEL) -> tuple[float, float]
     return float(lo), float(hi)
 
 
-def bootstrap_mean_reps(values: Sequence[float], n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
+def bootstrap_mean_reps(values: Sequence[float] | np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
     """Bootstrap replicates of the mean of ``values``."""
     x = np.asarray(values, dtype=np.float64)
     return x[bootstrap_indices(len(x), n_boot, seed)].mean(axis=1)
@@ -46,14 +47,15 @@ def bootstrap_ci(values: Sequence[float], n_boot: int = N_BOOT, seed: int = 0, l
     return percentile_ci(bootstrap_mean_reps(values, n_boot, seed), level)
 
 
-def bootstrap_stat_reps(columns: Sequence[np.ndarray], stat: Callable[..., float], n_boot: int = N_BOOT,
-                        seed: int = 0) -> np.ndarray:
+def bootstrap_stat_reps(
+    columns: Sequence[np.ndarray], stat: Callable[..., float], n_boot: int = N_BOOT, seed: int = 0
+) -> np.ndarray:
     """Replicates of ``stat(*columns)`` over paired resamples of the rows."""
     idx = bootstrap_indices(len(columns[0]), n_boot, seed)
     return np.array([stat(*(c[i] for c in columns)) for i in idx], dtype=np.float64)
 
 
-def rankdata(x: Sequence[float]) -> np.ndarray:
+def rankdata(x: Sequence[float] | np.ndarray) -> np.ndarray:
     """1-based average ranks (ties share the mean rank), like ``scipy.stats.rankdata``."""
     a = np.asarray(x, dtype=np.float64)
     order = np.argsort(a, kind="mergesort")
@@ -64,12 +66,12 @@ def rankdata(x: Sequence[float]) -> np.ndarray:
         j = i
         while j + 1 < len(a) and sorted_a[j + 1] == sorted_a[i]:
             j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
         i = j + 1
     return ranks
 
 
-def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
+def pearson(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float | None:
     a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if len(a) < 3:
         return None
@@ -80,19 +82,53 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
     return float(np.clip((da * db).sum() / denom, -1.0, 1.0))
 
 
-def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+def spearman(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float | None:
     return pearson(rankdata(x), rankdata(y)) if len(x) >= 3 else None
 
 
-def correlation_ci(x: Sequence[float], y: Sequence[float], fn: Callable[[np.ndarray, np.ndarray], float | None],
-                   n_boot: int = N_BOOT, seed: int = 0, level: float = LEVEL) -> tuple[float, float] | None:
+def correlation_ci(
+    x: Sequence[float],
+    y: Sequence[float],
+    fn: Callable[[Any, Any], float | None],
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> tuple[float, float] | None:
     """Percentile CI of a correlation over resampled (x, y) pairs; degenerate resamples are dropped."""
     a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if len(a) < 3:
         return None
-    reps = [fn(a[i], b[i]) for i in bootstrap_indices(len(a), n_boot, seed)]
-    kept = np.array([r for r in reps if r is not None], dtype=np.float64)
+    idx = bootstrap_indices(len(a), n_boot, seed)
+    rows = ROWWISE.get(fn)
+    if rows is not None:  # all replicates at once (the same numbers as fn per replicate; NaN = degenerate)
+        r = rows(a[idx], b[idx])
+        kept = r[np.isfinite(r)]
+    else:
+        reps = [fn(a[i], b[i]) for i in idx]
+        kept = np.array([r for r in reps if r is not None], dtype=np.float64)
     return percentile_ci(kept, level) if len(kept) >= n_boot // 2 else None
+
+
+def pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """:func:`pearson` of every row of two (B, n) arrays; NaN where a row is constant."""
+    da, db = a - a.mean(axis=1, keepdims=True), b - b.mean(axis=1, keepdims=True)
+    denom = np.sqrt((da * da).sum(axis=1) * (db * db).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.clip((da * db).sum(axis=1) / denom, -1.0, 1.0)
+    return np.where(denom > 1e-300, r, np.nan)
+
+
+def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """:func:`spearman` of every row (average ranks per row, as :func:`rankdata`)."""
+    from scipy.stats import rankdata as ranks  # scipy ships with lm-eval's dependencies
+
+    return pearson_rows(ranks(a, axis=1), ranks(b, axis=1))
+
+
+ROWWISE: dict[Callable[..., float | None], Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    pearson: pearson_rows,
+    spearman: spearman_rows,
+}
 
 
 def rank_intervals(lo: Sequence[float], hi: Sequence[float]) -> list[tuple[int, int]]:

@@ -11,9 +11,10 @@ import math
 import os
 import re
 import unicodedata
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from ..errors import CollapseBenchError
 from ..io import sha256_file, sha256_json
@@ -85,7 +86,7 @@ def first_non_finite(obj: Any, path: tuple[str, ...] = ()) -> tuple[tuple[str, .
         return path, obj
     items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
     for key, value in items:
-        hit = first_non_finite(value, path + (str(key),))
+        hit = first_non_finite(value, (*path, str(key)))
         if hit:
             return hit
     return None
@@ -101,7 +102,9 @@ def read_submission(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     size = path.stat().st_size
     if size > MAX_RESULT_BYTES:
-        raise SubmissionError(path, "(file)", f"{size / 2**20:.1f} MB exceeds the {MAX_RESULT_BYTES // 2**20} MB cap for a result file")
+        raise SubmissionError(
+            path, "(file)", f"{size / 2**20:.1f} MB exceeds the {MAX_RESULT_BYTES // 2**20} MB cap for a result file"
+        )
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
@@ -113,7 +116,9 @@ def read_submission(path: str | Path) -> dict[str, Any]:
         doc = json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError as exc:
         if exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string"):  # EOF inside a string
-            raise SubmissionError(path, "(file)", f"truncated JSON: the document ends at line {exc.lineno} before it is complete") from None
+            raise SubmissionError(
+                path, "(file)", f"truncated JSON: the document ends at line {exc.lineno} before it is complete"
+            ) from None
         raise SubmissionError(path, "(file)", f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except ValueError as exc:  # duplicate key
         raise SubmissionError(path, "(file)", f"malformed JSON: {exc}") from None
@@ -129,6 +134,7 @@ def read_submission(path: str | Path) -> dict[str, Any]:
 
 
 # --- names -------------------------------------------------------------------------------------------
+
 
 def name_fields(doc: dict[str, Any]) -> Iterator[tuple[str, str]]:
     """(field, value) of every free-text name a submission carries (all are shown on the site)."""
@@ -174,10 +180,10 @@ def absolute_paths(obj: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, 
             yield field_name(path), obj
     elif isinstance(obj, dict):
         for key, value in obj.items():
-            yield from absolute_paths(value, path + (str(key),))
+            yield from absolute_paths(value, (*path, str(key)))
     elif isinstance(obj, list):
         for i, value in enumerate(obj):
-            yield from absolute_paths(value, path + (str(i),))
+            yield from absolute_paths(value, (*path, str(i)))
 
 
 def check_names(path: Path, doc: dict[str, Any]) -> None:
@@ -187,23 +193,25 @@ def check_names(path: Path, doc: dict[str, Any]) -> None:
         if problem:
             raise SubmissionError(path, fld, problem)
     for fld, _ in absolute_paths(doc):
-        raise SubmissionError(path, fld, "is an absolute path of the submitter's disk; results record display names "
-                              "and relative paths only")
+        raise SubmissionError(
+            path, fld, "is an absolute path of the submitter's disk; results record display names and relative paths only"
+        )
 
 
 # --- samples files -----------------------------------------------------------------------------------
+
 
 def samples_refs(obj: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], dict[str, Any]]]:
     """Every ``samples: {path, sha256}`` reference in a result (any depth), in document order."""
     if isinstance(obj, dict):
         for key, value in obj.items():
             if key == "samples" and isinstance(value, dict) and "path" in value and "sha256" in value:
-                yield path + (key,), value
+                yield (*path, key), value
             else:
-                yield from samples_refs(value, path + (key,))
+                yield from samples_refs(value, (*path, key))
     elif isinstance(obj, list):
         for i, value in enumerate(obj):
-            yield from samples_refs(value, path + (str(i),))
+            yield from samples_refs(value, (*path, str(i)))
 
 
 def samples_path(result: Path, fld: str, ref: dict[str, Any]) -> Path:
@@ -224,31 +232,41 @@ def check_samples(result: Path, doc: dict[str, Any]) -> dict[str, Path]:
         fld = field_name(fpath)
         target = samples_path(result, fld, ref)
         if target.is_symlink():
-            raise SubmissionError(result, f"{fld}/path", f"samples file {target.name} is a symbolic link; it must be a regular file")
+            raise SubmissionError(
+                result, f"{fld}/path", f"samples file {target.name} is a symbolic link; it must be a regular file"
+            )
         if not target.is_file():
             raise SubmissionError(result, f"{fld}/path", f"samples file {target.name} not found next to the result")
         if target.stat().st_size > MAX_SAMPLES_BYTES:
             raise SubmissionError(result, f"{fld}/path", f"samples file exceeds the {MAX_SAMPLES_BYTES // 2**20} MB cap")
         if sha256_file(target) != ref["sha256"]:
-            raise SubmissionError(result, f"{fld}/sha256", f"samples file {target.name} does not have the sha256 the result records")
+            raise SubmissionError(
+                result, f"{fld}/sha256", f"samples file {target.name} does not have the sha256 the result records"
+            )
         found[fpath[-2] if len(fpath) >= 2 else ""] = target
     return found
 
 
 # --- identity ----------------------------------------------------------------------------------------
 
+
 def identity(doc: dict[str, Any]) -> str:
     """sha256 of what makes a row unique: model sha256 + suite name/version + every task's hash."""
-    return sha256_json({"model": doc["model"]["sha256"], "suite": [doc["suite"]["name"], doc["suite"]["version"]],
-                        "tasks": {name: block["hash"] for name, block in sorted(doc["tasks"].items())}})
+    return sha256_json(
+        {
+            "model": doc["model"]["sha256"],
+            "suite": [doc["suite"]["name"], doc["suite"]["version"]],
+            "tasks": {name: block["hash"] for name, block in sorted(doc["tasks"].items())},
+        }
+    )
 
 
 def stage_name(model: dict[str, Any]) -> str | None:
-    """A chain stage's own name (its lineage's last entry, e.g. ``base/recipe/none/s0/01-sft``) when that differs
-    from ``model.name`` (the checkpoint's path), else None."""
+    """A checkpoint's own lineage name (its lineage's last entry, e.g. ``base/recipe/none/s0/01-sft`` for a chain
+    stage), or None without a lineage."""
     lineage = model.get("lineage") or []
     named = lineage[-1].get("name") if lineage and isinstance(lineage[-1], dict) else None
-    return named if isinstance(named, str) and named != model["name"] else None
+    return named if isinstance(named, str) and named else None
 
 
 def row_key(doc: dict[str, Any]) -> tuple[str, str, int]:

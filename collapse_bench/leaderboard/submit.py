@@ -22,7 +22,16 @@ from typing import Any
 from ..errors import CollapseBenchError
 from ..evaluate import slug
 from ..io import atomic_write_bytes, atomic_write_json, sha256_bytes
-from .submission import SAMPLES_SUFFIX, read_submission, row_key, samples_path, samples_refs, short_hash, stage_name, submission_files
+from .submission import (
+    SAMPLES_SUFFIX,
+    read_submission,
+    row_key,
+    samples_path,
+    samples_refs,
+    short_hash,
+    stage_name,
+    submission_files,
+)
 from .validate import validate_paths
 
 
@@ -65,7 +74,7 @@ def canonical_path(doc: dict[str, Any], submissions_dir: Path, org: str | None =
 
 def existing_identities(submissions_dir: Path) -> dict[tuple[str, str, int], Path]:
     """row key -> file for every readable submission already in the dir (unreadable ones are skipped)."""
-    found: dict[str, Path] = {}
+    found: dict[tuple[str, str, int], Path] = {}
     if not submissions_dir.is_dir():
         return found
     for f in submission_files([submissions_dir]):
@@ -117,17 +126,19 @@ def pr_instructions(target: Path, repo_root: Path, local: bool = False) -> str:
         rel = target.as_posix()
     folder = rel.rsplit("/", 1)[0]
     branch = "submit/" + slug(Path(rel).stem + "-" + Path(folder).name)
-    return "\n".join([
-        f"wrote {rel}",
-        "Next, open a pull request (CI runs `collapse-bench validate submissions/` and `collapse-bench leaderboard check`):",
-        f"  git checkout -b {branch}",
-        "  collapse-bench leaderboard build --submissions submissions/ --out leaderboard/",
-        f"  git add {folder} leaderboard/",
-        f"  git commit -m 'Submit {Path(folder).name} ({Path(rel).stem})'",
-        f"  git push -u origin {branch}",
-        "Anyone can then check the row with:",
-        f"  collapse-bench reproduce {rel}" + (" --model PATH/TO/THE/CHECKPOINT" if local else ""),
-    ])
+    return "\n".join(
+        [
+            f"wrote {rel}",
+            "Next, open a pull request (CI runs `collapse-bench validate submissions/` and `collapse-bench leaderboard check`):",
+            f"  git checkout -b {branch}",
+            "  collapse-bench leaderboard build --submissions submissions/ --out leaderboard/",
+            f"  git add {folder} leaderboard/",
+            f"  git commit -m 'Submit {Path(folder).name} ({Path(rel).stem})'",
+            f"  git push -u origin {branch}",
+            "Anyone can then check the row with:",
+            f"  collapse-bench reproduce {rel}" + (" --model PATH/TO/THE/CHECKPOINT" if local else ""),
+        ]
+    )
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -138,9 +149,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("submit", help="validate a result and file it under submissions/",
-                       description="Validate RESULT and write it (and its samples file) to its canonical path "
-                                   "submissions/<org>/<model>/<suite>-<short hash>.json; prints the PR steps.")
+    p = sub.add_parser(
+        "submit",
+        help="validate a result and file it under submissions/",
+        description="Validate RESULT and write it (and its samples file) to its canonical path "
+        "submissions/<org>/<model>/<suite>-<short hash>.json; prints the PR steps.",
+    )
     p.add_argument("result", metavar="RESULT", help="result JSON written by `collapse-bench evaluate`")
     p.add_argument("--submissions-dir", default="submissions", metavar="DIR", help="default: submissions/")
     p.add_argument("--org", help="organisation part of the path (default: from the model; slugged)")

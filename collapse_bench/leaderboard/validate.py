@@ -7,9 +7,9 @@ that are consistent with each other (and with the registry for known checkpoints
 characters, ``<``/``>``, backslashes or ``..``); the suite and every task exist in this repo or in
 ``released.json``, and each task hash equals :meth:`Task.task_hash` of this repo's YAML (or of a released
 older config) over the recorded data hashes, which must be exactly the ones this repo vouches for
-(:mod:`.evidence`); every number that reaches the site in its documented range (``ranges.yaml``: metrics,
-per-layer series, per-seed values, curves); samples files present, not symlinks, with the recorded
-sha256, strictly typed, and every metric they determine recomputed and equal (:mod:`.evidence`);
+(:mod:`.evidence`); every number that reaches the site in its documented range (the metric specs,
+:mod:`collapse_bench.metrics.spec`: metrics, per-layer series, per-seed values, curves); samples files present,
+not symlinks, with the recorded sha256, strictly typed, and every metric they determine recomputed and equal (:mod:`.evidence`);
 ``complete`` recomputed; at most one row per (model sha256, suite, suite version).
 """
 
@@ -21,15 +21,15 @@ import functools
 import json
 import math
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable
-
-import yaml
+from typing import Any
 
 from ..errors import CollapseBenchError
 from ..io import atomic_write_bytes, sha256_json
+from ..metrics import spec as metric_spec
 from ..results import validate_result
 from ..tasks import Task, TaskRegistry
 from .evidence import check_complete, check_data, check_per_seed, check_samples_content
@@ -39,15 +39,27 @@ SLACK = 1e-9
 MODEL_BOUNDS = ("hidden_size", "num_layers", "vocab_size")
 # checkpoints whose shape this repo knows (registry aliases, by the sha256 of their GGUF)
 KNOWN_MODELS: dict[str, dict[str, int]] = {
-    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53": {"hidden_size": 576, "num_layers": 30,
-                                                                         "vocab_size": 49152},
+    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53": {
+        "hidden_size": 576,
+        "num_layers": 30,
+        "vocab_size": 49152,
+    },
 }
 
 
-@functools.lru_cache(maxsize=1)
 def ranges() -> list[dict[str, Any]]:
-    text = resources.files(__package__).joinpath("ranges.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text)["ranges"]
+    """The range rules, one per metric spec in registry order (:mod:`collapse_bench.metrics.spec`): the first
+    whose ``metric`` glob matches decides; a spec without a range allows any finite number."""
+    return _ranges_of(metric_spec.all_specs())
+
+
+@functools.lru_cache(maxsize=8)
+def _ranges_of(specs: tuple[metric_spec.MetricSpec, ...]) -> list[dict[str, Any]]:
+    rules: list[dict[str, Any]] = []
+    for s in specs:
+        r = s.range or metric_spec.Range()
+        rules.append({"metric": s.id, "min": r.lo, "max": r.hi, "min_exclusive": r.lo_open, "max_exclusive": r.hi_open})
+    return rules
 
 
 def released_path() -> Path:
@@ -65,6 +77,7 @@ def _registry() -> TaskRegistry:
 
 # --- ranges ------------------------------------------------------------------------------------------
 
+
 def _bound(value: Any, model: dict[str, Any]) -> float | None:
     if value is None or isinstance(value, (int, float)):
         return value
@@ -72,7 +85,7 @@ def _bound(value: Any, model: dict[str, Any]) -> float | None:
         return math.log(model["vocab_size"]) if model.get("vocab_size") else None
     if value in MODEL_BOUNDS:
         return model.get(value)
-    raise ValueError(f"ranges.yaml: unknown bound {value!r}")
+    raise ValueError(f"metric spec: unknown range bound {value!r}")
 
 
 def range_problem(metric: str, value: float, model: dict[str, Any]) -> str | None:
@@ -87,7 +100,7 @@ def range_problem(metric: str, value: float, model: dict[str, Any]) -> str | Non
         if bad_lo or bad_hi:
             left = f"{'(' if lo_open else '['}{_show(rule.get('min'), lo)}"
             right = f"{_show(rule.get('max'), hi)}{')' if hi_open else ']'}"
-            return f"{value:g} is outside the documented range {left}, {right} of '{rule['metric']}' (ranges.yaml)"
+            return f"{value:g} is outside the documented range {left}, {right} of '{rule['metric']}' (metric spec)"
         return None
     return None
 
@@ -136,26 +149,46 @@ def check_model(path: Path, model: dict[str, Any]) -> None:
             raise SubmissionError(path, f"model/{key}", f"{model.get(key)} is not the {value} of the checkpoint with this sha256")
     dims = [model.get(k) for k in ("hidden_size", "num_layers", "vocab_size", "num_parameters")]
     if all(isinstance(v, int) for v in dims):
-        d, layers, vocab, params = dims
+        d, layers, vocab, params = (v for v in dims if isinstance(v, int))  # all four, checked above
         if vocab * d + layers * d * d > params:
-            raise SubmissionError(path, "model/hidden_size", f"hidden_size {d} with {layers} layers and vocabulary {vocab} "
-                                  f"needs more than the {params} parameters the model block records")
+            raise SubmissionError(
+                path,
+                "model/hidden_size",
+                f"hidden_size {d} with {layers} layers and vocabulary {vocab} "
+                f"needs more than the {params} parameters the model block records",
+            )
     elif any(isinstance(v, int) for v in dims[:3]):
-        raise SubmissionError(path, "model/num_parameters", "hidden_size, num_layers and vocab_size need num_parameters beside them")
+        raise SubmissionError(
+            path, "model/num_parameters", "hidden_size, num_layers and vocab_size need num_parameters beside them"
+        )
 
 
 # --- suite and tasks vs this repo ---------------------------------------------------------------------
 
+
 def task_config(task: Task) -> dict[str, Any]:
     """The hashed config of a task (the YAML with defaults filled in), as ``released.json`` keeps it."""
-    return {"version": task.version, "kind": task.kind, "config": task.config, "params": task.params,
-            "config_sha256": sha256_json({**task.config, "params": task.params})}
+    return {
+        "version": task.version,
+        "kind": task.kind,
+        "config": task.config,
+        "params": task.params,
+        "config_sha256": sha256_json({**task.config, "params": task.params}),
+    }
 
 
 def _released_task(name: str, entry: dict[str, Any]) -> Task:
     cfg = entry["config"]
-    return Task(name, entry["version"], entry["kind"], cfg.get("description", ""), tuple(cfg.get("data") or ()),
-                entry["params"], released_path(), cfg)
+    return Task(
+        name,
+        entry["version"],
+        entry["kind"],
+        cfg.get("description", ""),
+        tuple(cfg.get("data") or ()),
+        entry["params"],
+        released_path(),
+        cfg,
+    )
 
 
 def match_task(path: Path, name: str, block: dict[str, Any]) -> tuple[str, Task]:
@@ -175,8 +208,11 @@ def match_task(path: Path, name: str, block: dict[str, Any]) -> tuple[str, Task]
         task = _released_task(name, entry)
         if task.version == block["version"] and task.kind == block["kind"] and task.task_hash(data) == block["hash"]:
             return f"{name}: released v{task.version} ({entry['released_in']})", task
-    raise SubmissionError(path, f"tasks/{name}/hash", f"does not match task '{name}' v{block['version']} recomputed from the "
-                          f"recorded data hashes (tried {', '.join(tried)})")
+    raise SubmissionError(
+        path,
+        f"tasks/{name}/hash",
+        f"does not match task '{name}' v{block['version']} recomputed from the recorded data hashes (tried {', '.join(tried)})",
+    )
 
 
 def check_suite(path: Path, doc: dict[str, Any]) -> tuple[str, list[str], dict[str, int]]:
@@ -203,6 +239,7 @@ def check_suite(path: Path, doc: dict[str, Any]) -> tuple[str, list[str], dict[s
 
 # --- one file, many files -----------------------------------------------------------------------------
 
+
 def validate_file(path: Path) -> Submission:
     """Every per-file check; raises :class:`SubmissionError` at the first failure."""
     doc = read_submission(path)
@@ -221,6 +258,8 @@ def validate_file(path: Path) -> Submission:
         check_per_seed(path, name, block)
     files = check_samples(path, doc)
     check_samples_content(path, doc, files)
+    if doc["model"].get("sha256_scheme") == "weights-json-v1":
+        notes.append("legacy checkpoint hash weights-json-v1 (weights and *.json only; reproduce refuses it)")
     why = check_complete(path, doc, suite_tasks)
     if why is not None:
         notes.append(f"incomplete, not ranked: {why}")
@@ -233,8 +272,8 @@ class Report:
     failures: list[str]
 
 
-def validate_paths(paths: Iterable[str | Path], existing: dict[str, Path] | None = None) -> Report:
-    """Validate every result file under ``paths``; ``existing`` maps identity -> file already accepted
+def validate_paths(paths: Iterable[str | Path], existing: dict[tuple[str, str, int], Path] | None = None) -> Report:
+    """Validate every result file under ``paths``; ``existing`` maps row key -> file already accepted
     (duplicates of those, and of earlier files in sorted order, fail)."""
     seen = dict(existing or {})
     ok, failures = [], []
@@ -247,8 +286,12 @@ def validate_paths(paths: Iterable[str | Path], existing: dict[str, Path] | None
             sub = validate_file(f)
             key = row_key(sub.doc)
             if key in seen and seen[key].resolve() != f.resolve():
-                raise SubmissionError(f, "model/sha256", f"duplicate of {seen[key]}: one row per model sha256, suite and "
-                                      "suite version (replace that file to update the row)")
+                raise SubmissionError(
+                    f,
+                    "model/sha256",
+                    f"duplicate of {seen[key]}: one row per model sha256, suite and "
+                    "suite version (replace that file to update the row)",
+                )
             seen[key] = f
             ok.append(sub)
         except CollapseBenchError as exc:
@@ -290,8 +333,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("validate", help="check result files for the leaderboard",
-                       description="Validate result files (or directories of them) for submission; one line per failure.")
+    p = sub.add_parser(
+        "validate",
+        help="check result files for the leaderboard",
+        description="Validate result files (or directories of them) for submission; one line per failure.",
+    )
     p.add_argument("paths", nargs="*", metavar="PATH", help="result files or directories (searched for *.json)")
     p.add_argument("--record-release", metavar="VERSION", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_validate)

@@ -22,12 +22,13 @@ Notation: W0 (m x n) is the parent weight, dW the update, Wt = W0 + dW; "SVD" me
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
 from ..metrics.base import Number, to_number
+from ..metrics.spec import MetricSpec, Range, Tolerance
 from ..metrics.spectral import effective_rank_from_eigvals, stable_rank_from_eigvals
 
 SUBSPACE_REL_TOL = 1e-6  # singular directions with S_k <= 1e-6 S_1 are not part of an update's subspace
@@ -45,7 +46,7 @@ class SVD:
     def dense(self) -> torch.Tensor:
         return (self.U * self.S) @ self.V.T
 
-    def top(self, k: int) -> "SVD":
+    def top(self, k: int) -> SVD:
         return SVD(self.U[:, :k], self.S[:k], self.V[:, :k])
 
 
@@ -75,7 +76,7 @@ def thin_svd(W: torch.Tensor, k: int | None = None, *, complete: bool = True) ->
     wide = m <= n
     lam, vecs = torch.linalg.eigh(W @ W.T if wide else W.T @ W)
     S, vecs = lam.flip(0).clamp_min(0.0).sqrt(), vecs.flip(1)
-    ok = S > GRAM_REL_FLOOR * S[0] if S.numel() and S[0] > 0 else torch.zeros_like(S, dtype=torch.bool)
+    ok = GRAM_REL_FLOOR * S[0] < S if S.numel() and S[0] > 0 else torch.zeros_like(S, dtype=torch.bool)
     if complete and not bool(ok.all()):
         U, S, Vh = torch.linalg.svd(W, full_matrices=False)
         out = SVD(U, S, Vh.T)
@@ -124,7 +125,7 @@ def subspace(svd: SVD, k_max: int | None = None, rel_tol: float = SUBSPACE_REL_T
     """(U, V) of the update's numerically non-zero directions (S_k > rel_tol * S_1), at most ``k_max``."""
     if not svd.S.numel() or svd.S[0] <= 0:
         return svd.U[:, :0], svd.V[:, :0]
-    k = int((svd.S > rel_tol * svd.S[0]).sum())
+    k = int((rel_tol * svd.S[0] < svd.S).sum())
     k = min(k, k_max) if k_max else k
     return svd.U[:, :k], svd.V[:, :k]
 
@@ -140,8 +141,9 @@ def subspace_overlap(Ui: torch.Tensor, Uj: torch.Tensor) -> tuple[Number, list[f
     return phi, [math.acos(float(c)) for c in cosines]
 
 
-def update_metrics(W0: torch.Tensor, base: SVD, delta: SVD, *, top_k: int, eps: Sequence[float],
-                   alignment_k: int) -> dict[str, Number]:
+def update_metrics(
+    W0: torch.Tensor, base: SVD, delta: SVD, *, top_k: int, eps: Sequence[float], alignment_k: int
+) -> dict[str, Number]:
     """Every per-module metric of the update ``delta`` on the parent ``W0`` whose complete SVD is ``base``."""
     W0 = f64(W0)
     m = W0.shape[0]
@@ -162,3 +164,43 @@ def update_metrics(W0: torch.Tensor, base: SVD, delta: SVD, *, top_k: int, eps: 
 
 def intruder_id(eps: float) -> str:
     return f"intruder_count_eps{eps:g}"
+
+
+SPECS = (
+    MetricSpec(
+        id="delta_effective_rank*",
+        kind="lora",
+        definition="effective rank of the weight update ΔW (per matrix type after ':')",
+        range=Range(0),
+        tolerance=Tolerance(0.0, 0.05),
+        label="ΔW effective rank",
+    ),
+    MetricSpec(
+        id="delta_stable_rank*",
+        kind="lora",
+        definition="stable rank of the weight update ΔW",
+        tolerance=Tolerance(0.0, 0.05),
+        label="ΔW stable rank",
+    ),
+    MetricSpec(id="delta_norm*", kind="lora", definition="Frobenius norm of the weight update ΔW", label="ΔW norm"),
+    MetricSpec(
+        id="intruder_count*",
+        kind="lora",
+        definition="intruder dimensions: top singular vectors of the updated matrix with max cosine < eps to every base vector",
+        range=Range(0),
+        label="intruder dimensions",
+    ),
+    MetricSpec(
+        id="overlap*",
+        kind="lora",
+        definition="subspace overlap of this stage's update with the previous stage's (*_chance: expected by chance)",
+        range=Range(0, 1),
+        label="update overlap",
+    ),
+    MetricSpec(
+        id="top_alignment*",
+        kind="lora",
+        definition="alignment of the update's top singular directions with the base matrix's (*_chance: by chance)",
+        label="top alignment",
+    ),
+)

@@ -16,27 +16,20 @@ Aggregation: intruder counts are summed, every other metric is averaged over mod
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from ..errors import CollapseBenchError
+from ..tasks.params import LORA_PARAMS
+
+PARAMS_SCHEMA = LORA_PARAMS  # the kind's params schema (defined in tasks.params)
 
 TASK_NAME = "lora"  # the built-in task ``evaluate`` adds for PEFT adapters
 NEEDS = "the lora task needs a PEFT adapter dir as MODEL, or --parent MODEL (the checkpoint the update is measured from)"
 
-PARAMS_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "top_k": {"type": "integer", "minimum": 1, "default": 10},
-        "eps": {"type": "array", "minItems": 1, "uniqueItems": True,
-                "items": {"type": "number", "exclusiveMinimum": 0, "maximum": 1}, "default": [0.3, 0.5, 0.7]},
-        "alignment_k": {"type": "integer", "minimum": 1, "default": 16},
-        "subspace_k": {"type": "integer", "minimum": 1, "default": 64},
-    },
-}
 OVERLAP_IDS = ("overlap_prev", "overlap_prev_input", "overlap_prev_chance")
 SUMMED = ("intruder_count",)  # metric id prefixes aggregated by sum (all others: mean)
 
@@ -52,7 +45,7 @@ def prepare(task: Any, data_dir: Any, limit: int | None) -> Prepared:
 
 def preflight(task: Any, model: str, parent: Any) -> None:
     """Before the model loads: the update source exists and fits (adapter vs base, model vs --parent shapes)."""
-    from ..lineage import is_adapter_dir
+    from ..lineagefile import is_adapter_dir
     from ..models import find_source
     from .updates import WeightFiles, match_adapter, match_checkpoints, read_adapter
 
@@ -60,8 +53,10 @@ def preflight(task: Any, model: str, parent: Any) -> None:
         adapter = read_adapter(Path(model).expanduser())
         match_adapter(adapter, WeightFiles(_weights_dir(find_source(adapter.base_name), "base"), "base"))
     elif parent is not None:
-        match_checkpoints(WeightFiles(_weights_dir(find_source(model), "model"), "model"),
-                          WeightFiles(_weights_dir(parent, "--parent"), "--parent"))
+        match_checkpoints(
+            WeightFiles(_weights_dir(find_source(model), "model"), "model"),
+            WeightFiles(_weights_dir(parent, "--parent"), "--parent"),
+        )
     else:
         raise CollapseBenchError(f"{NEEDS}; {model} is neither")
 
@@ -73,7 +68,7 @@ def _weights_dir(source: Any, what: str) -> Path:
 
 
 def run(task: Any, prepared: Prepared, ctx: Any) -> dict[str, Any]:
-    from ..lineage import read_lineage
+    from ..lineagefile import read_lineage
     from .updates import WeightFiles, adapter_updates, checkpoint_updates, read_adapter
 
     source = ctx.model.source
@@ -83,8 +78,11 @@ def run(task: Any, prepared: Prepared, ctx: Any) -> dict[str, Any]:
         updates = adapter_updates(adapter, WeightFiles(_weights_dir(source.base, "base"), "base"))
         info: dict[str, Any] = {"source": "adapter", "adapter": source.name, "base": source.base.name, **adapter.summary()}
     elif ctx.parent is not None:
-        updates = checkpoint_updates(WeightFiles(_weights_dir(source, "model"), "model"),
-                                     WeightFiles(_weights_dir(ctx.parent, "--parent"), "--parent"), unchanged)
+        updates = checkpoint_updates(
+            WeightFiles(_weights_dir(source, "model"), "model"),
+            WeightFiles(_weights_dir(ctx.parent, "--parent"), "--parent"),
+            unchanged,
+        )
         info = {"source": "checkpoints", "parent": ctx.parent.name}
     else:
         raise CollapseBenchError(NEEDS)
@@ -102,11 +100,19 @@ def run(task: Any, prepared: Prepared, ctx: Any) -> dict[str, Any]:
         metrics[f"overlap_prev@{stage}"] = summary["overlap_prev"]
         stages.append({"stage": stage, "path": path, "modules": len(rows), **summary})
     types = sorted({r["type"] for r in records}, key=_type_rank)
-    counts = {"modules": len(records), "unchanged": len(unchanged), "previous_stages": len(previous),
-              **{f"modules:{t}": sum(r["type"] == t for r in records) for t in types}}
-    return {"metrics": metrics, "per_layer": per_layer, "counts": counts,
-            "update": {**info, "module_types": types, "unchanged_modules": unchanged},
-            "overlap": {"stages": stages, "missing_adapters": missing}}
+    counts = {
+        "modules": len(records),
+        "unchanged": len(unchanged),
+        "previous_stages": len(previous),
+        **{f"modules:{t}": sum(r["type"] == t for r in records) for t in types},
+    }
+    return {
+        "metrics": metrics,
+        "per_layer": per_layer,
+        "counts": counts,
+        "update": {**info, "module_types": types, "unchanged_modules": unchanged},
+        "overlap": {"stages": stages, "missing_adapters": missing},
+    }
 
 
 @contextmanager
@@ -128,17 +134,19 @@ def analyse(upd: Any, p: dict[str, Any], previous: dict[str, tuple[str, dict[str
     """Per-module record {module, type, layer, values, stages}: every metric of one update."""
     from .geometry import subspace, subspace_overlap, thin_svd, update_metrics
 
-    values = update_metrics(upd.W0, thin_svd(upd.W0), upd.delta, top_k=p["top_k"], eps=p["eps"],
-                            alignment_k=p["alignment_k"])
+    values = update_metrics(upd.W0, thin_svd(upd.W0), upd.delta, top_k=p["top_k"], eps=p["eps"], alignment_k=p["alignment_k"])
     U, V = subspace(upd.delta, upd.rank or p["subspace_k"])
     per_stage = {}
     for stage, (_, modules) in previous.items():
         if upd.module in modules:
             Ui, Vi = modules[upd.module]
             phi, angles = subspace_overlap(U, Ui)
-            per_stage[stage] = {"overlap_prev": phi, "overlap_prev_input": subspace_overlap(V, Vi)[0],
-                                "overlap_prev_chance": max(U.shape[1], Ui.shape[1]) / U.shape[0],
-                                "min_angle_deg": math.degrees(angles[0]) if angles else None}
+            per_stage[stage] = {
+                "overlap_prev": phi,
+                "overlap_prev_input": subspace_overlap(V, Vi)[0],
+                "overlap_prev_chance": max(U.shape[1], Ui.shape[1]) / U.shape[0],
+                "min_angle_deg": math.degrees(angles[0]) if angles else None,
+            }
     values.update({k: _mean(v[k] for v in per_stage.values()) for k in OVERLAP_IDS})
     return {"module": upd.module, "type": upd.type, "layer": upd.layer, "values": values, "stages": per_stage}
 
@@ -201,6 +209,7 @@ def aggregate(records: list[dict[str, Any]], n_layers: int) -> tuple[dict[str, A
         for metric in ids:
             metrics[metric + suffix] = _combine(metric, [r["values"].get(metric) for r in chosen])
             if any(r["values"].get(metric) is not None for r in chosen):
-                per_layer[metric + suffix] = [_combine(metric, [r["values"].get(metric) for r in chosen if r["layer"] == i])
-                                              for i in range(n_layers)]
+                per_layer[metric + suffix] = [
+                    _combine(metric, [r["values"].get(metric) for r in chosen if r["layer"] == i]) for i in range(n_layers)
+                ]
     return metrics, per_layer

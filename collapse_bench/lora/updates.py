@@ -13,17 +13,25 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 from ..errors import CollapseBenchError
 from .geometry import SVD, lowrank_svd, thin_svd
 
-TYPE_NAMES = {"q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o",
-              "gate_proj": "gate", "up_proj": "up", "down_proj": "down"}
+TYPE_NAMES = {
+    "q_proj": "q",
+    "k_proj": "k",
+    "v_proj": "v",
+    "o_proj": "o",
+    "gate_proj": "gate",
+    "up_proj": "up",
+    "down_proj": "down",
+}
 TYPE_ORDER = ("q", "k", "v", "o", "gate", "up", "down")
 _LAYER = re.compile(r"\.(?:layers|layer|h|blocks)\.(\d+)\.")
 _LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.[^.]+)?\.weight$")
@@ -76,7 +84,7 @@ class WeightFiles:
                 from safetensors import safe_open
 
                 with safe_open(str(f), framework="pt") as handle:
-                    for key in handle.keys():
+                    for key in handle.keys():  # noqa: SIM118 -- a safetensors handle, not a dict
                         self.shapes[key] = tuple(handle.get_slice(key).get_shape())
                         self._file[key] = f
             else:
@@ -104,15 +112,18 @@ class WeightFiles:
 
     def block_linears(self) -> dict[str, tuple[int, ...]]:
         """{module path: shape} of every 2-D ``.weight`` inside a numbered decoder block."""
-        return {k.removesuffix(".weight"): s for k, s in self.shapes.items()
-                if k.endswith(".weight") and len(s) == 2 and layer_index(k) is not None}
+        return {
+            k.removesuffix(".weight"): s
+            for k, s in self.shapes.items()
+            if k.endswith(".weight") and len(s) == 2 and layer_index(k) is not None
+        }
 
     def weight_key(self, module: str) -> str | None:
         """Key of ``module``'s weight: exact ``<module>.weight``, else the one key with the same block-relative path."""
         if f"{module}.weight" in self.shapes:
             return f"{module}.weight"
         found = _LAYER.search(f".{module}.")
-        tail = f".{module}.weight"[found.start():] if found else f".{module}.weight"
+        tail = f".{module}.weight"[found.start() :] if found else f".{module}.weight"
         hits = [k for k in self.shapes if f".{k}".endswith(tail)]
         return hits[0] if len(hits) == 1 else None
 
@@ -141,9 +152,13 @@ class Adapter:
 
     def summary(self) -> dict[str, Any]:
         ranks = sorted({a.shape[0] for a, _ in self.factors.values()})
-        return {"rank": ranks[0] if len(ranks) == 1 else ranks, "lora_alpha": self.config.get("lora_alpha"),
-                "use_rslora": bool(self.config.get("use_rslora")), "modules": len(self.factors),
-                "skipped_tensors": len(self.skipped)}
+        return {
+            "rank": ranks[0] if len(ranks) == 1 else ranks,
+            "lora_alpha": self.config.get("lora_alpha"),
+            "use_rslora": bool(self.config.get("use_rslora")),
+            "modules": len(self.factors),
+            "skipped_tensors": len(self.skipped),
+        }
 
 
 def _pattern_key(patterns: dict[str, Any], module: str) -> str | None:
@@ -168,13 +183,17 @@ def read_adapter(path: str | Path) -> Adapter:
     try:
         config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise CollapseBenchError(f"{path}/adapter_config.json is not a readable PEFT adapter config ({_first_line(exc)})") from None
+        raise CollapseBenchError(
+            f"{path}/adapter_config.json is not a readable PEFT adapter config ({_first_line(exc)})"
+        ) from None
     if not isinstance(config, dict) or not config.get("base_model_name_or_path"):
         raise CollapseBenchError(f"{path}/adapter_config.json does not name its base model (base_model_name_or_path)")
     if config.get("peft_type", "LORA") != "LORA":
         raise CollapseBenchError(f"adapter {path} is a {config.get('peft_type')} adapter; the lora task reads LoRA adapters only")
     if config.get("use_dora"):
-        raise CollapseBenchError(f"adapter {path} is a DoRA adapter (its update is not scaling * B A); not supported by the lora task")
+        raise CollapseBenchError(
+            f"adapter {path} is a DoRA adapter (its update is not scaling * B A); not supported by the lora task"
+        )
     files = WeightFiles(path, "adapter")
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     skipped = []
@@ -187,10 +206,15 @@ def read_adapter(path: str | Path) -> Adapter:
     factors = {}
     for module, ab in sorted(pairs.items()):
         if set(ab) != {"A", "B"}:
-            raise CollapseBenchError(f"adapter {path} is corrupt: module {module} has lora_{'A' if 'A' in ab else 'B'} but no lora_{'B' if 'A' in ab else 'A'}")
+            raise CollapseBenchError(
+                f"adapter {path} is corrupt: module {module} has lora_{'A' if 'A' in ab else 'B'} but no "
+                f"lora_{'B' if 'A' in ab else 'A'}"
+            )
         A, B = ab["A"], ab["B"]
         if A.shape[0] != B.shape[1]:
-            raise CollapseBenchError(f"adapter {path} is corrupt: module {module}: lora_A is {_shape(A.shape)} but lora_B is {_shape(B.shape)}")
+            raise CollapseBenchError(
+                f"adapter {path} is corrupt: module {module}: lora_A is {_shape(A.shape)} but lora_B is {_shape(B.shape)}"
+            )
         factors[module] = (A, B)
     if not factors:
         raise CollapseBenchError(f"adapter {path} holds no lora_A/lora_B weights")
@@ -208,12 +232,15 @@ def match_adapter(adapter: Adapter, base: WeightFiles) -> dict[str, str]:
     for module, (A, B) in adapter.factors.items():
         key = base.weight_key(module)
         if key is None:
-            raise CollapseBenchError(f"adapter {adapter.path} does not fit base {base.path}: the base has no weight for "
-                                     f"module {module} (wrong base?)")
+            raise CollapseBenchError(
+                f"adapter {adapter.path} does not fit base {base.path}: the base has no weight for module {module} (wrong base?)"
+            )
         shape = base.shapes[key][::-1] if transpose else base.shapes[key]
         if tuple(shape) != (B.shape[0], A.shape[1]):
-            raise CollapseBenchError(f"adapter {adapter.path} does not fit base {base.path}: module {module}: B·A is "
-                                     f"{B.shape[0]}x{A.shape[1]} but the base weight is {_shape(shape)} (wrong base?)")
+            raise CollapseBenchError(
+                f"adapter {adapter.path} does not fit base {base.path}: module {module}: B·A is "
+                f"{B.shape[0]}x{A.shape[1]} but the base weight is {_shape(shape)} (wrong base?)"
+            )
         keys[module] = key
     return keys
 
@@ -224,8 +251,14 @@ def adapter_updates(adapter: Adapter, base: WeightFiles) -> Iterator[ModuleUpdat
     transpose = bool(adapter.config.get("fan_in_fan_out"))
     for module in sorted(keys, key=_order):
         W0 = base.get(keys[module])
-        yield ModuleUpdate(module, module_type(module), layer_index(module), W0.T if transpose else W0,
-                           adapter.delta(module), adapter.factors[module][0].shape[0])
+        yield ModuleUpdate(
+            module,
+            module_type(module),
+            layer_index(module),
+            W0.T if transpose else W0,
+            adapter.delta(module),
+            adapter.factors[module][0].shape[0],
+        )
 
 
 def _order(module: str) -> tuple[int, tuple[int, str], str]:
@@ -242,8 +275,10 @@ def match_checkpoints(model: WeightFiles, parent: WeightFiles) -> dict[str, tupl
         if mine.get(name) != theirs.get(name):
             a = _shape(mine[name]) if name in mine else "absent"
             b = _shape(theirs[name]) if name in theirs else "absent"
-            raise CollapseBenchError(f"model {model.path} and --parent {parent.path} have different architectures: "
-                                     f"{name} is {a} in the model but {b} in the parent")
+            raise CollapseBenchError(
+                f"model {model.path} and --parent {parent.path} have different architectures: "
+                f"{name} is {a} in the model but {b} in the parent"
+            )
     return mine
 
 

@@ -13,6 +13,7 @@ import torch
 
 from .base import MetricValues, Number, ProbeBatch, to_number
 from .batchview import batch_view
+from .spec import MetricSpec, Range, Tolerance
 from .spectral import as_f64
 
 
@@ -58,6 +59,7 @@ class AnisotropyAccumulator:
         norms = view.norms.view(view.L, 1, -1)  # zero outside keep
         ok = norms > 0
         w = torch.where(ok, 1.0 / torch.where(ok, norms, 1.0), 0.0)
+        assert self.sum_u is not None and self.count is not None
         self.sum_u += torch.bmm(w, view.X.view(view.L, -1, view.d)).squeeze(1)
         self.count += ok.sum(dim=(1, 2))
 
@@ -67,6 +69,7 @@ class AnisotropyAccumulator:
             return self
         if self.sum_u is None:
             self._init(other.sum_u.device)
+        assert self.sum_u is not None and self.count is not None and other.sum_u is not None and other.count is not None
         self.sum_u += other.sum_u.to(self.sum_u)
         self.count += other.count.to(self.count)
         return self
@@ -75,8 +78,34 @@ class AnisotropyAccumulator:
     def compute(self) -> MetricValues:
         if self.sum_u is None:
             return MetricValues(per_layer={"anisotropy": [None] * self.n_layers}, counts={"anisotropy_tokens": 0})
+        assert self.sum_u is not None and self.count is not None
         values = anisotropy_from_sum(self.sum_u, self.count)
         return MetricValues(
             per_layer={"anisotropy": [to_number(v) for v in values]},
             counts={"anisotropy_tokens": int(self.count[0])},
         )
+
+
+SPECS = (
+    MetricSpec(
+        id="anisotropy_centered",
+        kind="probe",
+        definition="mean pairwise cosine of mean-centred token states (from the token reservoir)",
+        direction="lower",
+        range=Range(-1, 1),
+        tolerance=Tolerance(0.01, 0.02),
+        streams=False,
+        reservoir=True,
+        label="anisotropy (centred)",
+    ),
+    MetricSpec(
+        id="anisotropy*",
+        kind="probe",
+        streams=True,
+        definition="mean pairwise cosine similarity of a layer's token states",
+        direction="lower",
+        range=Range(-1, 1),
+        tolerance=Tolerance(0.01, 0.02),
+        label="anisotropy (mean cosine)",
+    ),
+)

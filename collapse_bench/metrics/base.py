@@ -10,8 +10,9 @@ data must agree (tests check this).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence, TypeVar
+from typing import Protocol, TypeVar
 
 import torch
 

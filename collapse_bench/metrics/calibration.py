@@ -27,16 +27,22 @@ log-likelihoods ll_ik (lm-eval's ``loglikelihood`` of " " + choice given the pro
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+
+from .spec import MetricSpec, Range, Tolerance
 
 N_BINS = 15
 T_BOUNDS = (0.05, 20.0)
 
 
-def softmax_rows(scores: Sequence[Sequence[float]], divisors: Sequence[Sequence[float]] | None = None,
-                 temperature: float = 1.0) -> list[np.ndarray]:
+def softmax_rows(
+    scores: Sequence[Sequence[float] | np.ndarray],
+    divisors: Sequence[Sequence[float]] | None = None,
+    temperature: float = 1.0,
+) -> list[np.ndarray]:
     """Per-item probabilities softmax(s / d / T) (float64; ragged lists allowed)."""
     out = []
     for i, s in enumerate(scores):
@@ -80,6 +86,19 @@ def ece(conf: np.ndarray, correct: np.ndarray, n_bins: int = N_BINS, scheme: str
     return float(sum(len(b) / n * abs(correct[b].mean() - conf[b].mean()) for b in _bins(conf, scheme, n_bins) if len(b)))
 
 
+def ece_mass_rows(conf: np.ndarray, correct: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
+    """:func:`ece` with ``scheme="mass"`` of every row of two (B, n) arrays at once (bootstrap replicates): the
+    same stable sort and ``np.array_split`` bin sizes per row, bin sums by ``np.add.reduceat``; equal to the
+    row-by-row function up to float summation order (~1e-16)."""
+    n = conf.shape[1]
+    order = np.argsort(conf, axis=1, kind="stable")
+    c, k = np.take_along_axis(conf, order, 1), np.take_along_axis(correct.astype(np.float64), order, 1)
+    sizes = np.array([len(b) for b in np.array_split(np.arange(n), n_bins) if len(b)])
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    gap = np.abs(np.add.reduceat(k, starts, axis=1) - np.add.reduceat(c, starts, axis=1)) / sizes
+    return (sizes / n * gap).sum(axis=1)
+
+
 def reliability_bins(conf: np.ndarray, correct: np.ndarray, n_bins: int = N_BINS, scheme: str = "width") -> list[dict[str, Any]]:
     """Reliability-diagram bins: lo, hi, count, mean confidence, accuracy (null for empty bins)."""
     out = []
@@ -88,9 +107,15 @@ def reliability_bins(conf: np.ndarray, correct: np.ndarray, n_bins: int = N_BINS
             lo, hi = b / n_bins, (b + 1) / n_bins
         else:
             lo, hi = float(conf[idx].min()), float(conf[idx].max())
-        out.append({"lo": lo, "hi": hi, "count": int(len(idx)),
-                    "confidence": float(conf[idx].mean()) if len(idx) else None,
-                    "accuracy": float(correct[idx].mean()) if len(idx) else None})
+        out.append(
+            {
+                "lo": lo,
+                "hi": hi,
+                "count": len(idx),
+                "confidence": float(conf[idx].mean()) if len(idx) else None,
+                "accuracy": float(correct[idx].mean()) if len(idx) else None,
+            }
+        )
     return out
 
 
@@ -111,12 +136,12 @@ def nll(probs: Sequence[np.ndarray], gold: Sequence[int]) -> float:
     return float(np.mean([-math.log(max(float(p[g]), 1e-300)) for p, g in zip(probs, gold)]))
 
 
-def _padded(scores: Sequence[Sequence[float]]) -> np.ndarray:
+def _padded(scores: Sequence[Sequence[float] | np.ndarray]) -> np.ndarray:
     """Ragged scores as an (N, K_max) float64 array padded with -inf (zero probability)."""
     k = max(len(s) for s in scores)
     out = np.full((len(scores), k), -np.inf)
     for i, s in enumerate(scores):
-        out[i, :len(s)] = s
+        out[i, : len(s)] = s
     return out
 
 
@@ -142,7 +167,7 @@ def auroc(conf: np.ndarray, correct: np.ndarray) -> float | None:
         j = i
         while j + 1 < len(conf) and sorted_conf[j + 1] == sorted_conf[i]:
             j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
         i = j + 1
     u = ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0
     return float(u / (n_pos * n_neg))
@@ -155,8 +180,12 @@ def selective_accuracy(conf: np.ndarray, correct: np.ndarray, fraction: float = 
     return float(correct[top].mean())
 
 
-def temperature_opt(scores: Sequence[Sequence[float]], gold: Sequence[int], bounds: tuple[float, float] = T_BOUNDS,
-                    tol: float = 1e-7) -> float:
+def temperature_opt(
+    scores: Sequence[Sequence[float] | np.ndarray],
+    gold: Sequence[int],
+    bounds: tuple[float, float] = T_BOUNDS,
+    tol: float = 1e-7,
+) -> float:
     """Golden-section search of log T in log(bounds) minimising NLL(softmax(ll / T))."""
     z, g = _padded(scores), np.asarray(gold, dtype=np.int64)
     a, b = math.log(bounds[0]), math.log(bounds[1])
@@ -176,7 +205,7 @@ def temperature_opt(scores: Sequence[Sequence[float]], gold: Sequence[int], boun
 
 
 def temperature_at_bound(t: float, bounds: tuple[float, float] = T_BOUNDS, rtol: float = 1e-6) -> str | None:
-    """"upper" / "lower" when ``t`` is a bound of the search (|log t - log bound| <= rtol; the search stops
+    """ "upper" / "lower" when ``t`` is a bound of the search (|log t - log bound| <= rtol; the search stops
     within 1e-7 of it in log T), else None: the true optimum then lies at or beyond that bound."""
     if t > 0 and abs(math.log(t) - math.log(bounds[1])) <= rtol:
         return "upper"
@@ -185,14 +214,18 @@ def temperature_at_bound(t: float, bounds: tuple[float, float] = T_BOUNDS, rtol:
     return None
 
 
-def calibration_report(scores: Sequence[Sequence[float]], gold: Sequence[int],
-                       divisors: Sequence[Sequence[float]] | None = None) -> dict[str, Any]:
+def calibration_report(
+    scores: Sequence[Sequence[float]], gold: Sequence[int], divisors: Sequence[Sequence[float]] | None = None
+) -> dict[str, Any]:
     """Every calibration metric of one variant (``divisors`` given: the length-normalised one).
 
     ``temperature_opt`` scales the variant's own scores (ll, or ll / len).
     """
-    scaled = scores if divisors is None else [np.asarray(s, dtype=np.float64) / np.asarray(d, dtype=np.float64)
-                                              for s, d in zip(scores, divisors)]
+    scaled = (
+        scores
+        if divisors is None
+        else [np.asarray(s, dtype=np.float64) / np.asarray(d, dtype=np.float64) for s, d in zip(scores, divisors)]
+    )
     probs = softmax_rows(scaled)
     conf, correct = confidence_correct(probs, gold)
     return {
@@ -208,3 +241,71 @@ def calibration_report(scores: Sequence[Sequence[float]], gold: Sequence[int],
         "temperature_opt": temperature_opt(scaled, gold),
         "reliability": reliability_bins(conf, correct, scheme="width"),
     }
+
+
+def calibration_block(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Both variants: p = softmax(loglik) (primary) and p = softmax(loglik / len(choice)) (acc_norm's divisor)."""
+    scores = [r["loglik"] for r in records]
+    gold = [r["gold"] for r in records]
+    return {
+        "definition": "p = softmax over the choices' summed log-likelihoods; confidence = max p",
+        "primary": calibration_report(scores, gold),
+        "length_normalised": calibration_report(scores, gold, [r["choice_chars"] for r in records]),
+    }
+
+
+SPECS = (
+    MetricSpec(
+        id="ece*",
+        kind="lm_eval",
+        definition="expected calibration error over equal-mass confidence bins (ece_width: its bootstrap CI width)",
+        direction="lower",
+        range=Range(0, 1),
+        tolerance=Tolerance(0.02, 0.0),
+        label="ECE",
+    ),
+    MetricSpec(
+        id="auroc*",
+        kind="lm_eval",
+        definition="AUROC of the answer's confidence for separating right from wrong answers",
+        direction="higher",
+        range=Range(0, 1),
+        tolerance=Tolerance(0.02, 0.0),
+        label="AUROC",
+    ),
+    MetricSpec(
+        id="selective_acc*",
+        kind="lm_eval",
+        definition="accuracy on the most confident fraction of the items (top10 = 10%)",
+        direction="higher",
+        range=Range(0, 1),
+        tolerance=Tolerance(0.02, 0.0),
+        label="selective accuracy",
+    ),
+    MetricSpec(
+        id="brier*",
+        kind="lm_eval",
+        definition="multi-class Brier score of the choice distribution",
+        direction="lower",
+        range=Range(0, 2),
+        tolerance=Tolerance(0.02, 0.0),
+        label="Brier score",
+    ),
+    MetricSpec(
+        id="nll*",
+        kind="lm_eval",
+        definition="mean negative log-likelihood (nats) of the correct choice",
+        direction="lower",
+        range=Range(0),
+        tolerance=Tolerance(0.0, 0.02),
+        label="NLL",
+    ),
+    MetricSpec(
+        id="temperature_opt*",
+        kind="lm_eval",
+        definition="temperature that minimises the NLL of the choice distribution",
+        range=Range(0, 1000, lo_open=True),
+        tolerance=Tolerance(0.0, 0.05),
+        label="optimal temperature",
+    ),
+)

@@ -13,6 +13,7 @@ import torch
 
 from .base import MetricValues, Number, ProbeBatch, to_number
 from .batchview import batch_view, scratch
+from .spec import MetricSpec, Range, Tolerance
 from .spectral import as_f64
 
 
@@ -60,6 +61,14 @@ class CKAAccumulator:
             return
         rows_x, rows_y = view.sample_rows, view.reference_sample_rows
         assert rows_y is not None
+        assert (
+            self.n is not None
+            and self.mx is not None
+            and self.my is not None
+            and self.Sxx is not None
+            and self.Syy is not None
+            and self.Sxy is not None
+        )
         n_a, n_ab = self.n, self.n + m
         zs = []
         # centre at the combined mean and append sqrt(n_A)(mu_A - mu_AB): Z^T Z is then the Chan increment
@@ -80,6 +89,20 @@ class CKAAccumulator:
             return self
         if self.n is None:
             self._init(other.n.device)
+        assert (
+            self.n is not None
+            and self.mx is not None
+            and self.my is not None
+            and self.Sxx is not None
+            and self.Syy is not None
+            and self.Sxy is not None
+            and other.n is not None
+            and other.mx is not None
+            and other.my is not None
+            and other.Sxx is not None
+            and other.Syy is not None
+            and other.Sxy is not None
+        )
         dev = self.n.device
         n_b = other.n.to(dev)
         n = self.n + n_b
@@ -98,6 +121,21 @@ class CKAAccumulator:
         if self.n is not None:
             num = torch.linalg.matrix_norm(self.Sxy) ** 2
             den = torch.linalg.matrix_norm(self.Sxx) * torch.linalg.matrix_norm(self.Syy)
-            values = [to_number(a / b) if b > 0 and c >= 2 else None for a, b, c in zip(num.tolist(), den.tolist(), self.n.tolist())]
+            values = [
+                to_number(a / b) if b > 0 and c >= 2 else None for a, b, c in zip(num.tolist(), den.tolist(), self.n.tolist())
+            ]
         n = float(self.n[0]) if self.n is not None else 0.0
         return MetricValues(per_layer={"cka_to_reference": values}, counts={"cka_tokens": int(n)})
+
+
+SPECS = (
+    MetricSpec(
+        id="cka_to_reference",
+        kind="probe",
+        streams=True,
+        definition="linear CKA between this model's and the reference model's token states, per layer",
+        range=Range(0, 1),
+        tolerance=Tolerance(0.01, 0.0),
+        label="CKA to reference",
+    ),
+)

@@ -17,11 +17,13 @@ Words are whitespace tokens of the raw text (``text.split()``, case kept); an n-
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+
+from .spec import MetricSpec, Range, Tolerance
 
 
 def ngrams(words: Sequence[str], n: int) -> list[tuple[str, ...]]:
-    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float | None:
@@ -47,8 +49,7 @@ def self_bleu4(samples: Sequence[str]) -> float | None:
     from sacrebleu.metrics import BLEU
 
     bleu = BLEU(tokenize="none", smooth_method="exp", effective_order=True)
-    scores = [bleu.sentence_score(s, [r for j, r in enumerate(samples) if j != i]).score / 100.0
-              for i, s in enumerate(samples)]
+    scores = [bleu.sentence_score(s, [r for j, r in enumerate(samples) if j != i]).score / 100.0 for i, s in enumerate(samples)]
     return sum(scores) / len(scores)
 
 
@@ -65,3 +66,25 @@ def diversity_metrics(groups: Sequence[Sequence[str]]) -> dict[str, float | None
         out[f"distinct_{n}_across"] = distinct_across_inputs(groups, n)
     out["self_bleu4"] = mean_self_bleu4(groups)
     return out
+
+
+SPECS = (
+    MetricSpec(
+        id="distinct*",
+        kind="diversity",
+        definition="distinct-n: unique n-grams over all n-grams of the generations (within, or *_across generations)",
+        direction="higher",
+        range=Range(0, 1),
+        tolerance=Tolerance(0.03, 0.0),
+        label="distinct-n",
+    ),
+    MetricSpec(
+        id="self_bleu*",
+        kind="diversity",
+        definition="self-BLEU: mean BLEU of each generation against the others",
+        direction="lower",
+        range=Range(0, 1),
+        tolerance=Tolerance(0.03, 0.0),
+        label="self-BLEU",
+    ),
+)

@@ -15,6 +15,7 @@ import torch
 
 from .base import MetricValues, Number, ProbeBatch, to_number
 from .batchview import batch_view
+from .spec import MetricSpec, Range, Tolerance
 from .spectral import as_f64
 
 
@@ -31,7 +32,9 @@ def domain_separation(H: torch.Tensor | np.ndarray, labels: torch.Tensor | np.nd
     return to_number(between / total) if total > 0 else None
 
 
-def traces_from_stats(count: torch.Tensor, sums: torch.Tensor, sumsq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def traces_from_stats(
+    count: torch.Tensor, sums: torch.Tensor, sumsq: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(tr Sigma_B, tr Sigma_tot, number of domains present) from per-domain count (.., C), sum (.., C, d),
     sum of squared norms (.., C)."""
     N = count.sum(-1)
@@ -66,9 +69,10 @@ class DomainAccumulator:
         dom = batch.domains.to(view.device)
         if bool(((dom < 0) | (dom >= self.n_domains)).any()):
             raise ValueError(f"domain index outside 0..{self.n_domains - 1}: {dom.tolist()}")
-        onehot = (dom[None, :] == torch.arange(self.n_domains, device=view.device)[:, None])  # (C, B)
+        onehot = dom[None, :] == torch.arange(self.n_domains, device=view.device)[:, None]  # (C, B)
         W = (onehot[:, :, None] & view.keep[None]).reshape(self.n_domains, -1)  # (C, B*T)
         Wf = W.to(view.dtype)
+        assert self.count is not None and self.sums is not None and self.sumsq is not None
         self.sums += torch.matmul(Wf, view.X.view(view.L, -1, view.d))
         self.sumsq += torch.matmul(view.norms.view(view.L, -1).double() ** 2, W.double().T)
         self.count += W.sum(1).double()[None, :]
@@ -79,7 +83,14 @@ class DomainAccumulator:
             return self
         if self.count is None:
             self._init(other.count.device)
-        assert self.sums is not None and self.sumsq is not None and other.sums is not None and other.sumsq is not None
+        assert (
+            self.count is not None
+            and self.sums is not None
+            and self.sumsq is not None
+            and other.count is not None
+            and other.sums is not None
+            and other.sumsq is not None
+        )
         self.count += other.count.to(self.count)
         self.sums += other.sums.to(self.sums)
         self.sumsq += other.sumsq.to(self.sumsq)
@@ -100,3 +111,26 @@ class DomainAccumulator:
                 out["domain_between_trace"][l] = to_number(between[l])
                 out["domain_within_trace"][l] = to_number(total[l] - between[l])
         return MetricValues(per_layer=out, counts={"domain_tokens": int(self.count[0].sum())})
+
+
+SPECS = (
+    MetricSpec(
+        id="domain_separation",
+        kind="probe",
+        streams=True,
+        direction="higher",
+        definition="tr Σ_between / tr Σ_total of the token states over the probe's domains",
+        range=Range(0, 1),
+        tolerance=Tolerance(0.0, 0.05),
+        label="domain separation",
+    ),
+    MetricSpec(
+        id="domain_*_trace",
+        kind="probe",
+        streams=True,
+        definition="trace of the within- or between-domain scatter matrix",
+        range=Range(0),
+        tolerance=Tolerance(0.0, 0.05),
+        label="domain scatter trace",
+    ),
+)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .base import MetricValues, Number, ProbeBatch, to_number
+from .spec import MetricSpec, Range, Tolerance
 from .spectral import as_f64
 
 TAUS = {"dormant_fraction": 0.025, "dormant_fraction_01": 0.1}
@@ -78,3 +79,17 @@ class DormantAccumulator:
                 for j in range(self.abs_sum.shape[0]):
                     out[key][j + 1] = dormant_fraction_from_sums(self.abs_sum[j], tau)
         return MetricValues(per_layer=out, counts={"dormant_tokens": int(self.count)})
+
+
+SPECS = (
+    MetricSpec(
+        id="dormant_fraction*",
+        kind="probe",
+        streams=True,
+        definition="share of MLP units whose ReDo score is ≤ 0.025 (dormant_fraction_01: ≤ 0.1)",
+        direction="lower",
+        range=Range(0, 1),
+        tolerance=Tolerance(0.01, 0.0),
+        label="dormant fraction",
+    ),
+)

@@ -12,13 +12,15 @@ S = -sum_i lambda_i(A) log lambda_i(A) (0 log 0 = 0), reported as S / log(min(N,
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
 
 from .base import MetricValues, Number, ProbeBatch, to_number
 from .batchview import batch_view, gather_rows, scratch
+from .spec import MetricSpec, Range, Tolerance
 from .spectral import as_f64
 
 
@@ -41,7 +43,7 @@ def matrix_entropy(Z: torch.Tensor | np.ndarray) -> Number:
         return None
     U = _unit_rows(Z)
     U = U - U.mean(dim=0, keepdim=True)
-    K = U @ U.T if N <= d else U.T @ U
+    K = U @ U.T if d >= N else U.T @ U
     trace = torch.trace(K)
     if trace <= 0:
         return None
@@ -61,7 +63,9 @@ def mean_pool(H: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return ((H * mask[..., None]).sum(1) / n.clamp_min(1)[:, None])[n > 0]
 
 
-def _sequence_entropies(X: torch.Tensor, norms: torch.Tensor, mask: torch.Tensor, n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _sequence_entropies(
+    X: torch.Tensor, norms: torch.Tensor, mask: torch.Tensor, n: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Unnormalised entropies (L', B) and trace (L', B) of the masked token sets of each (layer, sequence).
 
     X (L', B, T, d) with zeros outside ``mask`` (B, T), norms (L', B, T), n (B,) float64 token counts (>= 2)."""
@@ -69,7 +73,7 @@ def _sequence_entropies(X: torch.Tensor, norms: torch.Tensor, mask: torch.Tensor
     dt = X.dtype
     k = mask.to(dt)
     w = torch.where(mask & (norms > 0), 1.0 / torch.where(norms > 0, norms, 1.0), 0.0).to(dt)  # (L, B, T)
-    if T <= d:  # Gram side, in place: K = P G P with G = D X X^T D, D = diag(w), P = diag(k) - k k^T / n
+    if d >= T:  # Gram side, in place: K = P G P with G = D X X^T D, D = diag(w), P = diag(k) - k k^T / n
         Xf = X.reshape(L * B, T, d)
         G = scratch("pe.G", (L * B, T, T), dt, X.device)
         G = torch.bmm(Xf, Xf.transpose(1, 2), out=G).view(L, B, T, T)
@@ -138,9 +142,11 @@ class PromptEntropyAccumulator:
     def merge(self, other: PromptEntropyAccumulator) -> PromptEntropyAccumulator:
         if other.sum is None:
             return self
+        assert other.count is not None
         if self.sum is None:
             self.sum, self.count = other.sum.clone(), other.count.clone()
         else:
+            assert self.count is not None
             self.sum += other.sum.to(self.sum)
             self.count += other.count.to(self.count)
         return self
@@ -149,6 +155,7 @@ class PromptEntropyAccumulator:
     def compute(self) -> MetricValues:
         if self.sum is None:
             return MetricValues(per_layer={"prompt_entropy": [None] * self.n_layers}, counts={"prompt_entropy_sequences": 0})
+        assert self.sum is not None and self.count is not None
         values = [to_number(s / c) if c > 0 else None for s, c in zip(self.sum.tolist(), self.count.tolist())]
         return MetricValues(per_layer={"prompt_entropy": values}, counts={"prompt_entropy_sequences": int(self.count.max())})
 
@@ -205,6 +212,7 @@ class DatasetEntropyAccumulator:
         self._flush()
         assert self.M2 is not None and other.M2 is not None
         n = self.n + other.n
+        assert self.mean is not None and self.M2 is not None and other.mean is not None and other.M2 is not None
         delta = other.mean.to(self.mean) - self.mean
         self.M2 += other.M2.to(self.M2) + (self.n * other.n / n) * delta[:, :, None] * delta[:, None, :]
         self.mean = self.mean + (other.n / n) * delta
@@ -221,3 +229,27 @@ class DatasetEntropyAccumulator:
             H = H / math.log(min(self.n, self.dim))
             values = [to_number(h) if t > 0 else None for h, t in zip(H.tolist(), trace.tolist())]
         return MetricValues(per_layer={"dataset_entropy": values}, counts={"dataset_entropy_sequences": int(self.n)})
+
+
+SPECS = (
+    MetricSpec(
+        id="prompt_entropy",
+        kind="probe",
+        streams=True,
+        definition="matrix entropy of each prompt's token Gram matrix, normalised by its maximum, averaged over prompts",
+        direction="higher",
+        range=Range(0, 1),
+        tolerance=Tolerance(0.01, 0.02),
+        label="prompt entropy",
+    ),
+    MetricSpec(
+        id="dataset_entropy",
+        kind="probe",
+        streams=True,
+        definition="matrix entropy of the Gram matrix of mean-pooled prompt states, normalised",
+        direction="higher",
+        range=Range(0, 1),
+        tolerance=Tolerance(0.01, 0.02),
+        label="dataset entropy",
+    ),
+)

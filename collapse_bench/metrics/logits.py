@@ -14,6 +14,7 @@ import math
 import torch
 
 from .base import MetricValues, ProbeBatch, to_number
+from .spec import MetricSpec, Range, Tolerance
 
 
 def row_stats(z: torch.Tensor, chunk: int = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -68,7 +69,11 @@ class LogitAccumulator:
     def update(self, batch: ProbeBatch) -> None:
         if batch.logits is None or batch.input_ids is None or batch.scored_bytes is None:
             return
-        lengths = batch.attention_mask.sum(dim=1).tolist() if batch.attention_mask is not None else [batch.logits.shape[1]] * batch.logits.shape[0]
+        lengths = (
+            batch.attention_mask.sum(dim=1).tolist()
+            if batch.attention_mask is not None
+            else [batch.logits.shape[1]] * batch.logits.shape[0]
+        )
         for b, length in enumerate(lengths):
             if length < 2:
                 continue
@@ -92,10 +97,66 @@ class LogitAccumulator:
     def compute(self) -> MetricValues:
         if self.n == 0 or self.bytes == 0:
             return MetricValues()
-        return MetricValues(scalars={
-            "logit_entropy": to_number(self.entropy / self.n),
-            "top1_mass": to_number(self.top1 / self.n),
-            "confident_fraction": to_number(self.confident / self.n),
-            "bits_per_byte": to_number(bits_per_byte(self.nll, self.bytes)),
-            "nll_per_token": to_number(self.nll / max(self.n_targets, 1)),
-        })
+        return MetricValues(
+            scalars={
+                "logit_entropy": to_number(self.entropy / self.n),
+                "top1_mass": to_number(self.top1 / self.n),
+                "confident_fraction": to_number(self.confident / self.n),
+                "bits_per_byte": to_number(bits_per_byte(self.nll, self.bytes)),
+                "nll_per_token": to_number(self.nll / max(self.n_targets, 1)),
+            }
+        )
+
+
+SPECS = (
+    MetricSpec(
+        id="logit_entropy",
+        kind="probe",
+        streams=True,
+        direction="higher",
+        definition="mean entropy (nats) of the next-token distribution",
+        range=Range(0, "ln_vocab_size"),
+        tolerance=Tolerance(0.01, 0.02),
+        label="logit entropy",
+    ),
+    MetricSpec(
+        id="top1_mass",
+        kind="probe",
+        streams=True,
+        direction="lower",
+        definition="mean probability of the most likely next token",
+        range=Range(0, 1),
+        tolerance=Tolerance(0.01, 0.0),
+        label="top-1 mass",
+    ),
+    MetricSpec(
+        id="confident_fraction",
+        kind="probe",
+        streams=True,
+        direction="lower",
+        definition="share of positions whose top-1 probability exceeds 0.99",
+        range=Range(0, 1),
+        tolerance=Tolerance(0.01, 0.0),
+        label="confident fraction",
+    ),
+    MetricSpec(
+        id="bits_per_byte*",
+        kind="probe",
+        streams=True,
+        definition="negative log-likelihood of the probe corpus in bits per UTF-8 byte",
+        direction="lower",
+        range=Range(0, 20, lo_open=True),
+        tolerance=Tolerance(0.0, 0.01),
+        label="bits per byte",
+    ),
+    MetricSpec(
+        id="nll_per_token*",
+        kind="probe",
+        streams=True,
+        definition="mean negative log-likelihood (nats) per predicted token of the probe corpus",
+        direction="lower",
+        range=Range(0),
+        tolerance=Tolerance(0.0, 0.01),
+        label="NLL per token",
+    ),
+)

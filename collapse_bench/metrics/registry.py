@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .anisotropy import AnisotropyAccumulator
 from .base import Accumulator
@@ -16,8 +16,9 @@ from .spectral import CovarianceAccumulator
 from .trajectory import TrajectoryAccumulator
 
 
-def probe_accumulators(*, n_domains: int, reservoir_size: int, seed: int,
-                       with_reference: bool = False) -> Callable[[int, int, int | None], list[Accumulator]]:
+def probe_accumulators(
+    *, n_domains: int, reservoir_size: int, seed: int, with_reference: bool = False
+) -> Callable[[int, int, int | None], list[Accumulator]]:
     """Factory of the probe task's accumulators, built once the model's (L+1, d) are known."""
 
     def factory(n_layers: int, dim: int, ref_dim: int | None = None) -> list[Accumulator]:

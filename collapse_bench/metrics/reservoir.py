@@ -10,13 +10,13 @@ compute(): per layer ``anisotropy_centered`` = anisotropy.centered_anisotropy of
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from .anisotropy import centered_anisotropy
-from .base import MetricValues, ProbeBatch
+from .base import MetricValues, Number, ProbeBatch
 from .batchview import batch_view, gather_rows
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -132,7 +132,7 @@ class TokenReservoir:
 
     @torch.inference_mode()
     def compute(self) -> MetricValues:
-        values = [None] * self.n_layers
+        values: list[Number] = [None] * self.n_layers
         if self._rows is not None and self.count >= 2:
             values = [centered_anisotropy(self._rows[l, : self.count]) for l in range(self.n_layers)]
         return MetricValues(per_layer={"anisotropy_centered": values}, counts={"reservoir_tokens": int(self.count)})

@@ -20,13 +20,12 @@ massive iff max_t |h_tc| (over ``keep`` tokens) > MASSIVE_RATIO * median_c max_t
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
 from .base import MetricValues, Number, ProbeBatch, to_number
 from .batchview import batch_view, scratch
+from .spec import MetricSpec, Range, Tolerance
 
 MASSIVE_RATIO = 50.0  # massive channel: max |h| > MASSIVE_RATIO * median over channels of max |h|
 ALPHA_RANKS = (12, 100)  # 1-based rank window of the alpha-ReQ fit (Stringer & Pachitariu index 11..99)
@@ -188,6 +187,7 @@ class CovarianceAccumulator:
         view = batch_view(batch)
         if self.n is None:
             self._init(view.device)
+        assert self.n is not None and self.mean is not None and self.M2 is not None and self.maxabs is not None
         if view.keep.any():  # rows outside keep are zero, so they cannot raise max |h|
             torch.maximum(self.maxabs, view.maxabs.to(self.maxabs), out=self.maxabs)
         m = view.sample_index.numel()
@@ -210,6 +210,16 @@ class CovarianceAccumulator:
             return self
         if self.n is None:
             self._init(other.n.device)
+        assert (
+            self.n is not None
+            and self.mean is not None
+            and self.M2 is not None
+            and self.maxabs is not None
+            and other.n is not None
+            and other.mean is not None
+            and other.M2 is not None
+            and other.maxabs is not None
+        )
         n_b, mean_b, M2_b = (t.to(self.n.device) for t in (other.n, other.mean, other.M2))
         n = self.n + n_b
         coef = torch.where(n > 0, self.n * n_b / n.clamp_min(1), torch.zeros_like(n))
@@ -256,6 +266,7 @@ class CovarianceAccumulator:
         if valid:
             idx = torch.tensor(valid, device=self.n.device)
             n = self.n[idx][:, None, None]
+            assert self.n is not None and self.mean is not None and self.M2 is not None
             mu = self.mean[idx]
             cov = self.M2[idx] / n
             lam_c = _sorted_eigvals(cov)
@@ -269,3 +280,73 @@ class CovarianceAccumulator:
                 out[k][l] = plain[k]
                 out[f"{k}_robust"][l] = robust[k]
         return MetricValues(per_layer=out, counts={"spectral_tokens": int(self.n[0])})
+
+
+SPECS = (
+    MetricSpec(
+        id="effective_rank*",
+        kind="probe",
+        streams=True,
+        definition="exp of the Shannon entropy of the normalised singular values of the centred token states",
+        direction="higher",
+        range=Range(1, "hidden_size"),
+        tolerance=Tolerance(0.0, 0.05),
+        label="effective rank (centred)",
+    ),
+    MetricSpec(
+        id="rankme*",
+        kind="probe",
+        streams=True,
+        definition="RankMe: exp entropy of the normalised singular values of the uncentred token states",
+        direction="higher",
+        range=Range(1, "hidden_size"),
+        tolerance=Tolerance(0.0, 0.05),
+        label="RankMe",
+    ),
+    MetricSpec(
+        id="stable_rank*",
+        kind="probe",
+        streams=True,
+        definition="stable rank: trace of the covariance over its largest eigenvalue",
+        direction="higher",
+        range=Range(1, "hidden_size"),
+        tolerance=Tolerance(0.0, 0.05),
+        label="stable rank",
+    ),
+    MetricSpec(
+        id="participation_ratio*",
+        kind="probe",
+        streams=True,
+        definition="participation ratio (sum of eigenvalues)^2 / sum of squared eigenvalues",
+        direction="higher",
+        range=Range(1, "hidden_size"),
+        tolerance=Tolerance(0.0, 0.05),
+        label="participation ratio",
+    ),
+    MetricSpec(
+        id="alpha_req_r2*",
+        kind="probe",
+        streams=True,
+        definition="R^2 of the power-law fit behind alpha_req",
+        range=Range(0, 1),
+        tolerance=Tolerance(0.02, 0.05),
+        label="alpha-ReQ fit R²",
+    ),
+    MetricSpec(
+        id="alpha_req*",
+        kind="probe",
+        streams=True,
+        definition="alpha-ReQ: decay exponent of a power law fitted to the eigenvalue spectrum",
+        tolerance=Tolerance(0.02, 0.05),
+        label="alpha-ReQ",
+    ),
+    MetricSpec(
+        id="massive_channels",
+        kind="probe",
+        streams=True,
+        definition="massive-activation channels: channel max |h| > 50 × the median channel's (removed for *_robust)",
+        range=Range(0, "hidden_size"),
+        tolerance=Tolerance(1.0, 0.0),
+        label="massive channels",
+    ),
+)

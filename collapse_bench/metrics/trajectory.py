@@ -18,6 +18,7 @@ import torch
 
 from .base import MetricValues, Number, ProbeBatch, to_number
 from .batchview import batch_view, gather_rows, scratch
+from .spec import MetricSpec, Range, Tolerance
 from .spectral import as_f64
 
 
@@ -136,9 +137,11 @@ class TrajectoryAccumulator:
     def merge(self, other: TrajectoryAccumulator) -> TrajectoryAccumulator:
         if other.sums is None:
             return self
+        assert other.counts is not None
         if self.sums is None:
             self.sums, self.counts = other.sums.clone(), other.counts.clone()
         else:
+            assert self.counts is not None
             self.sums += other.sums.to(self.sums)
             self.counts += other.counts.to(self.sums)
         return self
@@ -153,3 +156,36 @@ class TrajectoryAccumulator:
                     out[key][l] = to_number(s / c) if c > 0 else None
         counts = self.counts if self.counts is not None else torch.zeros(3, 1)
         return MetricValues(per_layer=out, counts={"trajectory_sequences": int(counts[1].max())})
+
+
+SPECS = (
+    MetricSpec(
+        id="layer_cosine",
+        kind="probe",
+        streams=True,
+        direction="lower",
+        definition="mean cosine between a token's states at consecutive layers",
+        range=Range(-1, 1),
+        tolerance=Tolerance(0.005, 0.0),
+        label="layer cosine",
+    ),
+    MetricSpec(
+        id="token_uniformity",
+        kind="probe",
+        streams=True,
+        definition="‖X − 1x̄ᵀ‖_F / ‖X‖_F of a sequence's token states, mean over sequences (→ 0 = rank collapse)",
+        direction="higher",
+        range=Range(0, 1),
+        tolerance=Tolerance(0.01, 0.02),
+        label="token uniformity",
+    ),
+    MetricSpec(
+        id="curvature",
+        kind="probe",
+        streams=True,
+        definition="mean turning angle (radians) between consecutive-token steps of a sequence's states",
+        range=Range(0, 3.14159265358979),
+        tolerance=Tolerance(0.01, 0.01),
+        label="curvature",
+    ),
+)

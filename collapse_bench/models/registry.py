@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ..errors import CollapseBenchError
 from ..io import atomic_write_bytes, sha256_file
@@ -20,7 +20,7 @@ class Alias:
     name: str
     description: str
     install_hint: str
-    locate: Callable[["Alias", Path], Path]  # (alias, cache_dir) -> path of the GGUF file (or checkpoint dir)
+    locate: Callable[[Alias, Path], Path]  # (alias, cache_dir) -> path of the GGUF file (or checkpoint dir)
     upstream: str
     gguf: bool = True  # False: ``locate`` returns a ready HF checkpoint dir
 
@@ -58,7 +58,9 @@ def assemble_parts(parts: list[Path], target: Path, expected_sha256: str) -> Pat
         digest.update(data)
         chunks.append(data)
     if digest.hexdigest() != expected_sha256:
-        raise CollapseBenchError(f"assembled {target.name} has sha256 {digest.hexdigest()[:12]}…, expected {expected_sha256[:12]}…")
+        raise CollapseBenchError(
+            f"assembled {target.name} has sha256 {digest.hexdigest()[:12]}…, expected {expected_sha256[:12]}…"
+        )
     atomic_write_bytes(target, b"".join(chunks))
     return target
 

@@ -41,7 +41,14 @@ IGNORED_NAMES = ("README.md", "lineage.yaml")
 HARNESS_PREFIX = "collapse_bench_"
 MAX_ADAPTER_DEPTH = 16
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+(@[\w.\-/]+)?$")
-_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
+_DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+}
 
 
 @dataclass
@@ -114,7 +121,7 @@ def dir_sha256(path: Path) -> str:
 
 def display_name(path: Path) -> str:
     """What a result records for a local dir/adapter/GGUF file: its lineage name, else its leaf name."""
-    from ..lineage import read_lineage
+    from ..lineagefile import read_lineage
 
     found = read_lineage(path) if path.is_dir() else None
     return (found.name if found is not None and found.name else None) or path.resolve().name or "model"
@@ -135,33 +142,39 @@ def _find(name: str, adapters: tuple[str, ...]) -> ModelSource:
             return ModelSource(name, "alias", str(located), dir_sha256(located), extra={"upstream": alias.upstream})
         gguf = located
         digest = sha256_file(gguf)
-        return ModelSource(name, "alias", str(ensure_converted(gguf, digest)), digest,
-                           extra={"gguf_file": gguf.name, "upstream": alias.upstream})
+        return ModelSource(
+            name, "alias", str(ensure_converted(gguf, digest)), digest, extra={"gguf_file": gguf.name, "upstream": alias.upstream}
+        )
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise CollapseBenchError(f"GGUF file not found: {path}")
         digest = sha256_file(path)
-        return ModelSource(display_name(path), "gguf", str(ensure_converted(path, digest)), digest,
-                           extra={"gguf_file": path.name})
+        return ModelSource(
+            display_name(path), "gguf", str(ensure_converted(path, digest)), digest, extra={"gguf_file": path.name}
+        )
     if path.is_dir():
         if (path / "adapter_config.json").is_file():
             return _peft_source(name, path, adapters)
         if (path / "config.json").is_file():
             return ModelSource(display_name(path), "local", str(path.resolve()), dir_sha256(path))
-        raise CollapseBenchError(f"{path} is a directory but holds neither config.json (HF checkpoint) nor adapter_config.json (PEFT adapter)")
+        raise CollapseBenchError(
+            f"{path} is a directory but holds neither config.json (HF checkpoint) nor adapter_config.json (PEFT adapter)"
+        )
     if path.exists():
         raise CollapseBenchError(f"{path} is not a model: expected a .gguf file or a checkpoint directory")
     if HUB_ID.match(name) and not name.startswith((".", "/", "~")):
         return _hub_source(name)
     known = ", ".join(sorted(ALIASES))
-    raise CollapseBenchError(f"unknown model '{name}': not a registry alias ({known}), a local path, a .gguf file or an org/model hub id")
+    raise CollapseBenchError(
+        f"unknown model '{name}': not a registry alias ({known}), a local path, a .gguf file or an org/model hub id"
+    )
 
 
 def _peft_source(name: str, path: Path, adapters: tuple[str, ...]) -> ModelSource:
     real = os.path.realpath(path)
     if real in adapters:
-        chain = " -> ".join([*adapters[adapters.index(real):], real])
+        chain = " -> ".join([*adapters[adapters.index(real) :], real])
         raise CollapseBenchError(f"PEFT adapter {path}: its base_model_name_or_path leads back to itself ({clip(chain, 400)})")
     if len(adapters) >= MAX_ADAPTER_DEPTH:
         raise CollapseBenchError(f"PEFT adapter {path}: more than {MAX_ADAPTER_DEPTH} adapters stacked on one another")
@@ -177,28 +190,41 @@ def _peft_source(name: str, path: Path, adapters: tuple[str, ...]) -> ModelSourc
     weights = [f for f in path.iterdir() if f.name.startswith("adapter_model")]
     if not weights:
         raise CollapseBenchError(f"PEFT adapter {path} has no adapter_model.safetensors/.bin")
-    return ModelSource(display_name(path), "peft", str(path.resolve()), dir_sha256(path), base=base,
-                       extra={"peft_type": cfg.get("peft_type"), "base_model": str(base_name)})
+    return ModelSource(
+        display_name(path),
+        "peft",
+        str(path.resolve()),
+        dir_sha256(path),
+        base=base,
+        extra={"peft_type": cfg.get("peft_type"), "base_model": str(base_name)},
+    )
 
 
 def _hub_source(name: str) -> ModelSource:
-    repo, _, revision = name.partition("@")
-    revision = revision or None
+    repo, _, requested = name.partition("@")
+    revision = requested or None
     from huggingface_hub import snapshot_download
 
     patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
     try:  # already in the local HF cache?
         local = snapshot_download(repo, revision=revision, local_files_only=True, allow_patterns=patterns)
     except Exception:
-        require_hub(f"'{name}'", "Pass a local checkpoint directory or .gguf file instead, or pre-fill the HF cache on a machine with network and set HF_HUB_OFFLINE=1.")
+        require_hub(
+            f"'{name}'",
+            "Pass a local checkpoint directory or .gguf file instead, or pre-fill the HF cache on a machine with "
+            "network and set HF_HUB_OFFLINE=1.",
+        )
         try:
             local = snapshot_download(repo, revision=revision, allow_patterns=patterns)
         except Exception as exc:
-            raise CollapseBenchError(f"cannot download '{name}' from the hub: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+            raise CollapseBenchError(
+                f"cannot download '{name}' from the hub: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+            ) from None
     local_path = Path(local)
     commit = local_path.name if re.fullmatch(r"[0-9a-f]{40}", local_path.name) else None
-    return ModelSource(name, "hub", str(local_path), dir_sha256(local_path), revision=commit or revision,
-                       extra={"requested_revision": revision})
+    return ModelSource(
+        name, "hub", str(local_path), dir_sha256(local_path), revision=commit or revision, extra={"requested_revision": revision}
+    )
 
 
 def pick_device(device: str) -> str:
@@ -222,8 +248,9 @@ def pick_dtype(dtype: str, device: str) -> str:
     return _DTYPES[dtype]
 
 
-def load_model(name: str, *, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False,
-               merge_adapter: bool = True) -> LoadedModel:
+def load_model(
+    name: str, *, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False, merge_adapter: bool = True
+) -> LoadedModel:
     """Resolve ``name`` and load it for inference (eval mode, no grad); PEFT adapters merged by default."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -235,15 +262,19 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto", trust_re
     assert weights_src is not None
     try:
         tokenizer = AutoTokenizer.from_pretrained(weights_src.path, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(weights_src.path, dtype=getattr(torch, dtype),
-                                                     trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            weights_src.path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+        )
     except CollapseBenchError:
         raise
     except Exception as exc:
-        raise CollapseBenchError(f"cannot load model '{name}' from {weights_src.path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        raise CollapseBenchError(
+            f"cannot load model '{name}' from {weights_src.path}: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
     if source.kind == "peft":
         model = _apply_adapter(model, source, merge_adapter)
-    model.to(device).eval()
+    model.to(device).eval()  # type: ignore[arg-type]  # transformers' @wraps(Module.to) loses the bound self in mypy
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
@@ -257,7 +288,10 @@ def _apply_adapter(model: Any, source: ModelSource, merge: bool) -> Any:
         peft_model = PeftModel.from_pretrained(model, source.path, is_trainable=False)
     except Exception as exc:  # shape mismatch, wrong base, corrupt weights
         msg = str(exc).strip().splitlines()
-        raise CollapseBenchError(f"adapter {source.path} does not fit base '{source.extra.get('base_model')}': {type(exc).__name__}: {msg[0] if msg else ''}") from None
+        raise CollapseBenchError(
+            f"adapter {source.path} does not fit base '{source.extra.get('base_model')}': {type(exc).__name__}: "
+            f"{msg[0] if msg else ''}"
+        ) from None
     return peft_model.merge_and_unload() if merge else peft_model
 
 
@@ -285,6 +319,11 @@ def model_info(source: ModelSource, model: Any, dtype: str, device: str) -> dict
     }
     info.update({k: v for k, v in source.extra.items() if k in ("gguf_file", "upstream")})
     if source.base is not None:
-        info["base"] = {"name": source.base.name, "source": source.base.kind, "sha256": source.base.sha256,
-                        "sha256_scheme": source.base.sha256_scheme, "revision": source.base.revision}
+        info["base"] = {
+            "name": source.base.name,
+            "source": source.base.kind,
+            "sha256": source.base.sha256,
+            "sha256_scheme": source.base.sha256_scheme,
+            "revision": source.base.revision,
+        }
     return info

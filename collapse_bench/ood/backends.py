@@ -37,11 +37,14 @@ def require_vllm() -> None:
     """One clear line, before anything is loaded, when vLLM cannot run here."""
     import torch
 
-    missing = [what for what, ok in (("CUDA GPU", torch.cuda.is_available()), ("vllm package", find_spec("vllm") is not None))
-               if not ok]
+    missing = [
+        what for what, ok in (("CUDA GPU", torch.cuda.is_available()), ("vllm package", find_spec("vllm") is not None)) if not ok
+    ]
     if missing:
-        raise CollapseBenchError("--backend vllm needs a CUDA GPU and the vllm package (pip install 'collapse-bench[vllm]'); "
-                                 f"this machine has no {' and no '.join(missing)}; use --backend hf")
+        raise CollapseBenchError(
+            "--backend vllm needs a CUDA GPU and the vllm package (pip install 'collapse-bench[vllm]'); "
+            f"this machine has no {' and no '.join(missing)}; use --backend hf"
+        )
 
 
 _MERGED: dict[int, tempfile.TemporaryDirectory] = {}
@@ -72,9 +75,16 @@ def get_lm(loaded: Any, config: BackendConfig, *, batch_size: int, seed: int = 1
         from lm_eval.models.vllm_causallms import VLLM
 
         path = model_dir(loaded)
-        lm = VLLM(pretrained=path, tokenizer=path, dtype=str(loaded.info.get("dtype", "auto")),
-                  tensor_parallel_size=config.tensor_parallel_size, data_parallel_size=config.data_parallel_size,
-                  batch_size="auto", seed=seed, gpu_memory_utilization=VLLM_GPU_MEMORY_UTILIZATION)
+        lm = VLLM(
+            pretrained=path,
+            tokenizer=path,
+            dtype=str(loaded.info.get("dtype", "auto")),
+            tensor_parallel_size=config.tensor_parallel_size,
+            data_parallel_size=config.data_parallel_size,
+            batch_size="auto",
+            seed=seed,
+            gpu_memory_utilization=VLLM_GPU_MEMORY_UTILIZATION,
+        )
     else:
         from lm_eval.models.huggingface import HFLM
 

@@ -21,22 +21,12 @@ from ..context import RunContext
 from ..data.sources import load_ref, render
 from ..errors import CollapseBenchError
 from ..metrics.diversity import diversity_metrics
+from ..metrics.spec import MetricSpec, Range
+from ..tasks.params import DIVERSITY_PARAMS
 from . import backends, lmeval
 from .samples import gen_records, sink_for
 
-PARAMS_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "k": {"type": "integer", "minimum": 2, "default": 4},
-        "temperature": {"type": "number", "exclusiveMinimum": 0, "default": 1.0},
-        "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 1.0},
-        "max_gen_toks": {"type": "integer", "minimum": 1, "default": 48},
-        "chat_template": {"type": "boolean", "default": True},
-        "seed": {"type": "integer", "minimum": 0, "default": 0},
-        "batch_size": {"type": "integer", "minimum": 1, "default": 8},
-    },
-}
+PARAMS_SCHEMA = DIVERSITY_PARAMS  # the kind's params schema (defined in tasks.params)
 
 
 @dataclass
@@ -57,27 +47,45 @@ def prompt_of(row: dict[str, Any], ref: dict[str, Any], where: str) -> str:
     for key in ("question", "text"):
         if isinstance(row.get(key), str):
             return row[key]
-    raise CollapseBenchError(f"{where}: row {row.get('id', '?')} has no prompt, messages, question or text field (give a template)")
+    raise CollapseBenchError(
+        f"{where}: row {row.get('id', '?')} has no prompt, messages, question or text field (give a template)"
+    )
 
 
 def lm_eval_config(name: str, p: dict[str, Any], data_file: Path, cache: Path) -> dict[str, Any]:
-    return {"task": name, "dataset_path": "json",
-            "dataset_kwargs": {"data_files": {"test": str(data_file)}, "cache_dir": str(cache)},
-            "output_type": "generate_until", "test_split": "test", "doc_to_text": "{{prompt}}", "doc_to_target": "{{id}}",
-            "generation_kwargs": {"until": [], "do_sample": True, "temperature": float(p["temperature"]),
-                                  "top_p": float(p["top_p"]), "max_gen_toks": int(p["max_gen_toks"])},
-            "repeats": int(p["k"]), "metric_list": [{"metric": "bypass"}], "metadata": {"version": 1.0}}
+    return {
+        "task": name,
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data_file)}, "cache_dir": str(cache)},
+        "output_type": "generate_until",
+        "test_split": "test",
+        "doc_to_text": "{{prompt}}",
+        "doc_to_target": "{{id}}",
+        "generation_kwargs": {
+            "until": [],
+            "do_sample": True,
+            "temperature": float(p["temperature"]),
+            "top_p": float(p["top_p"]),
+            "max_gen_toks": int(p["max_gen_toks"]),
+        },
+        "repeats": int(p["k"]),
+        "metric_list": [{"metric": "bypass"}],
+        "metadata": {"version": 1.0},
+    }
 
 
 def prepare(task: Any, data_dir: Path | None, limit: int | None) -> Prepared:
     if not task.data:
         raise CollapseBenchError(f"{task.path}: a diversity task needs data references for its prompts")
     hashes: dict[str, str] = {}
-    rows = []
+    rows: list[dict[str, str]] = []
     for ref in task.data:
         loaded = load_ref(ref, task_path=task.path, data_dir=data_dir, seed=task.params["seed"], limit=limit)
         hashes[loaded.key] = loaded.sha256
-        rows += [{"id": str(r.get("id", len(rows) + i)), "prompt": prompt_of(r, ref, str(task.path))} for i, r in enumerate(loaded.rows)]
+        rows += [
+            {"id": str(r.get("id", len(rows) + i)), "prompt": prompt_of(r, ref, str(task.path))}
+            for i, r in enumerate(loaded.rows)
+        ]
     tmp = lmeval.new_include_dir(None)
     data_file = Path(tmp.name) / "_data" / "prompts.jsonl"
     data_file.parent.mkdir()
@@ -103,8 +111,33 @@ def run(task: Any, prep: Prepared, ctx: RunContext) -> dict[str, Any]:
     metrics["mean_length_tokens"] = sum(lengths) / len(lengths) if lengths else None
     metrics["truncated_fraction"] = truncated / len(lengths) if lengths else None
     sink_for(ctx).records[task.name] = records
-    return {"metrics": metrics,
-            "sampling": {"k": p["k"], "temperature": p["temperature"], "top_p": p["top_p"], "max_gen_toks": p["max_gen_toks"],
-                         "chat_template": chat, "seed": ctx.seed, "backend": config.backend},
-            "counts": {"prompts": len(groups), "samples": len(lengths), "truncated": truncated,
-                       "empty": sum(1 for g in groups for s in g if not s.strip())}}
+    return {
+        "metrics": metrics,
+        "sampling": {
+            "k": p["k"],
+            "temperature": p["temperature"],
+            "top_p": p["top_p"],
+            "max_gen_toks": p["max_gen_toks"],
+            "chat_template": chat,
+            "seed": ctx.seed,
+            "backend": config.backend,
+        },
+        "counts": {
+            "prompts": len(groups),
+            "samples": len(lengths),
+            "truncated": truncated,
+            "empty": sum(1 for g in groups for s in g if not s.strip()),
+        },
+    }
+
+
+SPECS = (
+    MetricSpec(id="*length*", kind="diversity", definition="mean length of the generations", range=Range(0), label="mean length"),
+    MetricSpec(
+        id="truncat*",
+        kind="diversity",
+        definition="fraction of generations cut off at the token limit",
+        range=Range(0),
+        label="truncated fraction",
+    ),
+)

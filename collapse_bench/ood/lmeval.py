@@ -1,9 +1,9 @@
 """lm-eval plumbing: reading lm-eval YAMLs safely, resolved copies in a per-run include dir, loading
 tasks offline (fail before the model loads) and running ``lm_eval.simple_evaluate``.
 
-lm-eval YAMLs are read with ``yaml.SafeLoader`` plus one tag: ``!function`` is kept as an opaque
-reference (re-emitted unchanged in the resolved copy; lm-eval itself imports it when it loads the task,
-as its include mechanism does). Nothing in a YAML is executed by collapse-bench.
+lm-eval YAMLs are read by :mod:`collapse_bench.tasks.lmeval_yaml`; a ``!function`` reference is re-emitted
+unchanged in the resolved copy (lm-eval itself imports it when it loads the task, as its include mechanism does).
+Nothing in a YAML is executed by collapse-bench.
 """
 
 from __future__ import annotations
@@ -14,89 +14,25 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
 from ..errors import CollapseBenchError
-from ..paths import builtin_tasks_dir
+from ..metrics.spec import MetricSpec, Range, Tolerance
+from ..tasks.lmeval_yaml import FunctionRef, merged_config, read_config
 
 COPY_SUFFIXES = {".yaml", ".yml", ".py", ".jinja", ".txt", ".json"}
-
-
-class FunctionRef(str):
-    """The value of a ``!function module.name`` tag (kept as text)."""
-
-
-class _Loader(yaml.SafeLoader):
-    pass
 
 
 class _Dumper(yaml.SafeDumper):
     pass
 
 
-_Loader.add_constructor("!function", lambda loader, node: FunctionRef(loader.construct_scalar(node)))
 _Dumper.add_representer(FunctionRef, lambda dumper, value: dumper.represent_scalar("!function", str(value)))
-
-
-def builtin_include_dir() -> Path:
-    return builtin_tasks_dir() / "lm_eval"
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    """One lm-eval YAML as a dict; invalid YAML or a non-mapping is a one-line error naming the file."""
-    try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 (SafeLoader subclass)
-    except OSError as exc:
-        raise CollapseBenchError(f"cannot read {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise CollapseBenchError(f"{where}: invalid lm-eval YAML ({problem})") from None
-    if not isinstance(raw, dict):
-        raise CollapseBenchError(f"{path}: an lm-eval task file must be a YAML mapping")
-    return raw
-
-
-def merged_config(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """The YAML with its ``include:`` chain merged in (included first, the file's own keys win)."""
-    if path in _seen:
-        raise CollapseBenchError(f"{path}: circular lm-eval include")
-    raw = read_config(path)
-    inc = raw.get("include")
-    if not inc:
-        return raw
-    base = (path.parent / str(inc)).resolve()
-    if not base.is_file():
-        raise CollapseBenchError(f"{path}: included file '{inc}' not found")
-    return {**merged_config(base, (*_seen, path)), **{k: v for k, v in raw.items() if k != "include"}}
-
-
-def config_files(path: Path) -> list[Path]:
-    """The YAML and every file it includes (for hashing)."""
-    out = [path]
-    inc = read_config(path).get("include")
-    if inc:
-        out += config_files((path.parent / str(inc)).resolve())
-    return out
-
-
-def index(include_dir: Path) -> dict[str, Path]:
-    """lm-eval task name -> defining YAML, for every ``*.yaml`` under ``include_dir`` with a string ``task``."""
-    found: dict[str, Path] = {}
-    for path in sorted(include_dir.rglob("*.y*ml")):
-        if any(part.startswith(".") for part in path.relative_to(include_dir).parts):
-            continue
-        name = read_config(path).get("task")
-        if isinstance(name, str):
-            if name in found:
-                raise CollapseBenchError(f"{path}: lm-eval task '{name}' is already defined in {found[name]}")
-            found[name] = path
-    return found
 
 
 @contextlib.contextmanager
@@ -135,13 +71,13 @@ def quiet(progress: bool) -> Iterator[None]:
         datasets.disable_progress_bars()
         import sys
 
-        import tqdm
-
         import lm_eval.models.huggingface  # noqa: F401  (its request bars ignore every global switch)
+        import tqdm
 
         def silent(*args: Any, **kwargs: Any) -> Any:
             return tqdm.tqdm(*args, **{**kwargs, "disable": True})
 
+        module: Any  # a module whose `tqdm` attribute is swapped (ModuleType declares no attribute setter)
         for name, module in list(sys.modules.items()):  # lm-eval's modules that do `from tqdm import tqdm`
             if name.startswith(("lm_eval.models.", "lm_eval.api.")) and getattr(module, "tqdm", None) is tqdm.tqdm:
                 patched[module] = module.tqdm
@@ -252,16 +188,32 @@ def env_info_once() -> Iterator[None]:
         evaluator.add_env_info = original
 
 
-def run(lm: Any, resolved: ResolvedTask, *, limit: int | None = None, num_fewshot: int | None = None,
-        apply_chat_template: bool = False, torch_seed: int = 1234, progress: bool = True) -> dict[str, Any]:
+def run(
+    lm: Any,
+    resolved: ResolvedTask,
+    *,
+    limit: int | None = None,
+    num_fewshot: int | None = None,
+    apply_chat_template: bool = False,
+    torch_seed: int = 1234,
+    progress: bool = True,
+) -> dict[str, Any]:
     """``lm_eval.simple_evaluate`` on one resolved task with per-sample logging; lm-eval's default seeds
     (random 0, numpy 1234, few-shot 1234) except ``torch_seed`` (sampling)."""
     import lm_eval
 
     with offline(), quiet(progress), env_info_once():
-        out = lm_eval.simple_evaluate(model=lm, tasks=[resolved.task], task_manager=resolved.manager, limit=limit,
-                                      num_fewshot=num_fewshot, log_samples=True, apply_chat_template=apply_chat_template,
-                                      fewshot_as_multiturn=apply_chat_template, torch_random_seed=torch_seed)
+        out = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=[resolved.task],
+            task_manager=resolved.manager,
+            limit=limit,
+            num_fewshot=num_fewshot,
+            log_samples=True,
+            apply_chat_template=apply_chat_template,
+            fewshot_as_multiturn=apply_chat_template,
+            torch_random_seed=torch_seed,
+        )
     if out is None or resolved.name not in out.get("results", {}):
         raise CollapseBenchError(f"lm-eval returned no results for task '{resolved.name}'")
     return out
@@ -281,3 +233,25 @@ def flat_metrics(results: dict[str, Any]) -> dict[str, float | None]:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         out[ident] = float(value) if ok else None
     return out
+
+
+SPECS = (
+    MetricSpec(
+        id="acc*",
+        kind="lm_eval",
+        definition="lm-eval multiple-choice accuracy (acc_norm: length-normalised; *_stderr: its standard error)",
+        direction="higher",
+        range=Range(0, 1),
+        tolerance=Tolerance(0.02, 0.0),
+        label="accuracy",
+    ),
+    MetricSpec(
+        id="exact_match*",
+        kind="lm_eval",
+        definition="lm-eval exact-match accuracy of generated answers (per filter)",
+        direction="higher",
+        range=Range(0, 1),
+        tolerance=Tolerance(0.02, 0.0),
+        label="exact match",
+    ),
+)

@@ -5,7 +5,6 @@ predicted choice agrees. Needs a CUDA GPU and vllm; elsewhere it stops with one 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +24,15 @@ def compare(hf: list[dict[str, Any]], vl: list[dict[str, Any]]) -> dict[str, Any
         pb = max(range(len(b["loglik"])), key=lambda k: (b["loglik"][k], -k))
         agree += int(pa == pb)
     n = len(hf)
-    return {"items": n, "choices": len(deltas), "max_abs_delta_loglik": max(deltas), "mean_abs_delta_loglik": sum(deltas) / len(deltas),
-            "prediction_agreement": agree / n, "acc_hf": sum(r["correct"] for r in hf) / n,
-            "acc_vllm": sum(r["correct"] for r in vl) / n}
+    return {
+        "items": n,
+        "choices": len(deltas),
+        "max_abs_delta_loglik": max(deltas),
+        "mean_abs_delta_loglik": sum(deltas) / len(deltas),
+        "prediction_agreement": agree / n,
+        "acc_hf": sum(r["correct"] for r in hf) / n,
+        "acc_vllm": sum(r["correct"] for r in vl) / n,
+    }
 
 
 def run_parity(args: argparse.Namespace) -> dict[str, Any]:
@@ -58,24 +63,29 @@ def run_parity(args: argparse.Namespace) -> dict[str, Any]:
         for t in tasks:
             prep = preps[backend][t.name]
             out = lmeval.run(lm, prep.resolved, progress=False)
-            records.setdefault(t.name, {})[backend] = mc_records(prep.resolved.name, prep.resolved.task,
-                                                                 out["samples"][prep.resolved.name])[0]
+            records.setdefault(t.name, {})[backend] = mc_records(
+                prep.resolved.name, prep.resolved.task, out["samples"][prep.resolved.name]
+            )[0]
     report = {name: compare(r["hf"], r["vllm"]) for name, r in records.items()}
     # doc ids repeat across tasks: made unique for the pooled comparison
-    allr = {b: [{**x, "doc_id": (i, x["doc_id"])} for i, r in enumerate(records.values()) for x in r[b]]
-            for b in backends.BACKENDS}
+    allr = {
+        b: [{**x, "doc_id": (i, x["doc_id"])} for i, r in enumerate(records.values()) for x in r[b]] for b in backends.BACKENDS
+    }
     return {"model": loaded.info, "n": args.n, "tasks": report, "overall": compare(allr["hf"], allr["vllm"])}
 
 
 def cmd_parity(args: argparse.Namespace) -> int:
-    from ..cli import quiet_libraries
+    from ..cliutil import quiet_libraries
     from ..io import atomic_write_json
 
     quiet_libraries()
     report = run_parity(args)
     for name, r in {**report["tasks"], "overall": report["overall"]}.items():
-        print(f"{name:16} items={r['items']:4d} max|Δll|={r['max_abs_delta_loglik']:.4g} mean|Δll|={r['mean_abs_delta_loglik']:.4g} "
-              f"agreement={r['prediction_agreement']:.4f} acc hf={r['acc_hf']:.4f} vllm={r['acc_vllm']:.4f}")
+        print(
+            f"{name:16} items={r['items']:4d} max|Δll|={r['max_abs_delta_loglik']:.4g} "
+            f"mean|Δll|={r['mean_abs_delta_loglik']:.4g} "
+            f"agreement={r['prediction_agreement']:.4f} acc hf={r['acc_hf']:.4f} vllm={r['acc_vllm']:.4f}"
+        )
     if args.output:
         atomic_write_json(Path(args.output), report)
         print(f"report written to {args.output}")
@@ -83,12 +93,15 @@ def cmd_parity(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    from ..cli import positive_int
+    from ..cliutil import positive_int
     from ..models import DEFAULT_MODEL
 
-    p = sub.add_parser("parity", help="HF vs vLLM log-likelihood parity on the same multiple-choice items (GPU)",
-                       description="Score the same N items of each task with lm-eval's HF and vLLM backends and report "
-                                   "max |Δ log-likelihood| and prediction agreement.")
+    p = sub.add_parser(
+        "parity",
+        help="HF vs vLLM log-likelihood parity on the same multiple-choice items (GPU)",
+        description="Score the same N items of each task with lm-eval's HF and vLLM backends and report "
+        "max |Δ log-likelihood| and prediction agreement.",
+    )
     p.add_argument("model", nargs="?", default=DEFAULT_MODEL, metavar="MODEL")
     p.add_argument("--n", type=positive_int, default=100, help="items per task (seeded sample; default 100)")
     p.add_argument("--tasks", default="world_mc", help="comma-separated lm_eval tasks (default: world_mc, no data dir needed)")

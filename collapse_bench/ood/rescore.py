@@ -14,8 +14,8 @@ from ..errors import CollapseBenchError
 
 def rescore(result_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(recomputed calibration blocks by task, stored ones) for every multiple-choice task with samples."""
+    from ..metrics.calibration import calibration_block
     from .samples import load_for_result
-    from .task import calibration_block
 
     try:
         result = json.loads(result_path.read_text(encoding="utf-8"))
@@ -54,8 +54,10 @@ def cmd_rescore(args: argparse.Namespace) -> int:
     for name in fresh:
         diffs += differences(fresh[name], stored[name], name)
         prim = fresh[name]["primary"]
-        shown = ", ".join(f"{k}={prim[k]:.4g}" if isinstance(prim[k], float) else f"{k}={prim[k]}"
-                          for k in ("n", "accuracy", "ece", "ece_width", "brier", "nll", "auroc", "temperature_opt"))
+        shown = ", ".join(
+            f"{k}={prim[k]:.4g}" if isinstance(prim[k], float) else f"{k}={prim[k]}"
+            for k in ("n", "accuracy", "ece", "ece_width", "brier", "nll", "auroc", "temperature_opt")
+        )
         print(f"{name}: {shown}")
     if args.json:
         print(json.dumps(fresh, indent=2, sort_keys=True))
@@ -69,9 +71,12 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("rescore", help="recompute calibration from a result's saved samples (CPU, no model)",
-                       description="Recompute calibration metrics from the per-sample records saved next to RESULT "
-                                   "(sha256-checked) and compare them with the stored numbers.")
+    p = sub.add_parser(
+        "rescore",
+        help="recompute calibration from a result's saved samples (CPU, no model)",
+        description="Recompute calibration metrics from the per-sample records saved next to RESULT "
+        "(sha256-checked) and compare them with the stored numbers.",
+    )
     p.add_argument("result", metavar="RESULT", help="a result JSON written by `collapse-bench evaluate`")
     p.add_argument("--json", action="store_true", help="also print the recomputed calibration blocks as JSON")
     p.set_defaults(func=cmd_rescore)

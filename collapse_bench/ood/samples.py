@@ -43,9 +43,18 @@ def mc_records(name: str, task: Any, samples: list[dict[str, Any]]) -> tuple[lis
             skipped += 1
             continue
         pred = max(range(len(lls)), key=lambda k: (lls[k], -k))  # first maximum, as np.argmax
-        records.append({"task": name, "doc_id": int(s["doc_id"]), "id": doc.get("id"), "gold": gold, "loglik": lls,
-                        "choice_chars": [len(c) for c in choices], "choice_bytes": [len(c.encode("utf-8")) for c in choices],
-                        "correct": int(pred == gold)})
+        records.append(
+            {
+                "task": name,
+                "doc_id": int(s["doc_id"]),
+                "id": doc.get("id"),
+                "gold": gold,
+                "loglik": lls,
+                "choice_chars": [len(c) for c in choices],
+                "choice_bytes": [len(c.encode("utf-8")) for c in choices],
+                "correct": int(pred == gold),
+            }
+        )
     return records, skipped
 
 
@@ -56,9 +65,17 @@ def gen_records(name: str, samples: list[dict[str, Any]]) -> list[Record]:
         doc = s["doc"]
         resps = [str(r) for r in (s["resps"][0] if s["resps"] else [])]
         filt = s.get("filtered_resps") or [""]
-        out.append({"task": name, "doc_id": int(s["doc_id"]), "id": doc.get("id"), "filter": s.get("filter", "none"),
-                    "target": s.get("target") if isinstance(s.get("target"), (str, int, float)) else str(s.get("target")),
-                    "response": str(filt[0]), "samples": resps})
+        out.append(
+            {
+                "task": name,
+                "doc_id": int(s["doc_id"]),
+                "id": doc.get("id"),
+                "filter": s.get("filter", "none"),
+                "target": s.get("target") if isinstance(s.get("target"), (str, int, float)) else str(s.get("target")),
+                "response": str(filt[0]),
+                "samples": resps,
+            }
+        )
     return out
 
 
@@ -109,7 +126,9 @@ def load_for_result(result_path: Path, result: dict[str, Any]) -> dict[str, list
     for name, ref in refs.items():
         rel = str(ref.get("path", ""))
         if not rel or Path(rel).name != rel:
-            raise CollapseBenchError(f"{result_path}: task {name}: samples path must be a file name next to the result, got {rel!r}")
+            raise CollapseBenchError(
+                f"{result_path}: task {name}: samples path must be a file name next to the result, got {rel!r}"
+            )
         path = result_path.parent / rel
         if not path.is_file():
             raise CollapseBenchError(f"samples file {path} not found (it must sit next to {result_path.name})")

@@ -22,24 +22,16 @@ from ..context import RunContext
 from ..data.sources import load_ref
 from ..errors import CollapseBenchError
 from ..io import sha256_file
-from ..metrics.calibration import calibration_report
+from ..metrics.calibration import calibration_block
+from ..tasks.lmeval_yaml import config_files, index, merged_config
+from ..tasks.loader import include_dir
+from ..tasks.params import LM_EVAL_PARAMS
 from . import backends, lmeval
 from .refusal import refusal_rates
 from .samples import gen_records, mc_records, sink_for
 
-PARAMS_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "lm_eval_task": {"type": ["string", "null"], "default": None},  # null: the task's own name
-        "include": {"type": ["string", "null"], "default": None},  # lm-eval YAML dir relative to this file; null: built-in
-        "num_fewshot": {"type": ["integer", "null"], "minimum": 0, "default": None},  # null: the lm-eval YAML's
-        "apply_chat_template": {"type": "boolean", "default": False},
-        "refusal": {"type": "boolean", "default": False},
-        "seed": {"type": "integer", "minimum": 0, "default": 0},
-        "batch_size": {"type": "integer", "minimum": 1, "default": 8},
-    },
-}
+PARAMS_SCHEMA = LM_EVAL_PARAMS  # the kind's params schema (defined in tasks.params)
+
 CALIBRATION_METRICS = ("ece", "ece_width", "brier", "nll", "auroc", "selective_acc_top10", "temperature_opt")
 
 
@@ -49,14 +41,6 @@ class Prepared:
     data_hashes: dict[str, str]
     lm_limit: int | None
     yaml_path: Path
-
-
-def include_dir(task: Any) -> Path:
-    inc = task.params["include"]
-    path = lmeval.builtin_include_dir() if inc is None else (task.path.parent / inc).resolve()
-    if not path.is_dir():
-        raise CollapseBenchError(f"{task.path}: lm-eval include dir {path} not found")
-    return path
 
 
 def _local_data_files(config: dict[str, Any], yaml_dir: Path) -> dict[str, Any] | None:
@@ -76,13 +60,13 @@ def _local_data_files(config: dict[str, Any], yaml_dir: Path) -> dict[str, Any] 
 def prepare(task: Any, data_dir: Path | None, limit: int | None) -> Prepared:
     src = include_dir(task)
     name = task.params["lm_eval_task"] or task.name
-    found = lmeval.index(src)
+    found = index(src)
     if name not in found:
         raise CollapseBenchError(f"{task.path}: no lm-eval task '{name}' in {src} (known: {', '.join(sorted(found)) or 'none'})")
     yaml_path = found[name]
-    hashes = {f"lm_eval:{p.relative_to(src).as_posix()}": sha256_file(p) for p in lmeval.config_files(yaml_path)}
+    hashes = {f"lm_eval:{p.relative_to(src).as_posix()}": sha256_file(p) for p in config_files(yaml_path)}
     tmp = lmeval.new_include_dir(src)
-    config = lmeval.merged_config(yaml_path)
+    config = merged_config(yaml_path)
     lm_limit = None
     if task.data:
         eval_split, fewshot_split = lmeval.data_split_names(config)
@@ -95,39 +79,34 @@ def prepare(task: Any, data_dir: Path | None, limit: int | None) -> Prepared:
                 raise CollapseBenchError(f"{task.path}: lm-eval task '{name}' has no few-shot split for the fewshot data")
             rows = []
             for ref in refs:
-                loaded = load_ref(ref, task_path=task.path, data_dir=data_dir, seed=task.params["seed"],
-                                  limit=limit if role == "eval" else None)
+                loaded = load_ref(
+                    ref, task_path=task.path, data_dir=data_dir, seed=task.params["seed"], limit=limit if role == "eval" else None
+                )
                 hashes[loaded.key] = loaded.sha256
                 rows += loaded.rows
             out = Path(tmp.name) / "_data" / f"{role}.jsonl"
             out.parent.mkdir(exist_ok=True)
             out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
             files[split] = str(out)
-        overrides = {"dataset_path": "json", "dataset_name": None,
-                     "dataset_kwargs": {"data_files": files, "cache_dir": str(Path(tmp.name) / "_hf_cache")}}
+        overrides = {
+            "dataset_path": "json",
+            "dataset_name": None,
+            "dataset_kwargs": {"data_files": files, "cache_dir": str(Path(tmp.name) / "_hf_cache")},
+        }
     else:  # a plain user lm-eval YAML: its own data, --limit passed to lm-eval
         lm_limit = limit
-        files = _local_data_files(config, yaml_path.parent)
+        local_files = _local_data_files(config, yaml_path.parent)
         overrides = {}
-        if files:
-            for split_files in files.values():
+        if local_files:
+            for split_files in local_files.values():
                 for f in split_files if isinstance(split_files, list) else [split_files]:
                     if "://" not in f:
                         if not Path(f).is_file():
                             raise CollapseBenchError(f"{yaml_path}: data file {f} not found")
                         hashes[f"task:{os.path.relpath(f, yaml_path.parent)}"] = sha256_file(f)
-            overrides = {"dataset_kwargs": {**(config.get("dataset_kwargs") or {}), "data_files": files}}
+            overrides = {"dataset_kwargs": {**(config.get("dataset_kwargs") or {}), "data_files": local_files}}
     resolved = lmeval.resolve(name, tmp, yaml_path.relative_to(src), overrides, str(yaml_path))
     return Prepared(resolved, hashes, lm_limit, yaml_path)
-
-
-def calibration_block(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Both variants: p = softmax(loglik) (primary) and p = softmax(loglik / len(choice)) (acc_norm's divisor)."""
-    scores = [r["loglik"] for r in records]
-    gold = [r["gold"] for r in records]
-    return {"definition": "p = softmax over the choices' summed log-likelihoods; confidence = max p",
-            "primary": calibration_report(scores, gold),
-            "length_normalised": calibration_report(scores, gold, [r["choice_chars"] for r in records])}
 
 
 def run(task: Any, prep: Prepared, ctx: RunContext) -> dict[str, Any]:
@@ -136,13 +115,21 @@ def run(task: Any, prep: Prepared, ctx: RunContext) -> dict[str, Any]:
     with lmeval.quiet(ctx.progress):
         lm = backends.get_lm(ctx.model, config, batch_size=ctx.batch_size or p["batch_size"])
     chat = bool(p["apply_chat_template"]) and (config.backend == "vllm" or backends.has_chat_template(ctx.model))
-    out = lmeval.run(lm, prep.resolved, limit=prep.lm_limit, num_fewshot=p["num_fewshot"], apply_chat_template=chat,
-                     progress=ctx.progress)
+    out = lmeval.run(
+        lm, prep.resolved, limit=prep.lm_limit, num_fewshot=p["num_fewshot"], apply_chat_template=chat, progress=ctx.progress
+    )
     name = prep.resolved.name
     metrics = lmeval.flat_metrics(out["results"][name])
     samples = out["samples"][name]
-    block: dict[str, Any] = {"lm_eval": {"task": name, "output_type": prep.resolved.output_type, "backend": config.backend,
-                                         "num_fewshot": out.get("n-shot", {}).get(name), "chat_template": chat}}
+    block: dict[str, Any] = {
+        "lm_eval": {
+            "task": name,
+            "output_type": prep.resolved.output_type,
+            "backend": config.backend,
+            "num_fewshot": out.get("n-shot", {}).get(name),
+            "chat_template": chat,
+        }
+    }
     counts: dict[str, Any] = {"docs": len({s["doc_id"] for s in samples})}
     if prep.resolved.output_type == "multiple_choice":
         records, skipped = mc_records(name, prep.resolved.task, samples)

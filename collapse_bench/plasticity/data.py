@@ -89,7 +89,9 @@ def ref_data(task: Any, data_dir: Path | None, limit: int | None) -> PlasticityD
     n_eval = min(p["n_eval"], limit) if limit else p["n_eval"]
     rows = list(loaded.rows)
     if n_train + n_eval > len(rows):
-        raise CollapseBenchError(f"task {task.name}: {loaded.key} has {len(rows)} rows, fewer than n_train + n_eval = {n_train + n_eval}")
+        raise CollapseBenchError(
+            f"task {task.name}: {loaded.key} has {len(rows)} rows, fewer than n_train + n_eval = {n_train + n_eval}"
+        )
     random.Random(f"plasticity-split-{p['split_seed']}:{loaded.key}").shuffle(rows)
     where = f"{task.path} ({loaded.key})"
 
@@ -98,7 +100,7 @@ def ref_data(task: Any, data_dir: Path | None, limit: int | None) -> PlasticityD
         return Example(prompt, cut_text(render(p["target_template"], row, where), p["max_target_chars"]))
 
     train = [example(r) for r in rows[:n_train]]
-    held_out = [example(r) for r in rows[n_train:n_train + n_eval]]
+    held_out = [example(r) for r in rows[n_train : n_train + n_eval]]
     if not any(e.target.strip() for e in held_out):
         raise CollapseBenchError(f"task {task.name}: every held-out target is empty")
     return PlasticityData(train, held_out, [], {loaded.key: loaded.sha256}, "data")

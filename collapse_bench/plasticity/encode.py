@@ -14,8 +14,9 @@ cover exactly the target text:
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -75,8 +76,8 @@ def left_padded(seqs: Sequence[Sequence[int]], pad_id: int, device: Any) -> tupl
     ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
     attn = torch.zeros((len(seqs), T), dtype=torch.long)
     for i, s in enumerate(seqs):
-        ids[i, T - len(s):] = torch.tensor(list(s), dtype=torch.long)
-        attn[i, T - len(s):] = 1
+        ids[i, T - len(s) :] = torch.tensor(list(s), dtype=torch.long)
+        attn[i, T - len(s) :] = 1
     return ids.to(device), attn.to(device)
 
 

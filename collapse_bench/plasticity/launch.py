@@ -19,16 +19,18 @@ import argparse
 import json
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
-from ..cli import positive_int, quiet_libraries
+from ..cliutil import positive_int, quiet_libraries
 from ..errors import CollapseBenchError
 from ..io import atomic_write_json
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m collapse_bench.plasticity.launch",
-                                 description="Run one plasticity task (optionally under accelerate launch) and print its scores.")
+    ap = argparse.ArgumentParser(
+        prog="python -m collapse_bench.plasticity.launch",
+        description="Run one plasticity task (optionally under accelerate launch) and print its scores.",
+    )
     ap.add_argument("model", metavar="MODEL", help="checkpoint (same forms as collapse-bench evaluate)")
     ap.add_argument("--task", required=True, help="a kind: plasticity task name")
     ap.add_argument("--tasks-dir", action="append", metavar="DIR", help="extra directory of task YAMLs (repeatable)")
@@ -63,20 +65,37 @@ def run(args: argparse.Namespace) -> int:
         raise CollapseBenchError(f"task '{args.task}' is kind '{task.kind}', not plasticity")
     data = prepare(task, resolve_data_dir(args.data_dir), args.limit)
     if silently_single(dict(os.environ)):
-        print("collapse-bench: warning: accelerate launch --cpu started a single process (several CPU processes "
-              "need --mpirun_hostfile); for gloo data parallelism without MPI use CUDA_VISIBLE_DEVICES= accelerate "
-              "launch --multi_gpu --num_processes N (torchrun). Scores are the same either way.", file=sys.stderr)
+        print(
+            "collapse-bench: warning: accelerate launch --cpu started a single process (several CPU processes "
+            "need --mpirun_hostfile); for gloo data parallelism without MPI use CUDA_VISIBLE_DEVICES= accelerate "
+            "launch --multi_gpu --num_processes N (torchrun). Scores are the same either way.",
+            file=sys.stderr,
+        )
     state = PartialState()  # initialises the process group under accelerate launch (gloo on CPU)
     if state.num_processes > 1 and state.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // state.num_processes))
     try:
         loaded = load_model(args.model, device=str(state.device), dtype=args.dtype)
         par = Parallel()
-        block = run_task(loaded.model, loaded.tokenizer, data, task.params, eval_batch_size=args.eval_batch_size,
-                         progress=not args.no_progress, desc=task.name, par=par)
+        block = run_task(
+            loaded.model,
+            loaded.tokenizer,
+            data,
+            task.params,
+            eval_batch_size=args.eval_batch_size,
+            progress=not args.no_progress,
+            desc=task.name,
+            par=par,
+        )
         if par.main:
-            out = {"task": task.name, "model": loaded.info["name"], "model_sha256": loaded.info["sha256"],
-                   "world_size": par.world, "data": data.data_hashes, **block}
+            out = {
+                "task": task.name,
+                "model": loaded.info["name"],
+                "model_sha256": loaded.info["sha256"],
+                "world_size": par.world,
+                "data": data.data_hashes,
+                **block,
+            }
             if args.output:
                 atomic_write_json(args.output, out)
             print(json.dumps({"task": task.name, "world_size": par.world, "metrics": block["metrics"]}, indent=1))

@@ -11,7 +11,8 @@ order), and dropout is seeded per (seed, step, micro-batch), so its masks do not
 from __future__ import annotations
 
 import contextlib
-from typing import Any, ContextManager
+from contextlib import AbstractContextManager
+from typing import Any
 
 import torch
 
@@ -52,6 +53,6 @@ class Parallel:
         device = next(model.parameters()).device
         return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    def no_sync(self, wrapped: Any, sync: bool) -> ContextManager[Any]:
+    def no_sync(self, wrapped: Any, sync: bool) -> AbstractContextManager[Any]:
         """Skip the gradient all-reduce on all but a rank's last micro-batch of a step."""
         return contextlib.nullcontext() if sync or not self.on else wrapped.no_sync()

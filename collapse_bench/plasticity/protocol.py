@@ -20,8 +20,9 @@ import math
 import random
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -54,12 +55,29 @@ class Protocol:
     @classmethod
     def from_params(cls, p: dict[str, Any], eval_batch_size: int | None = None) -> Protocol:
         if p["batch_size"] % p["micro_batch_size"]:
-            raise CollapseBenchError(f"batch_size {p['batch_size']} is not a multiple of micro_batch_size {p['micro_batch_size']}")
+            raise CollapseBenchError(
+                f"batch_size {p['batch_size']} is not a multiple of micro_batch_size {p['micro_batch_size']}"
+            )
         tm = p["lora_target_modules"]
-        return cls(p["steps"], p["batch_size"], p["micro_batch_size"], p["seq_len"], p["eval_every"],
-                   eval_batch_size or p["eval_batch_size"], p["lr"], p["weight_decay"], tuple(p["adam_betas"]),
-                   p["schedule"], p["warmup_steps"], p["max_grad_norm"], p["lora_r"], p["lora_alpha"],
-                   p["lora_dropout"], tm if isinstance(tm, str) else tuple(tm), p["diag_steps"])
+        return cls(
+            p["steps"],
+            p["batch_size"],
+            p["micro_batch_size"],
+            p["seq_len"],
+            p["eval_every"],
+            eval_batch_size or p["eval_batch_size"],
+            p["lr"],
+            p["weight_decay"],
+            tuple(p["adam_betas"]),
+            p["schedule"],
+            p["warmup_steps"],
+            p["max_grad_norm"],
+            p["lora_r"],
+            p["lora_alpha"],
+            p["lora_dropout"],
+            tm if isinstance(tm, str) else tuple(tm),
+            p["diag_steps"],
+        )
 
     @property
     def n_micro(self) -> int:
@@ -102,7 +120,7 @@ def batch_order(n: int, steps: int, batch_size: int, seed: int) -> list[list[int
         perm = list(range(n))
         rng.shuffle(perm)
         flat += perm
-    return [flat[i * batch_size:(i + 1) * batch_size] for i in range(steps)]
+    return [flat[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
 
 
 def _mix(seed: int, step: int, micro: int) -> int:
@@ -128,9 +146,16 @@ def lora_copy(model: Any, proto: Protocol, seed: int) -> Any:
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
-    cfg = LoraConfig(r=proto.lora_r, lora_alpha=proto.lora_alpha, lora_dropout=proto.lora_dropout,
-                     target_modules=list(proto.lora_target_modules) if isinstance(proto.lora_target_modules, tuple)
-                     else proto.lora_target_modules, bias="none", task_type="CAUSAL_LM")
+    cfg = LoraConfig(
+        r=proto.lora_r,
+        lora_alpha=proto.lora_alpha,  # type: ignore[arg-type]  # peft annotates int; a float alpha works (scaling = alpha / r)
+        lora_dropout=proto.lora_dropout,
+        target_modules=list(proto.lora_target_modules)
+        if isinstance(proto.lora_target_modules, tuple)
+        else proto.lora_target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
     with warnings.catch_warnings():  # peft calls a transformers property deprecated in v5
         warnings.simplefilter("ignore", FutureWarning)
         return get_peft_model(copy.deepcopy(model), cfg)
@@ -140,7 +165,7 @@ def eval_bpb(model: Any, items: Sequence[Encoded], batch_size: int, pad_id: int,
     """Held-out bpb over ``items`` (length-sorted micro-batches, sharded over ranks, sums reduced)."""
     device = next(model.parameters()).device
     order = sorted(range(len(items)), key=lambda i: (len(items[i].ids), i))
-    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     nll = 0.0
     model.eval()
     with torch.no_grad():
@@ -157,15 +182,15 @@ def normalise_answer(text: str) -> str:
     return (lines[0] if lines else "").strip().rstrip(".!,;:").strip().casefold()
 
 
-def exact_match(model: Any, tok: Any, prompts: Sequence[list[int]], answers: Sequence[str], batch_size: int,
-                par: Parallel) -> float:
+def exact_match(
+    model: Any, tok: Any, prompts: Sequence[list[int]], answers: Sequence[str], batch_size: int, par: Parallel
+) -> float:
     """Share of greedy continuations whose normalised first line equals the answer (casefolded)."""
     from transformers import GenerationConfig
 
     device = next(model.parameters()).device
     budget = max(len(tok(" " + a, add_special_tokens=False).input_ids) for a in answers) + 2
-    gen = GenerationConfig(max_new_tokens=budget, do_sample=False, pad_token_id=tok.pad_token_id,
-                           eos_token_id=tok.eos_token_id)
+    gen = GenerationConfig(max_new_tokens=budget, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
     chunks = [list(range(i, min(i + batch_size, len(prompts)))) for i in range(0, len(prompts), batch_size)]
     hits = 0
     model.eval()
@@ -173,15 +198,25 @@ def exact_match(model: Any, tok: Any, prompts: Sequence[list[int]], answers: Seq
         for c in par.mine(len(chunks)):
             ids, attn = left_padded([prompts[i] for i in chunks[c]], tok.pad_token_id, device)
             out = model.generate(input_ids=ids, attention_mask=attn, generation_config=gen)
-            for row, i in zip(out[:, ids.shape[1]:], chunks[c]):
+            for row, i in zip(out[:, ids.shape[1] :], chunks[c]):
                 hits += normalise_answer(tok.decode(row, skip_special_tokens=True)) == answers[i].casefold()
     (total,) = par.sum([float(hits)])
     return total / len(prompts)
 
 
-def train_seed(model: Any, tok: Any, train: Sequence[Encoded], held_out: Sequence[Encoded], proto: Protocol,
-               seed: int, *, qa: tuple[Sequence[list[int]], Sequence[str]] | None = None, par: Parallel | None = None,
-               progress: bool = False, desc: str = "plasticity") -> SeedRun:
+def train_seed(
+    model: Any,
+    tok: Any,
+    train: Sequence[Encoded],
+    held_out: Sequence[Encoded],
+    proto: Protocol,
+    seed: int,
+    *,
+    qa: tuple[Sequence[list[int]], Sequence[str]] | None = None,
+    par: Parallel | None = None,
+    progress: bool = False,
+    desc: str = "plasticity",
+) -> SeedRun:
     """Run the protocol for one seed and return its curve, diagnostics and exact match."""
     from tqdm.auto import tqdm
 
@@ -210,12 +245,17 @@ def train_seed(model: Any, tok: Any, train: Sequence[Encoded], held_out: Sequenc
             run.eval_s += time.perf_counter() - t
 
         evaluate(0)
-        bar = tqdm(batch_order(len(train), proto.steps, proto.batch_size, seed), desc=desc, unit="step",
-                   disable=not progress or not par.main, leave=False)
+        bar = tqdm(
+            batch_order(len(train), proto.steps, proto.batch_size, seed),
+            desc=desc,
+            unit="step",
+            disable=not progress or not par.main,
+            leave=False,
+        )
         for step, idx in enumerate(bar, 1):
             t = time.perf_counter()
             peft_model.train()
-            micro = [idx[j:j + proto.micro_batch_size] for j in range(0, len(idx), proto.micro_batch_size)]
+            micro = [idx[j : j + proto.micro_batch_size] for j in range(0, len(idx), proto.micro_batch_size)]
             n_tokens = max(1, sum(max(0, len(train[i].ids) - train[i].start) for i in idx))
             mine = par.mine(len(micro))
             local = 0.0
@@ -236,7 +276,9 @@ def train_seed(model: Any, tok: Any, train: Sequence[Encoded], held_out: Sequenc
             opt.zero_grad(set_to_none=True)
             if before is not None:
                 run.grad_norm.append(float(norm))
-                run.update_norm.append(math.sqrt(sum(float((p.detach() - b).double().pow(2).sum()) for p, b in zip(params, before))))
+                run.update_norm.append(
+                    math.sqrt(sum(float((p.detach() - b).double().pow(2).sum()) for p, b in zip(params, before)))
+                )
             run.train_s += time.perf_counter() - t
             if step in evals:
                 evaluate(step)
@@ -246,5 +288,5 @@ def train_seed(model: Any, tok: Any, train: Sequence[Encoded], held_out: Sequenc
             t = time.perf_counter()
             run.exact_match = exact_match(peft_model, tok, qa[0], qa[1], proto.eval_batch_size, par)
             run.eval_s += time.perf_counter() - t
-        del wrapped, peft_model, opt
+        del wrapped, opt  # the LoRA copy itself is freed on return (evaluate() closes over it)
     return run

@@ -15,8 +15,11 @@ Formulas (``s_0 < s_1 < ... < s_K`` are the eval steps, ``b_k`` the held-out bpb
 
 from __future__ import annotations
 
+import itertools
 import math
-from typing import Sequence
+from collections.abc import Sequence
+
+from ..metrics.spec import MetricSpec, Range, Tolerance
 
 LN2 = math.log(2.0)
 
@@ -34,7 +37,7 @@ def normalised_auc(steps: Sequence[float], values: Sequence[float]) -> float:
         raise ValueError("normalised_auc needs equally long, non-empty steps and values")
     if len(steps) == 1:
         return float(values[0])
-    if any(b <= a for a, b in zip(steps, steps[1:])):
+    if any(b <= a for a, b in itertools.pairwise(steps)):
         raise ValueError("eval steps must be strictly increasing")
     area = sum((s1 - s0) * (v0 + v1) / 2.0 for s0, s1, v0, v1 in zip(steps, steps[1:], values, values[1:]))
     return area / (steps[-1] - steps[0])
@@ -74,9 +77,14 @@ def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None
 def curve_scores(steps: Sequence[int], bpb: Sequence[float], target_bpb: float, fraction: float) -> dict[str, float | int | None]:
     """Every curve scalar of one seed's eval curve."""
     thr = threshold(bpb[0], target_bpb, fraction)
-    return {"bpb_initial": float(bpb[0]), "bpb_final": float(bpb[-1]), "bpb_auc": normalised_auc(steps, bpb),
-            "gain": gain(bpb[0], bpb[-1]), "steps_to_threshold": steps_to_threshold(steps, bpb, thr),
-            "threshold_bpb": thr}
+    return {
+        "bpb_initial": float(bpb[0]),
+        "bpb_final": float(bpb[-1]),
+        "bpb_auc": normalised_auc(steps, bpb),
+        "gain": gain(bpb[0], bpb[-1]),
+        "steps_to_threshold": steps_to_threshold(steps, bpb, thr),
+        "threshold_bpb": thr,
+    }
 
 
 def aggregate(per_seed: dict[str, dict[str, float | int | None]]) -> dict[str, float | None]:
@@ -87,3 +95,91 @@ def aggregate(per_seed: dict[str, dict[str, float | int | None]]) -> dict[str, f
         mean, std = mean_std([s[key] for s in per_seed.values()])
         out[key], out[f"{key}_std"] = mean, std
     return out
+
+
+SPECS = (
+    # a spread over the task's seeds (~70% relative standard error with 2 seeds, hence rel 0.5). exact_match_std
+    # keeps exact_match's tolerance: in the former tolerance.yaml "*exact_match*" preceded "plasticity*_std"
+    MetricSpec(
+        id="exact_match_std",
+        kind="plasticity",
+        definition="standard deviation of exact_match over the task's seeds",
+        range=Range(0),
+        tolerance=Tolerance(0.02, 0.0),
+    ),
+    MetricSpec(
+        id="*_std",
+        kind="plasticity",
+        definition="standard deviation of the metric over the task's seeds",
+        range=Range(0),
+        tolerance=Tolerance(0.005, 0.5),
+    ),
+    MetricSpec(
+        id="*_ci_width", kind="plasticity", definition="width of the metric's bootstrap confidence interval", range=Range(0)
+    ),
+    MetricSpec(
+        id="bpb_auc*",
+        kind="plasticity",
+        definition="area under the held-out bits-per-byte curve over the training steps, per step",
+        direction="lower",
+        range=Range(0),
+        tolerance=Tolerance(0.0, 0.02),
+        backward=True,
+        label="bpb AUC",
+    ),
+    MetricSpec(
+        id="gain",
+        kind="plasticity",
+        definition="relative gain (bpb_initial - bpb_final) / bpb_initial of the short LoRA fine-tune",
+        direction="higher",
+        range=Range(-20, 1),
+        tolerance=Tolerance(0.02, 0.05),
+        backward=True,
+        label="plasticity gain",
+    ),
+    MetricSpec(
+        id="threshold_bpb",
+        kind="plasticity",
+        definition="held-out bits per byte the run must reach to count as learned",
+        range=Range(0, 20, lo_open=True),
+        tolerance=Tolerance(0.0, 0.02),
+        label="threshold bpb",
+    ),
+    MetricSpec(
+        id="exact_match",
+        kind="plasticity",
+        definition="exact-match accuracy on the task's held-out items after training",
+        direction="higher",
+        range=Range(0, 1),
+        tolerance=Tolerance(0.02, 0.0),
+        backward=True,
+        label="exact match",
+    ),
+    MetricSpec(
+        id="train_loss*",
+        kind="plasticity",
+        definition="training loss (nats per token) along the run",
+        range=Range(0),
+        backward=True,
+        label="train loss",
+    ),
+    MetricSpec(
+        id="steps_to_threshold*",
+        kind="plasticity",
+        definition="optimizer steps until held-out bpb first reaches threshold_bpb",
+        direction="lower",
+        range=Range(0),
+        tolerance=Tolerance(1.0, 0.1),
+        backward=True,
+        label="steps to threshold",
+    ),
+    MetricSpec(
+        id="bpb*",
+        kind="plasticity",
+        definition="held-out bits per byte of the fine-tuned model (initial, final, or along the curve)",
+        range=Range(0, 20, lo_open=True),
+        tolerance=Tolerance(0.0, 0.02),
+        backward=True,
+        label="bits per byte",
+    ),
+)

@@ -16,62 +16,16 @@ from typing import Any
 
 from ..context import RunContext
 from ..errors import CollapseBenchError
+from ..tasks.params import PLASTICITY_PARAMS
 from .data import PlasticityData, build_data
 from .encode import encode, prompt_ids
 from .parallel import Parallel
 from .protocol import Protocol, SeedRun, train_seed
 from .scores import aggregate, curve_scores
 
+PARAMS_SCHEMA = PLASTICITY_PARAMS  # the kind's params schema (defined in tasks.params)
+
 PROTOCOL_VERSION = 1
-
-_POS_INT = {"type": "integer", "minimum": 1}
-_PROB = {"type": "number", "minimum": 0, "maximum": 1}
-
-PARAMS_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        # data
-        "source": {"enum": ["world", "data"], "default": "data"},
-        "world_seed": {"type": "integer", "minimum": 0, "default": 0},
-        "world_entities": {"type": "integer", "minimum": 3, "maximum": 600, "default": 12},
-        "n_train": {**_POS_INT, "default": 256},
-        "n_eval": {**_POS_INT, "default": 32},
-        "split_seed": {"type": "integer", "minimum": 0, "default": 0},
-        "prompt_template": {"type": "string", "default": ""},
-        "target_template": {"type": "string", "minLength": 1, "default": "{text}"},
-        "max_target_chars": {"type": ["integer", "null"], "minimum": 1, "default": None},
-        "chat_template": {"type": "boolean", "default": False},
-        # LoRA
-        "lora_r": {**_POS_INT, "default": 8},
-        "lora_alpha": {"type": "number", "exclusiveMinimum": 0, "default": 16},
-        "lora_dropout": {"type": "number", "minimum": 0, "maximum": 0.9, "default": 0.05},
-        "lora_target_modules": {"oneOf": [{"const": "all-linear"},
-                                          {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}],
-                                "default": "all-linear"},
-        # optimiser
-        "lr": {"type": "number", "minimum": 0, "maximum": 1, "default": 1e-3},
-        "weight_decay": {"type": "number", "minimum": 0, "default": 0.0},
-        "adam_betas": {"type": "array", "items": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
-                       "minItems": 2, "maxItems": 2, "default": [0.9, 0.999]},
-        "schedule": {"enum": ["constant", "linear", "cosine"], "default": "constant"},
-        "warmup_steps": {"type": "integer", "minimum": 0, "default": 0},
-        "max_grad_norm": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": 1.0},
-        # schedule and scale
-        "steps": {**_POS_INT, "default": 24},
-        "batch_size": {**_POS_INT, "default": 8},
-        "micro_batch_size": {**_POS_INT, "default": 4},
-        "seq_len": {"type": "integer", "minimum": 4, "default": 128},
-        "eval_every": {**_POS_INT, "default": 4},
-        "eval_batch_size": {**_POS_INT, "default": 16},
-        "seeds": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "integer", "minimum": 0},
-                  "default": [0]},
-        "diag_steps": {"type": "integer", "minimum": 0, "default": 5},
-        # steps_to_threshold: first eval step with bpb <= bpb_initial - fraction * (bpb_initial - target)
-        "threshold_target_bpb": {"type": "number", "minimum": 0, "default": 0.0},
-        "threshold_fraction": {**_PROB, "exclusiveMinimum": 0, "default": 0.25},
-    },
-}
 
 
 def prepare(task: Any, data_dir: Path | None, limit: int | None) -> PlasticityData:
@@ -93,19 +47,33 @@ def seed_block(run: SeedRun, p: dict[str, Any]) -> dict[str, Any]:
 
 
 def _summary(values: list[float]) -> dict[str, float | None]:
-    return {"mean": sum(values) / len(values) if values else None, "max": max(values) if values else None,
-            "first": values[0] if values else None}
+    return {
+        "mean": sum(values) / len(values) if values else None,
+        "max": max(values) if values else None,
+        "first": values[0] if values else None,
+    }
 
 
-def run_task(model: Any, tok: Any, data: PlasticityData, p: dict[str, Any], *, eval_batch_size: int | None = None,
-             progress: bool = False, desc: str = "plasticity", par: Parallel | None = None) -> dict[str, Any]:
+def run_task(
+    model: Any,
+    tok: Any,
+    data: PlasticityData,
+    p: dict[str, Any],
+    *,
+    eval_batch_size: int | None = None,
+    progress: bool = False,
+    desc: str = "plasticity",
+    par: Parallel | None = None,
+) -> dict[str, Any]:
     """Every seed of the protocol on ``model`` (left unchanged) and the result block."""
     proto = Protocol.from_params(p, eval_batch_size)
     train = encode(tok, data.train, p["chat_template"], proto.seq_len)
     held_out = encode(tok, data.eval, p["chat_template"])
     qa = ([prompt_ids(tok, q, p["chat_template"]) for q, _ in data.qa], [a for _, a in data.qa]) if data.qa else None
-    runs = [train_seed(model, tok, train, held_out, proto, s, qa=qa, par=par, progress=progress,
-                       desc=f"{desc} seed {s}") for s in p["seeds"]]
+    runs = [
+        train_seed(model, tok, train, held_out, proto, s, qa=qa, par=par, progress=progress, desc=f"{desc} seed {s}")
+        for s in p["seeds"]
+    ]
     per_seed = {str(r.seed): seed_block(r, p) for r in runs}
     grad = [g for r in runs for g in r.grad_norm]
     upd = [u for r in runs for u in r.update_norm]
@@ -116,19 +84,35 @@ def run_task(model: Any, tok: Any, data: PlasticityData, p: dict[str, Any], *, e
         "curves": {str(r.seed): {"steps": r.steps, "bpb": r.bpb, "train_loss": r.train_loss} for r in runs},
         "diagnostics": {
             "steps": proto.diag_steps,
-            "grad_norm": _summary(grad), "update_norm": _summary(upd),
+            "grad_norm": _summary(grad),
+            "update_norm": _summary(upd),
             "per_seed": {str(r.seed): {"grad_norm": r.grad_norm, "update_norm": r.update_norm} for r in runs},
         },
-        "counts": {"source": data.source, "train_examples": len(train), "eval_examples": len(held_out),
-                   "eval_bytes": sum(e.n_bytes for e in held_out),
-                   "eval_tokens": sum(len(e.ids) - e.start for e in held_out),
-                   "exact_match_items": len(data.qa), "seeds": len(runs), "steps": proto.steps,
-                   "train_tokens_per_seed": runs[0].train_tokens, "trainable_params": runs[0].trainable_params,
-                   "train_s": round(sum(r.train_s for r in runs), 3), "eval_s": round(sum(r.eval_s for r in runs), 3)},
+        "counts": {
+            "source": data.source,
+            "train_examples": len(train),
+            "eval_examples": len(held_out),
+            "eval_bytes": sum(e.n_bytes for e in held_out),
+            "eval_tokens": sum(len(e.ids) - e.start for e in held_out),
+            "exact_match_items": len(data.qa),
+            "seeds": len(runs),
+            "steps": proto.steps,
+            "train_tokens_per_seed": runs[0].train_tokens,
+            "trainable_params": runs[0].trainable_params,
+            "train_s": round(sum(r.train_s for r in runs), 3),
+            "eval_s": round(sum(r.eval_s for r in runs), 3),
+        },
     }
 
 
 def run(task: Any, data: PlasticityData, ctx: RunContext) -> dict[str, Any]:
     # --batch-size changes only the eval batch size: the training batch is part of the protocol.
-    return run_task(ctx.model.model, ctx.model.tokenizer, data, task.params, eval_batch_size=ctx.batch_size,
-                    progress=ctx.progress, desc=task.name)
+    return run_task(
+        ctx.model.model,
+        ctx.model.tokenizer,
+        data,
+        task.params,
+        eval_batch_size=ctx.batch_size,
+        progress=ctx.progress,
+        desc=task.name,
+    )

@@ -49,14 +49,15 @@ def build_corpus(task: Any, data_dir: Path | None, limit: int | None) -> ProbeCo
 
 def tokenize(tokenizer: Any, texts: list[str], max_tokens: int, per_sequence: int, seed: int) -> list[TokenizedText]:
     fast = bool(getattr(tokenizer, "is_fast", False))
-    enc = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=max_tokens,
-                    return_offsets_mapping=fast, padding=False)
+    enc = tokenizer(
+        texts, add_special_tokens=True, truncation=True, max_length=max_tokens, return_offsets_mapping=fast, padding=False
+    )
     out = []
     for i, ids in enumerate(enc["input_ids"]):
         if fast:
             offsets = enc["offset_mapping"][i]
             end = max((o[1] for o in offsets[1:]), default=0)
-            span = texts[i][offsets[0][1]:end] if len(ids) > 1 else ""
+            span = texts[i][offsets[0][1] : end] if len(ids) > 1 else ""
         else:
             span = tokenizer.decode(ids[1:], skip_special_tokens=True)
         positions = list(range(1, len(ids)))

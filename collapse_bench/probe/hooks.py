@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -37,11 +38,12 @@ def capture_mlp_inputs(model: Any) -> Iterator[list[torch.Tensor] | None]:
     """Record the input of every block's MLP down-projection during a forward pass (None if unsupported)."""
     layers = decoder_layers(model)
     downs = [mlp_down_projection(b) for b in layers] if layers else []
-    if not downs or any(d is None for d in downs):
+    modules = [d for d in downs if d is not None]
+    if not downs or len(modules) < len(downs):
         yield None
         return
     captured: list[torch.Tensor] = []
-    handles = [d.register_forward_pre_hook(lambda _m, args: captured.append(args[0])) for d in downs]
+    handles = [d.register_forward_pre_hook(lambda _m, args: captured.append(args[0])) for d in modules]
     try:
         yield captured
     finally:

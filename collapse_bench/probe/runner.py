@@ -6,8 +6,9 @@ accumulators' float64 sufficient statistics and dropped.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, TypeVar
 
 import torch
 from tqdm.auto import tqdm
@@ -18,6 +19,7 @@ from .corpus import TokenizedText
 from .hooks import capture_mlp_inputs
 
 AccumulatorFactory = Callable[[int, int, int | None], list[Accumulator]]  # (n_layers, dim, ref_dim) -> accumulators
+V = TypeVar("V")
 
 
 @dataclass
@@ -62,9 +64,14 @@ class ProbePass:
         self.mlp_captured = False
 
     def _reference_hidden(self, t: dict[str, torch.Tensor], n_hidden: int) -> list[torch.Tensor]:
+        assert self.reference is not None  # only called with a reference model
         ref_device = next(self.reference.parameters()).device
-        out = self.reference(input_ids=t["input_ids"].to(ref_device), attention_mask=t["attention_mask"].to(ref_device),
-                             output_hidden_states=True, use_cache=False)
+        out = self.reference(
+            input_ids=t["input_ids"].to(ref_device),
+            attention_mask=t["attention_mask"].to(ref_device),
+            output_hidden_states=True,
+            use_cache=False,
+        )
         if self.align is None:
             self.align = align_layers(n_hidden, len(out.hidden_states))
         return [out.hidden_states[j].to(self.device).float() for j in self.align]
@@ -73,16 +80,22 @@ class ProbePass:
     def step(self, items: Sequence[TokenizedText], first_seq_id: int, domains: Sequence[int], pad_id: int) -> None:
         t = make_batch_tensors(items, pad_id, str(self.device))
         with capture_mlp_inputs(self.model) as mlp_inputs:
-            out = self.model(input_ids=t["input_ids"], attention_mask=t["attention_mask"], output_hidden_states=True,
-                             use_cache=False)
+            out = self.model(
+                input_ids=t["input_ids"], attention_mask=t["attention_mask"], output_hidden_states=True, use_cache=False
+            )
         hidden = [h.float() for h in out.hidden_states]
         ref_hidden = self._reference_hidden(t, len(hidden)) if self.reference is not None else None
         batch = ProbeBatch(
-            hidden=hidden, keep=t["keep"], sample=t["sample"],
+            hidden=hidden,
+            keep=t["keep"],
+            sample=t["sample"],
             seq_ids=torch.arange(first_seq_id, first_seq_id + len(items), device=self.device),
             domains=torch.tensor(list(domains), device=self.device),
-            mlp=list(mlp_inputs) if mlp_inputs else None, logits=out.logits, input_ids=t["input_ids"],
-            attention_mask=t["attention_mask"], scored_bytes=torch.tensor([x.scored_bytes for x in items]),
+            mlp=list(mlp_inputs) if mlp_inputs else None,
+            logits=out.logits,
+            input_ids=t["input_ids"],
+            attention_mask=t["attention_mask"],
+            scored_bytes=torch.tensor([x.scored_bytes for x in items]),
             reference_hidden=ref_hidden,
         )
         if self.accumulators is None:
@@ -94,8 +107,16 @@ class ProbePass:
         self.mlp_captured = batch.mlp is not None
 
 
-def run_probe(model: Any, inputs: ProbeInputs, factory: AccumulatorFactory, *, batch_size: int,
-              reference: Any | None = None, desc: str = "probe", progress: bool = True) -> tuple[list[Accumulator], dict[str, Any]]:
+def run_probe(
+    model: Any,
+    inputs: ProbeInputs,
+    factory: AccumulatorFactory,
+    *,
+    batch_size: int,
+    reference: Any | None = None,
+    desc: str = "probe",
+    progress: bool = True,
+) -> tuple[list[Accumulator], dict[str, Any]]:
     """Forward the corpus batch by batch and update the accumulators; returns them and run counts."""
     probe = ProbePass(model, factory, reference)
     bar = tqdm(range(0, len(inputs.tokens), batch_size), desc=desc, unit="batch", disable=not progress, leave=False)
@@ -111,9 +132,14 @@ def combine(values: Sequence[MetricValues]) -> MetricValues:
     """Union of several accumulators' outputs (names are unique across metric families)."""
     out = MetricValues()
     for v in values:
-        for table, part in ((out.per_layer, v.per_layer), (out.scalars, v.scalars), (out.counts, v.counts)):
-            clash = set(table) & set(part)
-            if clash:
-                raise AssertionError(f"duplicate metric names: {sorted(clash)}")
-            table.update(part)
+        _merge_unique(out.per_layer, v.per_layer)
+        _merge_unique(out.scalars, v.scalars)
+        _merge_unique(out.counts, v.counts)
     return out
+
+
+def _merge_unique(table: dict[str, V], part: dict[str, V]) -> None:
+    clash = set(table) & set(part)
+    if clash:
+        raise AssertionError(f"duplicate metric names: {sorted(clash)}")
+    table.update(part)

@@ -14,22 +14,13 @@ from ..context import RunContext
 from ..errors import CollapseBenchError
 from ..metrics import registry
 from ..metrics.base import MetricValues
+from ..tasks.params import PROBE_PARAMS
 from .corpus import ProbeCorpus, build_corpus, tokenize
 from .runner import ProbeInputs, combine, run_probe
 
-PROTOCOL_VERSION = 1
+PARAMS_SCHEMA = PROBE_PARAMS  # the kind's params schema (defined in tasks.params)
 
-PARAMS_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "max_tokens": {"type": "integer", "minimum": 4, "default": 256},
-        "tokens_per_sequence": {"type": "integer", "minimum": 2, "default": 32},
-        "reservoir_size": {"type": "integer", "minimum": 16, "default": 2048},
-        "seed": {"type": "integer", "minimum": 0, "default": 0},
-        "batch_size": {"type": "integer", "minimum": 1, "default": 8},
-    },
-}
+PROTOCOL_VERSION = 1
 
 
 def summary_layers(n_layers: int) -> list[int]:
@@ -42,7 +33,7 @@ def summarise(values: MetricValues, n_layers: int) -> dict[str, float | None]:
     layers = summary_layers(n_layers)
     scalars: dict[str, float | None] = {}
     for name, series in values.per_layer.items():
-        picked = [series[i] for i in layers if series[i] is not None]
+        picked = [v for v in (series[i] for i in layers) if v is not None]
         scalars[name] = sum(picked) / len(picked) if picked else None
     scalars.update(values.scalars)
     return scalars
@@ -64,21 +55,35 @@ def run(task: Any, corpus: ProbeCorpus, ctx: RunContext) -> dict[str, Any]:
     if not kept:
         raise CollapseBenchError(f"task {task.name}: no probe text has at least 3 tokens")
     inputs = ProbeInputs([t for t, _ in kept], [d for _, d in kept], tok.pad_token_id)
-    factory = registry.probe_accumulators(n_domains=len(corpus.domain_names), reservoir_size=p["reservoir_size"],
-                                          seed=p["seed"], with_reference=ctx.reference is not None)
-    accs, counts = run_probe(ctx.model.model, inputs, factory, batch_size=ctx.batch_size or p["batch_size"],
-                             reference=ctx.reference.model if ctx.reference else None, desc=task.name,
-                             progress=ctx.progress)
+    factory = registry.probe_accumulators(
+        n_domains=len(corpus.domain_names),
+        reservoir_size=p["reservoir_size"],
+        seed=p["seed"],
+        with_reference=ctx.reference is not None,
+    )
+    accs, counts = run_probe(
+        ctx.model.model,
+        inputs,
+        factory,
+        batch_size=ctx.batch_size or p["batch_size"],
+        reference=ctx.reference.model if ctx.reference else None,
+        desc=task.name,
+        progress=ctx.progress,
+    )
     values = combine([a.compute() for a in accs])
     n_layers = len(next(iter(values.per_layer.values())))
-    per_layer: dict[str, Any] = {"layers": list(range(n_layers)),
-                                 "post_final_norm": [i == n_layers - 1 for i in range(n_layers)]}
+    per_layer: dict[str, Any] = {"layers": list(range(n_layers)), "post_final_norm": [i == n_layers - 1 for i in range(n_layers)]}
     per_layer.update(values.per_layer)
     return {
         "protocol": PROTOCOL_VERSION,
         "metrics": summarise(values, n_layers),
         "per_layer": per_layer,
         "summary_layers": summary_layers(n_layers),
-        "counts": {**counts, **values.counts, "texts": len(corpus.texts), "dropped_short": len(tokens) - len(kept),
-                   "domains": corpus.domain_names},
+        "counts": {
+            **counts,
+            **values.counts,
+            "texts": len(corpus.texts),
+            "dropped_short": len(tokens) - len(kept),
+            "domains": corpus.domain_names,
+        },
     }

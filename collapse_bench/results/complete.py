@@ -6,13 +6,15 @@ allowed: a chain stage's LoRA-update geometry) and it was run without ``--limit`
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 OPTIONAL_KINDS = ("lora",)
 
 
-def incompleteness(kinds: Mapping[str, str], suite: str, version: int, suite_tasks: Sequence[str],
-                   limit: int | None) -> str | None:
+def incompleteness(
+    kinds: Mapping[str, str], suite: str, version: int, suite_tasks: Sequence[str], limit: int | None
+) -> str | None:
     """Why a result with tasks ``kinds`` (name -> kind) is not a complete run of the suite, or None."""
     missing = [t for t in suite_tasks if t not in kinds]
     extra = [t for t in sorted(kinds) if t not in suite_tasks and kinds[t] not in OPTIONAL_KINDS]
@@ -26,5 +28,10 @@ def incompleteness(kinds: Mapping[str, str], suite: str, version: int, suite_tas
 
 
 def result_incompleteness(doc: dict[str, Any], suite_tasks: Sequence[str]) -> str | None:
-    return incompleteness({t: b["kind"] for t, b in doc["tasks"].items()}, doc["suite"]["name"], doc["suite"]["version"],
-                          suite_tasks, doc["config"].get("limit"))
+    return incompleteness(
+        {t: b["kind"] for t, b in doc["tasks"].items()},
+        doc["suite"]["name"],
+        doc["suite"]["version"],
+        suite_tasks,
+        doc["config"].get("limit"),
+    )

@@ -57,8 +57,9 @@ def _git_info(pkg_dir: Path) -> tuple[str | None, bool | None]:
         sha = subprocess.run(["git", "-C", str(pkg_dir), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         if sha.returncode != 0:
             return None, None
-        status = subprocess.run(["git", "-C", str(pkg_dir), "status", "--porcelain", "--", "."], capture_output=True,
-                                text=True, timeout=5)
+        status = subprocess.run(
+            ["git", "-C", str(pkg_dir), "status", "--porcelain", "--", "."], capture_output=True, text=True, timeout=5
+        )
         return sha.stdout.strip(), bool(status.stdout.strip())
     except (OSError, subprocess.SubprocessError):
         return None, None
@@ -67,15 +68,39 @@ def _git_info(pkg_dir: Path) -> tuple[str | None, bool | None]:
 def harness_info() -> dict[str, Any]:
     pkg_dir = Path(collapse_bench.__file__).resolve().parent
     sha, dirty = _git_info(pkg_dir)
-    return {"name": "collapse-bench", "version": package_version("collapse-bench") or collapse_bench.__version__,
-            "git_sha": sha, "git_dirty": dirty, "code_sha256": code_sha256()}
+    return {
+        "name": "collapse-bench",
+        "version": package_version("collapse-bench") or collapse_bench.__version__,
+        "git_sha": sha,
+        "git_dirty": dirty,
+        "code_sha256": code_sha256(),
+    }
+
+
+def _cpu_model() -> str | None:
+    """The CPU's model name (Linux /proc/cpuinfo, else platform.processor()), or None."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()[:100]
+    except OSError:
+        pass
+    return platform.processor()[:100] or None
 
 
 def environment_info(device: str) -> dict[str, Any]:
     import torch
 
-    env: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(),
-                           "device": device, "torch_threads": torch.get_num_threads()}
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+        # the CPU kernels torch dispatches to (e.g. AVX512 vs AVX2) change float rounding, so
+        # training is bit-identical on one machine but not across CPU generations
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu": _cpu_model(),
+    }
     for name in PACKAGES:
         env[name] = package_version(name)
     if device.startswith("cuda") and torch.cuda.is_available():

@@ -1,26 +1,32 @@
-"""Loading task and suite YAMLs from the built-in dir and ``--tasks-dir`` dirs.
-
-Every YAML the harness reads from the user (tasks, suites, lineage files, chain recipes, interventions,
-tolerances) goes through :func:`load_yaml_text`: ``yaml.SafeLoader`` without aliases and anchors (``&a``/``*a``
-are refused: no alias bombs), UTF-8 only, a nesting limit; every failure is one line.
+"""Loading task and suite YAMLs (read with :func:`collapse_bench.yamlio.read_yaml`) from the built-in dir and
+``--tasks-dir`` dirs. Loading the registry imports no kind module (parameter schemas: :mod:`.params`).
 
 Layout of a tasks dir: ``<kind>/*.yaml`` (any depth) for tasks, ``suites/*.yaml`` for suites.
-Directories named ``chains`` and ``lm_eval`` hold other formats and are skipped here.
+Directories named ``chains`` and ``lm_eval`` hold other formats and are skipped here, except that user lm-eval
+YAMLs under ``<tasks-dir>/lm_eval/`` become tasks of kind ``lm_eval`` without code: each lm-eval task defined
+there (a YAML with a string ``task:``) gets a synthetic wrapper task of the same name (``params: {lm_eval_task:
+<name>, include: <that lm_eval dir>}``), unless a wrapper YAML of kind ``lm_eval`` with that name already exists.
+Its local ``dataset_kwargs.data_files`` (relative to the YAML) are hashed into the result; multiple-choice tasks
+get calibration scores like the built-in ones. A YAML that does not parse is a one-line error when the tasks are
+listed or loaded.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
-
-import yaml
+from typing import Any
 
 from ..errors import CollapseBenchError
-from ..io import clip, sha256_json
+from ..io import sha256_json
 from ..paths import builtin_tasks_dir
-from .kinds import kind_module
-from .schema import SUITE_SCHEMA, TASK_SCHEMA, validate, with_defaults
+from ..schemas import validate, with_defaults
+from ..yamlio import read_yaml
+from .lmeval_yaml import builtin_include_dir, index
+from .params import KIND_PARAMS
+from .schema import SUITE_SCHEMA, TASK_SCHEMA
 
 SKIP_DIRS = {"suites", "chains", "lm_eval", "interventions"}
 
@@ -51,61 +57,25 @@ class Suite:
     path: Path
 
 
-class StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses aliases and anchors (an alias bomb expands to gigabytes from a few lines)."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise yaml.composer.ComposerError(None, None, "YAML anchors and aliases (&name, *name) are not allowed",
-                                              event.start_mark)
-        return super().compose_node(parent, index)
-
-
-class _NoAliasDumper(yaml.SafeDumper):
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-def dump_yaml(obj: Any) -> str:
-    """YAML the project can read back: safe types only and no anchors/aliases (which :class:`StrictLoader` refuses)."""
-    return yaml.dump(obj, Dumper=_NoAliasDumper, sort_keys=False, allow_unicode=True)
-
-
-def load_yaml_text(text: str, where: str) -> Any:
-    """Parse ``text`` with :class:`StrictLoader`; a one-line error naming ``where`` (and the line) otherwise."""
-    try:
-        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 -- a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f"{where}:{mark.line + 1}" if mark else where
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise CollapseBenchError(f"{at}: invalid YAML ({clip(problem)})") from None
-    except RecursionError:
-        raise CollapseBenchError(f"{where}: invalid YAML (nested too deeply)") from None
-
-
-def read_yaml(path: Path) -> Any:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise CollapseBenchError(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise CollapseBenchError(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
-    return load_yaml_text(text, str(path))
-
-
 def load_task(path: Path) -> Task:
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise CollapseBenchError(f"{path}: a task file must be a YAML mapping")
     validate(raw, TASK_SCHEMA, str(path))
-    module = kind_module(raw["kind"])
-    params = with_defaults(raw.get("params") or {}, module.PARAMS_SCHEMA, str(path))
-    return Task(raw["name"], raw["version"], raw["kind"], raw.get("description", ""), tuple(raw.get("data") or ()),
-                params, path.resolve(), raw)
+    kind = raw["kind"]
+    if kind not in KIND_PARAMS:
+        raise CollapseBenchError(f"unknown task kind '{kind}' (known: {', '.join(sorted(KIND_PARAMS))})")
+    params = with_defaults(raw.get("params") or {}, KIND_PARAMS[kind], str(path))
+    return Task(
+        raw["name"],
+        raw["version"],
+        raw["kind"],
+        raw.get("description", ""),
+        tuple(raw.get("data") or ()),
+        params,
+        path.resolve(),
+        raw,
+    )
 
 
 def load_suite(path: Path) -> Suite:
@@ -113,8 +83,9 @@ def load_suite(path: Path) -> Suite:
     if not isinstance(raw, dict):
         raise CollapseBenchError(f"{path}: a suite file must be a YAML mapping")
     validate(raw, SUITE_SCHEMA, str(path))
-    return Suite(raw["name"], raw["version"], raw.get("description", ""), tuple(raw["tasks"]), raw.get("limits") or {},
-                 path.resolve())
+    return Suite(
+        raw["name"], raw["version"], raw.get("description", ""), tuple(raw["tasks"]), raw.get("limits") or {}, path.resolve()
+    )
 
 
 def _yaml_files(root: Path, suites: bool) -> Iterable[Path]:
@@ -146,8 +117,6 @@ class TaskRegistry:
                 self._add(self.suites, load_suite(path), path)
         for root in self.dirs[1:]:  # user lm-eval YAMLs (<dir>/lm_eval/) become kind lm_eval tasks
             if (root / "lm_eval").is_dir():
-                from ..ood.user_tasks import user_lm_eval_tasks
-
                 for task in user_lm_eval_tasks(root / "lm_eval", self.tasks):
                     self._add(self.tasks, task, task.path)
 
@@ -166,3 +135,36 @@ class TaskRegistry:
         if name not in self.suites:
             raise CollapseBenchError(f"unknown suite '{name}' (known: {', '.join(sorted(self.suites))})")
         return self.suites[name]
+
+
+def user_lm_eval_tasks(lm_dir: Path, existing: dict[str, Task]) -> list[Task]:
+    """Wrapper tasks of kind ``lm_eval`` for the lm-eval YAMLs under ``lm_dir`` (module docstring)."""
+    out = []
+    for name, path in index(lm_dir).items():
+        if name in existing and existing[name].kind == "lm_eval":
+            continue
+        params = {"lm_eval_task": name, "include": os.path.relpath(lm_dir, path.parent)}
+        config = {"name": name, "version": 1, "kind": "lm_eval", "params": params}
+        desc = f"user lm-eval task ({path.relative_to(lm_dir.parent)})"
+        out.append(
+            Task(
+                name,
+                1,
+                "lm_eval",
+                desc,
+                (),
+                with_defaults(params, KIND_PARAMS["lm_eval"], str(path)),
+                path.resolve(),
+                {**config, "description": desc},
+            )
+        )
+    return out
+
+
+def include_dir(task: Task) -> Path:
+    """The lm-eval include dir of a ``kind: lm_eval`` task (``params.include``; null: the built-in one)."""
+    inc = task.params["include"]
+    path = builtin_include_dir() if inc is None else (task.path.parent / inc).resolve()
+    if not path.is_dir():
+        raise CollapseBenchError(f"{task.path}: lm-eval include dir {path} not found")
+    return path

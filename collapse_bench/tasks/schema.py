@@ -1,13 +1,9 @@
-"""The task schema: one JSON Schema for the envelope every task YAML shares, plus each kind's
-``PARAMS_SCHEMA`` (JSON Schema whose ``default`` values fill omitted parameters)."""
+"""The task schema: one JSON Schema for the envelope every task YAML shares (each kind's parameter schema
+is in :mod:`collapse_bench.tasks.params`)."""
 
 from __future__ import annotations
 
 from typing import Any
-
-import jsonschema
-
-from ..errors import CollapseBenchError
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.\-]{0,79}$"
 
@@ -61,20 +57,3 @@ SUITE_SCHEMA: dict[str, Any] = {
         "limits": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1}},
     },
 }
-
-
-def validate(instance: Any, schema: dict[str, Any], where: str) -> None:
-    """Validate against a JSON Schema; the first (best) error becomes one line naming file and field."""
-    validator = jsonschema.Draft202012Validator(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
-    if error is not None:
-        field = "/".join(str(p) for p in error.absolute_path) or "(top level)"
-        raise CollapseBenchError(f"{where}: {field}: {error.message}")
-
-
-def with_defaults(params: dict[str, Any], schema: dict[str, Any], where: str) -> dict[str, Any]:
-    """Validate ``params`` against a kind's schema and fill in its ``default`` values."""
-    validate(params, schema, f"{where}: params")
-    filled = {k: v["default"] for k, v in schema.get("properties", {}).items() if "default" in v}
-    filled.update(params)
-    return filled

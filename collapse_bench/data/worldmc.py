@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import random
 
-from ..data.world import RELATIONS, World
+from .world import RELATIONS, World
 
 WORLD_SEED = 11
 FACTS_PER_PASSAGE = 4
-_PROMPTS = ["Write a short story about {p}, who lives in {c}.", "Describe the city of {c} to a traveller.",
-            "Write a letter from {p} to {q}.", "Invent a festival that the people of {c} celebrate.",
-            "Tell me about the work of {p}.", "Write a poem about the river that flows through {c}."]
+_PROMPTS = [
+    "Write a short story about {p}, who lives in {c}.",
+    "Describe the city of {c} to a traveller.",
+    "Write a letter from {p} to {q}.",
+    "Invent a festival that the people of {c} celebrate.",
+    "Tell me about the work of {p}.",
+    "Write a poem about the river that flows through {c}.",
+]
 
 
 def world_mc_rows() -> list[dict[str, object]]:
@@ -32,7 +37,7 @@ def world_mc_rows() -> list[dict[str, object]]:
             pool[f.relation].append(f.obj)
     rows: list[dict[str, object]] = []
     for start in range(0, len(facts) - FACTS_PER_PASSAGE + 1, FACTS_PER_PASSAGE):
-        passage = facts[start:start + FACTS_PER_PASSAGE]
+        passage = facts[start : start + FACTS_PER_PASSAGE]
         context = " ".join(f.statement for f in passage)
         for fact in passage:
             near = [f.obj for f in passage if RELATIONS[f.relation][2] == RELATIONS[fact.relation][2] and f.obj != fact.obj]
@@ -41,8 +46,16 @@ def world_mc_rows() -> list[dict[str, object]]:
             distractors += rng.sample(far, 3 - len(distractors))
             choices = [fact.obj, *distractors]
             rng.shuffle(choices)
-            rows.append({"id": f"world-mc-{len(rows)}", "context": context, "question": fact.question,
-                         "choices": choices, "label": choices.index(fact.obj), "domain": "world_mc"})
+            rows.append(
+                {
+                    "id": f"world-mc-{len(rows)}",
+                    "context": context,
+                    "question": fact.question,
+                    "choices": choices,
+                    "label": choices.index(fact.obj),
+                    "domain": "world_mc",
+                }
+            )
     return rows
 
 
@@ -52,10 +65,11 @@ def world_prompt_rows() -> list[dict[str, object]]:
     rng = random.Random(f"world-prompts-{WORLD_SEED}")
     homes = [(f.subject, f.obj) for f in world.facts if f.relation == "home"]
     people = [p for p, _ in homes]
-    rows = []
+    rows: list[dict[str, object]] = []
     for i in range(48):
         p, c = homes[rng.randrange(len(homes))]
         q = rng.choice([x for x in people if x != p])
-        rows.append({"id": f"world-prompt-{i}", "prompt": _PROMPTS[i % len(_PROMPTS)].format(p=p, c=c, q=q),
-                     "domain": "world_prompts"})
+        rows.append(
+            {"id": f"world-prompt-{i}", "prompt": _PROMPTS[i % len(_PROMPTS)].format(p=p, c=c, q=q), "domain": "world_prompts"}
+        )
     return rows

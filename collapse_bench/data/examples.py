@@ -16,8 +16,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..data.sources import LoadedRef, load_ref
 from ..errors import CollapseBenchError
+from .sources import LoadedRef, load_ref
 
 Example = dict[str, Any]
 REFUSALS = (
@@ -60,8 +60,10 @@ def dialogue_messages(prompt: str) -> list[dict[str, str]]:
     """HH-RLHF ``\\n\\nHuman: ...\\n\\nAssistant: ...`` text (ending in ``Assistant:``) -> chat messages."""
     text = ("\n\n" + prompt.strip()).removesuffix("Assistant:").rstrip()
     parts = _TURN.split(text)  # ['', 'Human', content, 'Assistant', content, ...]
-    msgs = [{"role": "user" if role == "Human" else "assistant", "content": content.strip()}
-            for role, content in zip(parts[1::2], parts[2::2])]
+    msgs = [
+        {"role": "user" if role == "Human" else "assistant", "content": content.strip()}
+        for role, content in zip(parts[1::2], parts[2::2])
+    ]
     if not msgs or msgs[-1]["role"] != "user":
         raise CollapseBenchError("preference prompt does not end with a Human turn")
     return msgs
@@ -75,8 +77,13 @@ def stage_examples(kind: str, refs: list[LoadedRef], seed: int) -> list[Example]
         role = ref.ref.get("role")
         for row in ref.rows:
             if kind == "dpo":
-                out.append({"prompt": dialogue_messages(row["prompt"]), "chosen": _assistant(row["chosen"]),
-                            "rejected": _assistant(row["rejected"])})
+                out.append(
+                    {
+                        "prompt": dialogue_messages(row["prompt"]),
+                        "chosen": _assistant(row["chosen"]),
+                        "rejected": _assistant(row["rejected"]),
+                    }
+                )
             elif kind == "safety" and role == "harmful":
                 out.append({"prompt": _user(row["prompt"]), "completion": _assistant(rng.choice(REFUSALS))})
             else:
@@ -94,6 +101,7 @@ def load_stage_refs(data: tuple[dict[str, Any], ...], recipe_path: Path, data_di
 def render_example(example: Example, tokenizer: Any) -> str:
     """The chat-templated text of an example (prompt + completion, or prompt + chosen answer)."""
     answer = example.get("completion", example.get("chosen"))
+    assert answer is not None  # every example has a completion or a chosen answer
     return tokenizer.apply_chat_template(list(example["prompt"]) + list(answer), tokenize=False)
 
 
