@@ -13,7 +13,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 
-from .cliutil import positive_int, quiet_libraries
+from .cliutil import add_common, positive_int, quiet_libraries
 from .errors import CollapseBenchError
 from .models import DEFAULT_MODEL
 
@@ -123,10 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--suite", default="quick", help="suite name: quick | standard | full (default: quick)")
     ev.add_argument("--tasks", help="comma-separated task names (default: all tasks of the suite)")
-    ev.add_argument("--tasks-dir", action="append", metavar="DIR", help="extra directory of task YAMLs (repeatable)")
-    ev.add_argument(
-        "--data-dir", metavar="DIR", help="data mirror (<dataset>/<split>.jsonl); default $COLLAPSE_BENCH_DATA or the user cache"
-    )
+    add_common(ev, "tasks_dir", "data_dir")
     ev.add_argument("--reference", metavar="MODEL", help="reference checkpoint for CKA (same tokenizer)")
     ev.add_argument(
         "--parent",
@@ -135,13 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--stage", metavar="NAME", help="post-training stage of MODEL (recorded in the result's lineage)")
     ev.add_argument("--output", metavar="PATH", help="result file (default: results/<model>/<suite>-<time>.json)")
-    ev.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
-    ev.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 (default: auto = fp32 on CPU, bf16 on CUDA)")
+    add_common(ev, "device", "dtype")
     ev.add_argument("--batch-size", type=positive_int, metavar="N", help="override the tasks' batch size")
     ev.add_argument("--limit", type=positive_int, metavar="N", help="at most N items per data source (for quick checks)")
     ev.add_argument("--seed", type=int, default=0, help="seed for stochastic tasks (default: 0)")
     ev.add_argument("--trust-remote-code", action="store_true", help="allow model code from the checkpoint (off by default)")
-    ev.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_common(ev, "no_progress")
     ev.add_argument(
         "--backend",
         choices=["hf", "vllm"],
@@ -157,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     tl = tsub.add_parser(
         "list", help="list tasks and suites", description="List every task and suite (built-in and --tasks-dir)."
     )
-    tl.add_argument("--tasks-dir", action="append", metavar="DIR", help="extra directory of task YAMLs (repeatable)")
+    add_common(tl, "tasks_dir")
     tl.set_defaults(func=cmd_tasks_list)
 
     data = sub.add_parser("data", help="manage the data dir", description="Manage the local data dir.")

@@ -27,3 +27,29 @@ def quiet_libraries() -> None:
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+
+
+# The options several commands share, defined once (same flag, default and help text everywhere).
+COMMON_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, object]]] = {
+    "device": (("--device",), {"default": "auto", "help": "auto | cpu | cuda | cuda:N (default: auto = cuda when available)"}),
+    "dtype": (
+        ("--dtype",),
+        {"default": "auto", "help": "auto | float32 | bfloat16 | float16 (default: auto = float32 on CPU, bfloat16 on CUDA)"},
+    ),
+    "data_dir": (
+        ("--data-dir",),
+        {"metavar": "DIR", "help": "data mirror (<dataset>/<split>.jsonl; default: $COLLAPSE_BENCH_DATA or the user cache)"},
+    ),
+    "tasks_dir": (
+        ("--tasks-dir",),
+        {"action": "append", "metavar": "DIR", "help": "extra directory of task YAMLs (repeatable)"},
+    ),
+    "no_progress": (("--no-progress",), {"action": "store_true", "help": "no progress bars"}),
+}
+
+
+def add_common(parser: argparse.ArgumentParser, *names: str) -> None:
+    """Add the shared options ``names`` (keys of :data:`COMMON_OPTIONS`) to ``parser``."""
+    for name in names:
+        flags, kwargs = COMMON_OPTIONS[name]
+        parser.add_argument(*flags, **kwargs)  # type: ignore[arg-type]  # kwargs are argparse's own keywords

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cliutil import positive_int, quiet_libraries
+from ..cliutil import add_common, positive_int, quiet_libraries
 from .recipe import PROFILES
 
 
@@ -61,7 +61,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--limit", type=positive_int, metavar="N", help="evaluation --limit")
     run.add_argument("--seed", type=int, default=0, help="added to every stage's seed (default: 0)")
     run.add_argument("--base", metavar="MODEL", help="override the recipe's base model")
-    run.add_argument("--data-dir", metavar="DIR", help="data mirror (<dataset>/<split>.jsonl)")
-    run.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_common(run, "data_dir", "device", "no_progress")
     run.set_defaults(func=cmd_chain_run)

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..cliutil import add_common
 from ..data import resolve_data_dir
 from ..errors import CollapseBenchError
 from ..evaluate import EvaluateRequest
@@ -342,9 +343,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="tolerance YAML, tolerances: [{metric, abs, rel}, ...] (default: the metric specs' tolerances)",
     )
-    p.add_argument("--data-dir", metavar="DIR", help="data mirror (default: $COLLAPSE_BENCH_DATA or the user cache)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
-    p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 (default: auto)")
+    add_common(p, "data_dir", "device", "dtype")
     p.add_argument("--output", metavar="PATH", help="also keep the reproduced result here")
     p.add_argument(
         "--model",

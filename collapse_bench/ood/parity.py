@@ -8,6 +8,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..cliutil import add_common
 from ..errors import CollapseBenchError
 
 
@@ -105,10 +106,7 @@ def register(sub: Any) -> None:
     p.add_argument("model", nargs="?", default=DEFAULT_MODEL, metavar="MODEL")
     p.add_argument("--n", type=positive_int, default=100, help="items per task (seeded sample; default 100)")
     p.add_argument("--tasks", default="world_mc", help="comma-separated lm_eval tasks (default: world_mc, no data dir needed)")
-    p.add_argument("--tasks-dir", action="append", metavar="DIR", help="extra directory of task YAMLs (repeatable)")
-    p.add_argument("--data-dir", metavar="DIR", help="data mirror for the mirror tasks")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto", help="same dtype for both backends (default: auto = bf16 on CUDA)")
+    add_common(p, "tasks_dir", "data_dir", "device", "dtype")  # the same dtype for both backends
     p.add_argument("--batch-size", type=positive_int, default=16, help="HF batch size (vLLM batches automatically)")
     p.add_argument("--tensor-parallel-size", type=positive_int, default=1)
     p.add_argument("--trust-remote-code", action="store_true")

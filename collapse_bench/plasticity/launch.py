@@ -21,7 +21,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ..cliutil import positive_int, quiet_libraries
+from ..cliutil import add_common, positive_int, quiet_libraries
 from ..errors import CollapseBenchError
 from ..io import atomic_write_json
 
@@ -33,13 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("model", metavar="MODEL", help="checkpoint (same forms as collapse-bench evaluate)")
     ap.add_argument("--task", required=True, help="a kind: plasticity task name")
-    ap.add_argument("--tasks-dir", action="append", metavar="DIR", help="extra directory of task YAMLs (repeatable)")
-    ap.add_argument("--data-dir", metavar="DIR", help="data mirror (default: $COLLAPSE_BENCH_DATA or the user cache)")
+    add_common(ap, "tasks_dir", "data_dir")
     ap.add_argument("--output", metavar="PATH", help="write the task's result block as JSON (rank 0)")
-    ap.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16")
+    add_common(ap, "dtype")
     ap.add_argument("--eval-batch-size", type=positive_int, metavar="N", help="override the eval batch size")
     ap.add_argument("--limit", type=positive_int, metavar="N", help="at most N items per data source")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_common(ap, "no_progress")
     return ap
 
 
