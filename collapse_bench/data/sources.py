@@ -33,12 +33,22 @@ class LoadedRef:
     ref: dict[str, Any]
 
 
+def builtin_key(name: str) -> str:
+    """The data key of a builtin source: ``builtin:<name>@v<version>``."""
+    return f"builtin:{name}@v{BUILTINS[name].version}"
+
+
+def mirror_key(ref: dict[str, Any]) -> str:
+    """The data key of a mirror reference: ``<dataset>/<split>.jsonl`` (its path under the data dir)."""
+    return f"{ref['dataset']}/{ref['split']}.jsonl"
+
+
 def load_ref(ref: dict[str, Any], *, task_path: Path, data_dir: Path | None, seed: int, limit: int | None = None) -> LoadedRef:
     """Load one reference: read (or generate) the rows, filter, then take a seeded sample in file order."""
     if "builtin" in ref:
         name = ref["builtin"]
         rows = builtin_rows(name)
-        key, digest = f"builtin:{name}@v{BUILTINS[name].version}", sha256_json(rows)
+        key, digest = builtin_key(name), sha256_json(rows)
         default_domain = BUILTINS[name].domain
     else:
         if "path" in ref:
@@ -51,7 +61,7 @@ def load_ref(ref: dict[str, Any], *, task_path: Path, data_dir: Path | None, see
             if data_dir is None:
                 raise CollapseBenchError(f"{task_path}: needs a data dir (--data-dir) for {ref['dataset']}/{ref['split']}")
             path = dataset_file(data_dir, ref["dataset"], ref["split"])
-            key = f"{ref['dataset']}/{ref['split']}.jsonl"
+            key = mirror_key(ref)
             default_domain = ref["dataset"]
         digest = sha256_file(path)
         rows = list(read_jsonl(path))

@@ -23,10 +23,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..io import sha256_file, sha256_json
+from ..data.sources import mirror_key
+from ..io import sha256_json
 from ..results.complete import OPTIONAL_KINDS, result_incompleteness
 from ..tasks import Task
-from ..tasks.lmeval_yaml import config_files, index
+from ..tasks.lmeval_yaml import config_hashes, index
 from ..tasks.loader import include_dir
 from .submission import SubmissionError
 
@@ -60,9 +61,10 @@ def pinned() -> dict[str, Any]:
 
 @functools.cache
 def _builtin(name: str) -> tuple[str, str]:
-    from ..data.builtin import BUILTINS, builtin_rows
+    from ..data.builtin import builtin_rows
+    from ..data.sources import builtin_key
 
-    return f"builtin:{name}@v{BUILTINS[name].version}", sha256_json(builtin_rows(name))
+    return builtin_key(name), sha256_json(builtin_rows(name))
 
 
 @functools.cache
@@ -78,7 +80,7 @@ def _lm_eval_files(task: Task) -> dict[str, str]:
     name = task.params.get("lm_eval_task") or task.name
     if name not in found:
         return {}
-    return {f"lm_eval:{p.relative_to(src).as_posix()}": sha256_file(p) for p in config_files(found[name])}
+    return config_hashes(src, found[name])
 
 
 def expected_data(task: Task, limit: int | None) -> dict[str, str | None]:
@@ -94,7 +96,7 @@ def expected_data(task: Task, limit: int | None) -> dict[str, str | None]:
             key, digest = _builtin(ref["builtin"])
             out[key] = digest
         elif "dataset" in ref:
-            key = f"{ref['dataset']}/{ref['split']}.jsonl"
+            key = mirror_key(ref)
             out[key] = (files.get(key) or {}).get("sha256")
         else:
             out[f"task:{ref.get('path')}"] = None  # a user task's own file: nothing to vouch for

@@ -23,7 +23,7 @@ from ..data.sources import load_ref
 from ..errors import CollapseBenchError
 from ..io import sha256_file
 from ..metrics.calibration import calibration_block
-from ..tasks.lmeval_yaml import config_files, index, merged_config
+from ..tasks.lmeval_yaml import config_hashes, index, merged_config
 from ..tasks.loader import include_dir
 from ..tasks.params import LM_EVAL_PARAMS
 from . import backends, lmeval
@@ -64,7 +64,7 @@ def prepare(task: Any, data_dir: Path | None, limit: int | None) -> Prepared:
     if name not in found:
         raise CollapseBenchError(f"{task.path}: no lm-eval task '{name}' in {src} (known: {', '.join(sorted(found)) or 'none'})")
     yaml_path = found[name]
-    hashes = {f"lm_eval:{p.relative_to(src).as_posix()}": sha256_file(p) for p in config_files(yaml_path)}
+    hashes = config_hashes(src, yaml_path)
     tmp = lmeval.new_include_dir(src)
     config = merged_config(yaml_path)
     lm_limit = None

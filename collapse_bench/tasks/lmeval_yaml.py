@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from ..errors import CollapseBenchError
+from ..io import sha256_file
 from ..paths import builtin_tasks_dir
 
 
@@ -72,6 +73,11 @@ def config_files(path: Path) -> list[Path]:
     if inc:
         out += config_files((path.parent / str(inc)).resolve())
     return out
+
+
+def config_hashes(include_dir: Path, path: Path) -> dict[str, str]:
+    """``lm_eval:<file relative to include_dir>`` -> sha256 of the YAML and every file it includes (a task's data keys)."""
+    return {f"lm_eval:{p.relative_to(include_dir).as_posix()}": sha256_file(p) for p in config_files(path)}
 
 
 def index(include_dir: Path) -> dict[str, Path]:
