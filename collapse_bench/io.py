@@ -6,8 +6,9 @@ import hashlib
 import json
 import math
 import os
+import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,29 @@ def canonical_json(obj: Any) -> str:
 
 def sha256_json(obj: Any) -> str:
     return sha256_bytes(canonical_json(obj).encode("utf-8"))
+
+
+def json_differences(
+    fresh: Any, stored: Any, equal: Callable[[Any, Any], bool] = lambda a, b: a == b, path: tuple[str | int, ...] = ()
+) -> Iterator[tuple[tuple[str | int, ...], Any, Any]]:
+    """(path, fresh, stored) of every leaf where two JSON-like values differ under ``equal``, in sorted-key
+    order; dicts are compared key by key, equal-length lists item by item, anything else as a leaf."""
+    if isinstance(fresh, dict) and isinstance(stored, dict):
+        for key in sorted(set(fresh) | set(stored)):
+            yield from json_differences(fresh.get(key), stored.get(key), equal, (*path, key))
+    elif isinstance(fresh, list) and isinstance(stored, list) and len(fresh) == len(stored):
+        for i, (a, b) in enumerate(zip(fresh, stored)):
+            yield from json_differences(a, b, equal, (*path, i))
+    elif not equal(fresh, stored):
+        yield path, fresh, stored
+
+
+def is_absolute_path(text: str) -> bool:
+    """A POSIX root or home path, a Windows drive, root-relative or UNC path (a path of someone's disk)."""
+    return bool(_ABSOLUTE.match(text))
+
+
+_ABSOLUTE = re.compile(r"^(/|~|\\|[A-Za-z]:[\\/])")  # POSIX root, home, a backslash root or UNC share, a drive
 
 
 def check_finite(obj: Any, where: str = "$") -> None:

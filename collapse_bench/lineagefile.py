@@ -18,12 +18,12 @@ an absolute path is recorded by its leaf name (:func:`shown`).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
 from .errors import CollapseBenchError
+from .io import is_absolute_path
 from .schemas import validate
 from .yamlio import read_yaml
 
@@ -89,7 +89,7 @@ class LineageFile:
 
 def shown(name: str) -> str:
     """A lineage name as a result records it: an absolute path (``/...``, ``~...``, ``C:\\...``) by its leaf name."""
-    if name.startswith(("/", "~", "\\")) or re.match(r"^[A-Za-z]:[\\/]", name):
+    if is_absolute_path(name):
         return PurePath(name.replace("\\", "/")).name or "model"
     return name
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.sources import mirror_key
-from ..io import sha256_json
+from ..io import json_differences, sha256_json
 from ..results.complete import OPTIONAL_KINDS, result_incompleteness
 from ..tasks import Task
 from ..tasks.lmeval_yaml import config_hashes, index
@@ -198,29 +198,17 @@ def read_records(result: Path, samples: Path) -> list[dict[str, Any]]:
 
 
 def _close(a: Any, b: Any) -> bool:
+    """Equal leaves: numbers to REL_EQUAL relative (+1e-12 absolute), anything else exactly."""
     if _is_num(a) and _is_num(b):
         return abs(a - b) <= REL_EQUAL * max(abs(a), abs(b)) + 1e-12
-    if isinstance(a, dict) and isinstance(b, dict):
-        return set(a) == set(b) and all(_close(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
-    return a == b
+    return bool(a == b)
 
 
 def _first_difference(fresh: Any, stored: Any, where: str) -> str | None:
-    if isinstance(fresh, dict) and isinstance(stored, dict):
-        for k in sorted(set(fresh) | set(stored)):
-            d = _first_difference(fresh.get(k), stored.get(k), f"{where}/{k}")
-            if d:
-                return d
-        return None
-    if isinstance(fresh, list) and isinstance(stored, list) and len(fresh) == len(stored):
-        for i, (x, y) in enumerate(zip(fresh, stored)):
-            d = _first_difference(x, y, f"{where}/{i}")
-            if d:
-                return d
-        return None
-    return None if _close(fresh, stored) else where
+    """The field of the first leaf (sorted keys) where ``fresh`` and ``stored`` differ under :func:`_close`."""
+    for path, _, _ in json_differences(fresh, stored, _close):
+        return "/".join([where, *map(str, path)])
+    return None
 
 
 def _stderr(p: float, n: int) -> float | None:

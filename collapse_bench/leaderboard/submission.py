@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CollapseBenchError
-from ..io import sha256_file, sha256_json
+from ..io import is_absolute_path, sha256_file, sha256_json
 
 MAX_RESULT_BYTES = 10 * 1024 * 1024  # a probe+lm-eval result is ~100 KB; 10 MB leaves room for curves
 MAX_SAMPLES_BYTES = 50 * 1024 * 1024  # per-item records of the full suite are a few MB
@@ -170,13 +169,10 @@ def name_problem(value: str) -> str | None:
     return None
 
 
-ABSOLUTE = re.compile(r"^(/|~|[A-Za-z]:[\\/]|\\\\)")  # POSIX root, home, Windows drive or UNC share
-
-
 def absolute_paths(obj: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, str]]:
     """(field, value) of every string in a result that is an absolute path of the submitter's disk."""
     if isinstance(obj, str):
-        if ABSOLUTE.match(obj):
+        if is_absolute_path(obj):
             yield field_name(path), obj
     elif isinstance(obj, dict):
         for key, value in obj.items():

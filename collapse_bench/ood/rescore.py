@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CollapseBenchError
+from ..io import json_differences
 
 
 def rescore(result_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -39,12 +40,10 @@ def rescore(result_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def differences(fresh: Any, stored: Any, where: str = "") -> list[str]:
     """Paths where two JSON-like values differ (exact comparison, floats included)."""
-    if isinstance(fresh, dict) and isinstance(stored, dict):
-        keys = sorted(set(fresh) | set(stored))
-        return [d for k in keys for d in differences(fresh.get(k), stored.get(k), f"{where}.{k}")]
-    if isinstance(fresh, list) and isinstance(stored, list) and len(fresh) == len(stored):
-        return [d for i, (a, b) in enumerate(zip(fresh, stored)) for d in differences(a, b, f"{where}[{i}]")]
-    return [] if fresh == stored else [f"{where}: stored {stored!r}, recomputed {fresh!r}"]
+    return [
+        where + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path) + f": stored {b!r}, recomputed {a!r}"
+        for path, a, b in json_differences(fresh, stored)
+    ]
 
 
 def cmd_rescore(args: argparse.Namespace) -> int:
