@@ -51,7 +51,7 @@ class Entry:
     complete: bool = True  # recomputed by `validate`; only complete rows are ranked
     reps: dict[tuple[str, str, int], np.ndarray] = field(default_factory=dict, repr=False, compare=False)  # item replicates
 
-    @property
+    @functools.cached_property
     def metrics(self) -> dict[str, dict[str, float | None]]:
         """``tasks.<t>.metrics`` plus the derived ``temperature_opt_at_bound`` (1 when the recorded
         ``temperature_opt`` is a bound of the search, see :func:`~..metrics.calibration.temperature_at_bound`)."""
