@@ -41,7 +41,7 @@ class Lineage:
 
     def fields(self, source: ModelSource) -> dict[str, Any]:
         """``parent``, ``stage`` and ``lineage`` for the result's model block of the loaded ``source`` (plus
-        ``recipe`` and ``intervention`` of a chain run's lineage file, for the leaderboard's interventions view)."""
+        ``recipe``, ``intervention`` and the ``training`` block of a chain run's lineage file)."""
         name = source.name
         parent: str | None
         stage: str | None
@@ -56,10 +56,12 @@ class Lineage:
         else:
             ancestors, parent, stage = [], None, self.stage
         chain_run = {k: self.file.raw.get(k) for k in ("recipe", "intervention")} if self.file is not None else {}
+        training = self.file.raw.get("training") if self.file is not None else None
         return {
             "parent": parent,
             "stage": stage,
             **{k: v for k, v in chain_run.items() if isinstance(v, str)},
+            **({"training": training} if isinstance(training, dict) else {}),
             "lineage": [*ancestors, entry(name, source.sha256, source.revision, stage)],
         }
 

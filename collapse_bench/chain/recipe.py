@@ -21,6 +21,7 @@ from ..yamlio import read_yaml
 
 STAGE_KINDS = ("sft", "dpo", "safety", "math", "code", "long_cot")
 PROFILES = ("tiny", "cpu", "reference")
+METHODS = ("lora", "full")  # a fresh LoRA adapter per stage (merged afterwards), or full fine-tuning
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 _LORA = {
@@ -58,6 +59,8 @@ _STAGE = {
         "optimizer": _OPTIM,
         "beta": {"type": "number", "exclusiveMinimum": 0},
         "seed": {"type": "integer", "minimum": 0},
+        "method": {"enum": list(METHODS)},
+        "heldout": {"type": "integer", "minimum": 0},
     },
 }
 _PROFILE = {
@@ -70,6 +73,7 @@ _PROFILE = {
         "batch_size": {"type": "integer", "minimum": 1},
         "max_length": {"type": "integer", "minimum": 16},
         "rows": {"type": "integer", "minimum": 1},
+        "heldout": {"type": "integer", "minimum": 0},
     },
 }
 RECIPE_SCHEMA: dict[str, Any] = {
@@ -82,6 +86,7 @@ RECIPE_SCHEMA: dict[str, Any] = {
         "version": {"type": "integer", "minimum": 1},
         "description": {"type": "string"},
         "base": {"type": "string"},
+        "chat_template": {"type": "string", "minLength": 1},
         "stages": {"type": "array", "minItems": 1, "items": _STAGE},
         "profiles": {"type": "object", "additionalProperties": False, "properties": dict.fromkeys(PROFILES, _PROFILE)},
     },
@@ -91,6 +96,8 @@ STAGE_DEFAULTS: dict[str, Any] = {
     "max_length": 256,
     "beta": 0.1,
     "seed": 0,
+    "method": "lora",
+    "heldout": 0,  # held-out items per data file for the stage's own target (chain/target.py); 0 = not measured
     "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ALL_LINEAR},
     "optimizer": {"lr": 2e-4, "weight_decay": 0.0, "schedule": "cosine", "warmup_ratio": 0.0},
 }
@@ -109,6 +116,8 @@ class Stage:
     optimizer: dict[str, Any]
     beta: float
     seed: int
+    method: str = "lora"
+    heldout: int = 0
 
     @property
     def dirname(self) -> str:
@@ -125,6 +134,7 @@ class Recipe:
     profile: str
     path: Path
     config: dict[str, Any]
+    chat_template: str | None = None  # for a base without one (a pretrained base); saved with every stage
 
     @property
     def recipe_hash(self) -> str:
@@ -171,6 +181,8 @@ def load_recipe(path: str | Path, profile: str = "cpu", base: str | None = None)
                 s["optimizer"],
                 float(s["beta"]),
                 int(s["seed"]),
+                s["method"],
+                int(prof.get("heldout", s["heldout"])),
             )
         )
     names = [s.name for s in stages]
@@ -186,4 +198,5 @@ def load_recipe(path: str | Path, profile: str = "cpu", base: str | None = None)
         profile,
         path.resolve(),
         resolved,
+        raw.get("chat_template"),
     )

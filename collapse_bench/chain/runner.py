@@ -3,8 +3,9 @@
 Layout of ``--out``:
   chain.json                 recipe, profile, interventions, seed, base, leakage check, stage status
   NN-<stage>/model/          merged checkpoint (safetensors + tokenizer) + lineage.yaml
-  NN-<stage>/adapter/        the stage's LoRA adapter (for the LoRA-geometry task) + lineage.yaml
-  NN-<stage>/stage.json      training log (losses, replay fractions, intervention reports, data hashes)
+  NN-<stage>/adapter/        the stage's LoRA adapter (for the LoRA-geometry task) + lineage.yaml (LoRA stages)
+  NN-<stage>/stage.json      training log (losses, replay fractions, intervention reports, data hashes) and the
+                             ``training`` block (method, steps, tokens, wall time, own held-out target before/after)
   NN-<stage>/result.json     the stage's evaluation (``--evaluate SUITE``), submission-ready
 A stage directory appears only when complete (built in ``.NN-<stage>.tmp`` and renamed), so a crashed
 chain restarts from the last finished stage.
@@ -33,6 +34,7 @@ from ..tasks import TaskRegistry
 from ..yamlio import dump_yaml
 from .leakage import check_no_leakage
 from .recipe import Recipe, load_recipe
+from .target import HeldoutTarget, heldout_refs
 from .trainer import train_stage
 
 
@@ -74,6 +76,10 @@ def run_chain(req: ChainRequest) -> Path:
     recipe = load_recipe(recipe_path(req.recipe), req.profile, req.base)
     interventions = parse_interventions(req.interventions, req.overrides)
     label = ",".join(i.name for i in interventions) or "none"
+    for stage in recipe.stages:
+        if stage.method == "full" and any(i.needs_lora for i in interventions):
+            names = ", ".join(i.name for i in interventions if i.needs_lora)
+            raise CollapseBenchError(f"stage '{stage.name}': {names} acts on LoRA adapters; this stage is method: full")
     data_dir = resolve_data_dir(req.data_dir)
     device = pick_device(req.device)
     out = Path(req.out or Path("runs") / f"{recipe.name}-{recipe.profile}-{slug(label)}-s{req.seed}")
@@ -127,7 +133,8 @@ def run_chain(req: ChainRequest) -> Path:
         state["stages"][stage.name] = {"dir": sdir.name, "status": "trained", "duration_s": info["duration_s"]}
         atomic_write_json(out / "chain.json", state)
         lineage.append({"name": info["name"], "sha256": info["sha256"], "revision": None, "stage": stage.name})
-        adapters.append({"stage": stage.name, "path": f"../../{sdir.name}/adapter"})
+        if (sdir / "adapter").is_dir():
+            adapters.append({"stage": stage.name, "path": f"../../{sdir.name}/adapter"})
         pool += [to_sft(e) for e in examples]
         parent_dir = sdir / "model"
         last = stage.index == len(recipe.stages)
@@ -196,6 +203,8 @@ def _train(
     tok = AutoTokenizer.from_pretrained(parent_dir)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    if not tok.chat_template and recipe.chat_template:  # a pretrained base: the recipe's template, kept by every stage
+        tok.chat_template = recipe.chat_template
     # type-ignore: transformers' @wraps(Module.to) hides the bound self from mypy (it takes `device` for `self`)
     model = AutoModelForCausalLM.from_pretrained(parent_dir, dtype=torch.float32).to(device)  # type: ignore[arg-type]
     usable = [e for e in examples if fits(e, tok, stage.max_length)]
@@ -217,19 +226,38 @@ def _train(
         stage_examples=examples,
         data_dir=data_dir,
     )
+    target = None
+    if stage.heldout:
+        held = heldout_refs(stage, stage_refs, recipe.path, data_dir, seed)
+        target = HeldoutTarget(stage, held, tok, device, data_dir, seed)
+        target.measure(model)  # the incoming model, before any intervention touches it
+    t_train = time.perf_counter()
     arranged = examples
     for intervention in interventions:
         arranged = intervention.arrange(arranged, ctx)
     for intervention in interventions:
         intervention.before_stage(model, ctx)
-    peft_model, log = train_stage(
-        model, tok, stage, arranged, interventions, ctx, tmp / "trainer", device=device, progress=progress
-    )
-    peft_model.save_pretrained(tmp / "adapter")
-    merged = peft_model.merge_and_unload()
-    merged.save_pretrained(tmp / "model")
+    trained, log = train_stage(model, tok, stage, arranged, interventions, ctx, tmp / "trainer", device=device, progress=progress)
+    wall_train = time.perf_counter() - t_train
+    if stage.method == "lora":
+        trained.save_pretrained(tmp / "adapter")
+        trained = trained.merge_and_unload()
+    trained.save_pretrained(tmp / "model")
     tok.save_pretrained(tmp / "model")
     shutil.rmtree(tmp / "trainer", ignore_errors=True)
+    training: dict[str, Any] = {
+        "method": stage.method,
+        **({"lora_r": stage.lora["r"], "lora_alpha": stage.lora["alpha"]} if stage.method == "lora" else {}),
+        "steps": log["steps"],
+        "batch_size": stage.batch_size,
+        "max_length": stage.max_length,
+        "lr": stage.optimizer["lr"],
+        "tokens": log["tokens"],
+        "wall_s": round(wall_train, 1),
+    }
+    if target is not None:
+        target.measure(trained)
+        training["target"] = target.block()
     name = f"{lineage[0]['name']}/{recipe.name}/{label}/s{seed - stage.seed}/{stage.dirname}"
     from ..models.resolve import dir_sha256
 
@@ -248,10 +276,11 @@ def _train(
         "seed": seed,
         "data": data_hashes,
         "lineage": list(lineage),
-        "adapters": [*adapters, {"stage": stage.name, "path": f"../../{sdir.name}/adapter"}],
+        "adapters": [*adapters, *([{"stage": stage.name, "path": f"../../{sdir.name}/adapter"}] * (stage.method == "lora"))],
         "chat_template_sha256": sha256_json(tok.chat_template or ""),
+        "training": training,
     }
-    for sub in ("model", "adapter"):
+    for sub in ("model", "adapter")[: 2 if stage.method == "lora" else 1]:
         atomic_write_bytes(tmp / sub / "lineage.yaml", dump_yaml(entry).encode())
     reports = {i.name: i.report() for i in interventions}
     atomic_write_json(
@@ -265,6 +294,7 @@ def _train(
             "kind": stage.kind,
             "data": data_hashes,
             "interventions": reports,
+            "training": training,
             "duration_s": round(time.perf_counter() - t0, 3),
         },
     )

@@ -1,4 +1,5 @@
-"""One chain stage = TRL training of a fresh LoRA adapter on the incoming merged checkpoint.
+"""One chain stage = TRL training of a fresh LoRA adapter on the incoming merged checkpoint, or (``method:
+full``) full fine-tuning of all its weights.
 
 SFT-type stages use ``trl.SFTTrainer`` (prompt-completion, completion-only loss, the tokenizer's chat
 template), ``dpo`` stages ``trl.DPOTrainer`` (reference = the same model with adapters disabled).
@@ -84,7 +85,7 @@ def train_stage(
     device: str,
     progress: bool,
 ) -> tuple[Any, dict[str, Any]]:
-    """Train one fresh LoRA adapter on ``model`` with TRL; returns (peft model, training log)."""
+    """Train ``model`` with TRL (a fresh LoRA adapter, or all weights); returns (trained model, training log)."""
     import datasets
     from peft import LoraConfig
     from transformers import PrinterCallback
@@ -117,13 +118,18 @@ def train_stage(
         dataloader_num_workers=0,
         max_length=stage.max_length,
         train_sampling_strategy="sequential" if arranged else "random",
+        include_num_input_tokens_seen="non_padding",
     )
-    peft_config = LoraConfig(
-        r=lora["r"],
-        lora_alpha=lora["alpha"],
-        lora_dropout=lora["dropout"],
-        target_modules=list(lora["target_modules"]),
-        task_type="CAUSAL_LM",
+    peft_config = (
+        LoraConfig(
+            r=lora["r"],
+            lora_alpha=lora["alpha"],
+            lora_dropout=lora["dropout"],
+            target_modules=list(lora["target_modules"]),
+            task_type="CAUSAL_LM",
+        )
+        if stage.method == "lora"
+        else None
     )
     dataset = datasets.Dataset.from_list(rows)
     if stage.kind == "dpo":
@@ -158,6 +164,7 @@ def train_stage(
     log: dict[str, Any] = {
         "train_loss": losses,
         "steps": trainer.state.global_step,
+        "tokens": int(trainer.state.num_input_tokens_seen),
         "examples": len(rows),
         "trainer": type(trainer).__name__,
     }

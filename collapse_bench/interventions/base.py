@@ -38,6 +38,7 @@ class StageContext:
 
 class Intervention:
     name: ClassVar[str] = ""
+    needs_lora: ClassVar[bool] = False  # acts on the stage's LoRA adapter (refused for method: full stages)
 
     def __init__(self, **params: Any) -> None:
         self.params = params

@@ -61,6 +61,7 @@ def orthogonality_loss(
 
 class LoraDecorrelation(Intervention):
     name = "lora_decorrelation"
+    needs_lora = True
 
     def attach(self, model: torch.nn.Module, ctx: StageContext) -> None:
         self._previous = [previous_bases(read_adapter(p).factors) for p in ctx.previous_adapters]
