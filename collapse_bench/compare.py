@@ -17,13 +17,14 @@ import csv
 import io
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import CollapseBenchError
 from .io import atomic_write_bytes, atomic_write_json
 from .results import validate_result
+from .results.model import LineageEntry, Result
 
 COLUMNS = ("task", "metric", "depth", "stage", "model", "result", "value", "delta_base", "delta_prev")
 
@@ -31,8 +32,8 @@ COLUMNS = ("task", "metric", "depth", "stage", "model", "result", "value", "delt
 @dataclass
 class Node:
     path: str
-    result: dict[str, Any]
-    lineage: list[dict[str, Any]]
+    result: Result
+    lineage: tuple[LineageEntry, ...]  # base .. this checkpoint
 
     @property
     def key(self) -> str:
@@ -48,11 +49,11 @@ class Node:
 
     @property
     def stage(self) -> str:
-        return self.lineage[-1].get("stage") or ("base" if self.depth == 0 else "?")
+        return self.lineage[-1].stage or ("base" if self.depth == 0 else "?")
 
 
-def entry_key(entry: dict[str, Any]) -> str:
-    return entry.get("sha256") or f"name:{entry['name']}"
+def entry_key(entry: LineageEntry) -> str:
+    return entry.sha256 or f"name:{entry.name}"
 
 
 def load_result(path: str) -> Node:
@@ -66,11 +67,9 @@ def load_result(path: str) -> Node:
     except json.JSONDecodeError as exc:
         raise CollapseBenchError(f"{path}: not a JSON result ({exc.msg} at line {exc.lineno})") from None
     validate_result(result, path)
-    model = result["model"]
-    lineage = model.get("lineage") or [
-        {"name": model["name"], "sha256": model.get("sha256"), "revision": model.get("revision"), "stage": model.get("stage")}
-    ]
-    return Node(path, result, lineage)
+    typed = Result.from_doc(result)
+    m = typed.model
+    return Node(path, typed, m.lineage or (LineageEntry(m.name, m.sha256, m.revision, m.stage),))
 
 
 def order(nodes: list[Node]) -> list[Node]:
@@ -80,7 +79,7 @@ def order(nodes: list[Node]) -> list[Node]:
         if node.root != first.root:
             raise CollapseBenchError(
                 f"{node.path} and {first.path} belong to different lineages (bases "
-                f"{node.lineage[0]['name']} and {first.lineage[0]['name']}); compare one lineage at a time"
+                f"{node.lineage[0].name} and {first.lineage[0].name}); compare one lineage at a time"
             )
     seen: dict[str, str] = {}
     for node in nodes:
@@ -97,8 +96,6 @@ def ancestor(node: Node, by_key: dict[str, Node]) -> Node | None:
     return None
 
 
-def _metrics(node: Node) -> dict[tuple[str, str], Any]:
-    return {(t, m): v for t, block in node.result["tasks"].items() for m, v in block.get("metrics", {}).items()}
 
 
 def _delta(a: Any, b: Any) -> float | None:
@@ -110,7 +107,7 @@ def compare(nodes: list[Node]) -> list[dict[str, Any]]:
     nodes = order(nodes)
     by_key = {n.key: n for n in nodes}
     base = by_key.get(nodes[0].root)
-    values = {n.key: _metrics(n) for n in nodes}
+    values = {n.key: n.result.metrics() for n in nodes}
     _warn_hashes(nodes)
     keys = list(dict.fromkeys(k for n in nodes for k in values[n.key]))
     rows = []
@@ -126,7 +123,7 @@ def compare(nodes: list[Node]) -> list[dict[str, Any]]:
                     "metric": metric,
                     "depth": node.depth,
                     "stage": node.stage,
-                    "model": node.result["model"]["name"],
+                    "model": node.result.model.name,
                     "result": node.path,
                     "value": value,
                     "delta_base": _delta(value, values[base.key].get((task, metric))) if base and base is not node else None,
@@ -139,14 +136,14 @@ def compare(nodes: list[Node]) -> list[dict[str, Any]]:
 def _warn_hashes(nodes: list[Node]) -> None:
     hashes: dict[str, tuple[str, str]] = {}
     for node in nodes:
-        for task, block in node.result["tasks"].items():
-            if task in hashes and hashes[task][0] != block["hash"]:
+        for task, block in node.result.tasks.items():
+            if task in hashes and hashes[task][0] != block.hash:
                 print(
                     f"collapse-bench: warning: task {task} has a different config/data hash in {hashes[task][1]} and "
                     f"{node.path}; its deltas compare different measurements",
                     file=sys.stderr,
                 )
-            hashes.setdefault(task, (block["hash"], node.path))
+            hashes.setdefault(task, (block.hash, node.path))
 
 
 def _fmt(value: Any, signed: bool = False) -> str:
@@ -159,10 +156,10 @@ def format_table(nodes: list[Node], rows: list[dict[str, Any]]) -> str:
     nodes = order(nodes)
     root = nodes[0].lineage[0]
     out = [
-        f"lineage base: {root['name']} (sha256 {str(root.get('sha256'))[:12]})",
+        f"lineage base: {root.name} (sha256 {str(root.sha256)[:12]})",
         f"{'depth':>5}  {'stage':16} {'model':40} result",
     ]
-    out += [f"{n.depth:>5}  {n.stage[:16]:16} {n.result['model']['name'][-40:]:40} {n.path}" for n in nodes]
+    out += [f"{n.depth:>5}  {n.stage[:16]:16} {n.result.model.name[-40:]:40} {n.path}" for n in nodes]
     out.append("")
     out.append(f"{'task':20} {'metric':34} {'stage':16} {'value':>12} {'Δ base':>11} {'Δ prev':>11}")
     last = None
@@ -194,14 +191,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         atomic_write_json(
             args.json,
             {
-                "base": ordered[0].lineage[0],
+                "base": asdict(ordered[0].lineage[0]),
                 "results": [
                     {
                         "result": n.path,
-                        "model": n.result["model"]["name"],
+                        "model": n.result.model.name,
                         "stage": n.stage,
                         "depth": n.depth,
-                        "sha256": n.lineage[-1].get("sha256"),
+                        "sha256": n.lineage[-1].sha256,
                     }
                     for n in ordered
                 ],

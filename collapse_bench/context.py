@@ -7,7 +7,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .models import LoadedModel
+from .models import LoadedModel, ModelSource
+
+
+@dataclass
+class ReferenceTarget:
+    """A checkpoint the probe compares this one with (KL, neighbourhoods): lineage ``base``/``parent`` or ``reference``."""
+
+    role: str
+    name: str  # display name (messages)
+    sha256: str | None  # the reference cache's key
+    locate: Callable[[], str] | None = None  # what load_model resolves to it; raises CollapseBenchError saying why not
 
 
 @dataclass
@@ -15,13 +25,11 @@ class RunContext:
     model: LoadedModel
     seed: int = 0
     batch_size: int | None = None  # None: the task's own default
-    limit: int | None = None
-    data_dir: Path | None = None
     reference: LoadedModel | None = None
-    output: Path | None = None  # the result file (tasks may write sidecar files next to it)
     progress: bool = True
     options: dict[str, Any] = field(default_factory=dict)  # kind-specific CLI options (e.g. backend)
-    parent: Any = None  # ModelSource of --parent (the checkpoint this one was trained from), if given
+    parent: ModelSource | None = None  # --parent (the checkpoint this one was trained from), if given
+    references: list[ReferenceTarget] = field(default_factory=list)  # base / parent / --reference
     # called as hook(result, output) once every task has run, just before the result is written; each returns
     # the sidecar files [(path, bytes)] committed together with the result (e.g. lm-eval per-sample records)
     on_result: list[Callable[[dict[str, Any], Path], Any]] = field(default_factory=list)

@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import CollapseBenchError
 from .lineagefile import STAGE_SCHEMA, LineageFile, entry, read_lineage, shown
-from .models import ModelSource, find_source
+from .models import ModelSource, SourceKind, find_source
 from .schemas import validate
 
 
@@ -25,7 +25,7 @@ def chain_to(source: ModelSource) -> list[dict[str, Any]]:
     found = read_lineage(path) if path.is_dir() else None
     if found is not None:
         return [*found.ancestors(), entry(found.name or source.name, source.sha256, source.revision, found.stage)]
-    if source.kind == "peft" and source.base is not None:
+    if source.kind is SourceKind.PEFT and source.base is not None:
         return [*chain_to(source.base), entry(source.name, source.sha256, source.revision, None)]
     return [entry(source.name, source.sha256, source.revision, None)]
 
@@ -51,7 +51,7 @@ class Lineage:
             name = self.file.name or name
         elif self.parent_source is not None:
             ancestors, parent, stage = chain_to(self.parent_source), self.parent_source.name, self.stage
-        elif source.kind == "peft" and source.base is not None:
+        elif source.kind is SourceKind.PEFT and source.base is not None:
             ancestors, parent, stage = chain_to(source.base), source.base.name, self.stage
         else:
             ancestors, parent, stage = [], None, self.stage

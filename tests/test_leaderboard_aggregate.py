@@ -13,15 +13,8 @@ import pytest
 import scipy.stats
 
 from collapse_bench.leaderboard import stats
-from collapse_bench.leaderboard.aggregate import (
-    Entry,
-    build_tables,
-    components,
-    entries_from,
-    item_outcomes,
-    metric_cis,
-    seed_order,
-)
+from collapse_bench.leaderboard.aggregate import build_tables, components, metric_cis
+from collapse_bench.leaderboard.entry import Entry, entries_from, item_outcomes, seed_order
 from collapse_bench.leaderboard.hypothesis import hypothesis_panel
 
 GEOM_BASE = {

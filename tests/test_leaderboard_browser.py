@@ -17,7 +17,7 @@ import pytest
 from leaderboard_helpers import submissions_tree
 
 from collapse_bench.leaderboard import site
-from collapse_bench.leaderboard.aggregate import Entry, entries_from
+from collapse_bench.leaderboard.entry import Entry, entries_from
 from collapse_bench.leaderboard.validate import validate_paths
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"

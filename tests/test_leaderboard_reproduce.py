@@ -128,13 +128,17 @@ def test_trusted_row_reproduces_with_flag_only_when_recorded(
 ) -> None:
     """--trust-remote-code on a row recorded without it changes nothing: the evaluation runs as recorded."""
     from collapse_bench.evaluate import EvaluateRequest
+    from collapse_bench.results.model import Result
 
     doc = json.loads(result.read_text())
-    assert R.request_for(doc, None, tmp_path / "o.json", "cpu", "auto", None, "m", None, True).trust_remote_code is False
+    assert (
+        R.request_for(Result.from_doc(doc), None, tmp_path / "o.json", "cpu", "auto", None, "m", None, True).trust_remote_code
+        is False
+    )
     doc["config"]["trust_remote_code"] = True
-    req = R.request_for(doc, None, tmp_path / "o.json", "cpu", "auto", None, "m", None, True)
+    req = R.request_for(Result.from_doc(doc), None, tmp_path / "o.json", "cpu", "auto", None, "m", None, True)
     assert isinstance(req, EvaluateRequest) and req.trust_remote_code is True and req.model == "m"
-    assert R.request_for(doc, None, tmp_path / "o.json", "cpu", "auto", None, "m").trust_remote_code is False
+    assert R.request_for(Result.from_doc(doc), None, tmp_path / "o.json", "cpu", "auto", None, "m").trust_remote_code is False
 
 
 def test_tolerance_rules_and_custom_file(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from leaderboard_helpers import good_doc, snapshot, submissions_tree
 from collapse_bench.cli import main
 from collapse_bench.errors import CollapseBenchError
 from collapse_bench.leaderboard import site
-from collapse_bench.leaderboard.aggregate import Entry, entries_from, item_outcomes
+from collapse_bench.leaderboard.entry import Entry, entries_from, item_outcomes
 from collapse_bench.leaderboard.plots import layer_plot, reliability_bins, reliability_plot
 from collapse_bench.leaderboard.validate import validate_paths
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..data.sources import DataRef
 from ..errors import CollapseBenchError
 from ..io import sha256_json
 from ..schemas import validate
@@ -108,7 +109,7 @@ class Stage:
     index: int  # 1-based position in the chain
     name: str
     kind: str
-    data: tuple[dict[str, Any], ...]
+    data: tuple[DataRef, ...]
     steps: int
     batch_size: int
     max_length: int
@@ -166,7 +167,8 @@ def load_recipe(path: str | Path, profile: str = "cpu", base: str | None = None)
         s = _merge(STAGE_DEFAULTS, spec)
         steps = prof.get("steps") or max(1, round(s["steps"] * prof.get("steps_scale", 1.0)))
         data = tuple(
-            {**ref, "n": min(ref.get("n", prof["rows"]), prof["rows"])} if "rows" in prof else dict(ref) for ref in s["data"]
+            DataRef(**{**ref, **({"n": min(ref.get("n", prof["rows"]), prof["rows"])} if "rows" in prof else {})})
+            for ref in s["data"]
         )
         stages.append(
             Stage(

@@ -25,7 +25,7 @@ import torch
 
 from ..data.datadir import dataset_file
 from ..data.examples import Example, stage_examples
-from ..data.sources import LoadedRef, load_ref
+from ..data.sources import DataRef, LoadedRef, load_ref
 from ..errors import CollapseBenchError
 from ..io import read_jsonl
 from ..ood.refusal import is_refusal
@@ -42,7 +42,9 @@ def heldout_refs(stage: Any, train: list[LoadedRef], recipe_path: Path, data_dir
     out = []
     for loaded in train:
         used = {text_hash(t) for t in map(primary_text, loaded.rows) if t} | {str(r.get("id")) for r in loaded.rows}
-        full = load_ref({k: v for k, v in loaded.ref.items() if k != "n"}, task_path=recipe_path, data_dir=data_dir, seed=seed)
+        whole = DataRef(**loaded.ref)
+        whole.pop("n", None)
+        full = load_ref(whole, task_path=recipe_path, data_dir=data_dir, seed=seed)
         rest = [r for r in full.rows if str(r.get("id")) not in used and text_hash(primary_text(r) or "") not in used]
         rows = sorted(random.Random(f"heldout-{seed}").sample(range(len(rest)), min(stage.heldout, len(rest))))
         out.append(LoadedRef(full.key, full.sha256, [rest[i] for i in rows], full.domain, full.ref))

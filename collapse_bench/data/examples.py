@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CollapseBenchError
-from .sources import LoadedRef, load_ref
+from .sources import DataRef, LoadedRef, load_ref
 
 Example = dict[str, Any]
 REFUSALS = (
@@ -94,7 +94,7 @@ def stage_examples(kind: str, refs: list[LoadedRef], seed: int) -> list[Example]
     return out
 
 
-def load_stage_refs(data: tuple[dict[str, Any], ...], recipe_path: Path, data_dir: Path | None, seed: int) -> list[LoadedRef]:
+def load_stage_refs(data: tuple[DataRef, ...], recipe_path: Path, data_dir: Path | None, seed: int) -> list[LoadedRef]:
     return [load_ref(ref, task_path=recipe_path, data_dir=data_dir, seed=seed) for ref in data]
 
 

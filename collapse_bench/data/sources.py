@@ -14,7 +14,7 @@ import random
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from ..errors import CollapseBenchError
 from ..io import read_jsonl, sha256_file, sha256_json
@@ -24,13 +24,28 @@ from .datadir import dataset_file
 Row = dict[str, Any]
 
 
+class DataRef(TypedDict, total=False):
+    """One data reference as a task or recipe YAML writes it (validated by ``tasks.schema.DATA_REF_SCHEMA``:
+    exactly one of dataset+split, path or builtin)."""
+
+    dataset: str
+    split: str
+    path: str
+    builtin: str
+    n: int  # seeded sample size
+    template: str  # ``{field}`` placeholders
+    filter: dict[str, str | int | float | bool]  # equality on fields
+    domain: str
+    role: str  # e.g. harmful | benign (safety stages)
+
+
 @dataclass(frozen=True)
 class LoadedRef:
     key: str
     sha256: str
     rows: list[Row]  # after filter and seeded sample, in file order
     domain: str
-    ref: dict[str, Any]
+    ref: DataRef
 
 
 def builtin_key(name: str) -> str:
@@ -38,12 +53,12 @@ def builtin_key(name: str) -> str:
     return f"builtin:{name}@v{BUILTINS[name].version}"
 
 
-def mirror_key(ref: dict[str, Any]) -> str:
+def mirror_key(ref: DataRef) -> str:
     """The data key of a mirror reference: ``<dataset>/<split>.jsonl`` (its path under the data dir)."""
     return f"{ref['dataset']}/{ref['split']}.jsonl"
 
 
-def load_ref(ref: dict[str, Any], *, task_path: Path, data_dir: Path | None, seed: int, limit: int | None = None) -> LoadedRef:
+def load_ref(ref: DataRef, *, task_path: Path, data_dir: Path | None, seed: int, limit: int | None = None) -> LoadedRef:
     """Load one reference: read (or generate) the rows, filter, then take a seeded sample in file order."""
     if "builtin" in ref:
         name = ref["builtin"]

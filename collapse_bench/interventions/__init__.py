@@ -6,6 +6,7 @@ from typing import Any
 
 from ..errors import CollapseBenchError
 from ..paths import builtin_tasks_dir
+from ..schemas import validate
 from ..yamlio import read_yaml
 from .base import Intervention, StageContext
 from .diversity_reg import DiversityRegularisation
@@ -36,7 +37,12 @@ def parse_interventions(spec: str | None, overrides: dict[str, dict[str, Any]] |
     if len(set(names)) != len(names):
         raise CollapseBenchError(f"intervention listed twice in '{spec}'")
     overrides = overrides or {}
-    return [INTERVENTIONS[n](**{**default_params(n), **overrides.get(n, {})}) for n in sorted(names)]
+    out = []
+    for n in sorted(names):
+        params = {**default_params(n), **overrides.get(n, {})}
+        validate(params, INTERVENTIONS[n].PARAMS_SCHEMA, f"intervention {n}: params")
+        out.append(INTERVENTIONS[n](**params))
+    return out
 
 
 __all__ = ["INTERVENTIONS", "Intervention", "StageContext", "default_params", "parse_interventions"]

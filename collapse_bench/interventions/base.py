@@ -18,6 +18,11 @@ from typing import Any, ClassVar
 import torch
 
 
+def params_schema(**properties: dict[str, Any]) -> dict[str, Any]:
+    """An intervention's parameter schema: exactly these keys, all required."""
+    return {"type": "object", "additionalProperties": False, "required": sorted(properties), "properties": properties}
+
+
 @dataclass
 class StageContext:
     """What an intervention may know about the stage being trained."""
@@ -39,6 +44,9 @@ class StageContext:
 class Intervention:
     name: ClassVar[str] = ""
     needs_lora: ClassVar[bool] = False  # acts on the stage's LoRA adapter (refused for method: full stages)
+    # JSON schema of the parameters (every one required); the default VALUES live only in
+    # tasks/interventions/<name>.yaml, overrides are validated against the same schema
+    PARAMS_SCHEMA: ClassVar[dict[str, Any]] = {"type": "object", "additionalProperties": False, "properties": {}}
 
     def __init__(self, **params: Any) -> None:
         self.params = params

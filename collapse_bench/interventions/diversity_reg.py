@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..probe.hooks import decoder_layers
-from .base import Intervention, StageContext
+from .base import Intervention, StageContext, params_schema
 
 
 def vicreg_terms(Z: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,11 +35,17 @@ def vicreg_terms(Z: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4) -> tupl
 
 class DiversityRegularisation(Intervention):
     name = "diversity_reg"
+    PARAMS_SCHEMA = params_schema(
+        coefficient={"type": "number", "minimum": 0},
+        layers={"type": "array", "minItems": 1, "items": {"type": "number", "minimum": 0, "maximum": 1}},
+        gamma={"type": "number", "exclusiveMinimum": 0},
+        epsilon={"type": "number", "exclusiveMinimum": 0},
+    )
 
     def attach(self, model: torch.nn.Module, ctx: StageContext) -> None:
         layers = decoder_layers(model) or []
         n = len(layers)
-        picks = sorted({min(n - 1, max(0, math.floor(f * (n - 1) + 0.5))) for f in self.params.get("layers", [0.5])})
+        picks = sorted({min(n - 1, max(0, math.floor(f * (n - 1) + 0.5))) for f in self.params["layers"]})
         self._captured: list[torch.Tensor] = []
         self._handles = [layers[i].register_forward_hook(self._hook) for i in picks]
         self._report = {"layers": picks, "penalty_mean": 0.0, "steps": 0}
@@ -60,9 +66,9 @@ class DiversityRegularisation(Intervention):
                 if mask is not None and mask.shape == h.shape[:2]
                 else torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)
             )
-            v, c = vicreg_terms(h[mask], self.params.get("gamma", 1.0), self.params.get("epsilon", 1e-4))
+            v, c = vicreg_terms(h[mask], self.params["gamma"], self.params["epsilon"])
             terms.append(v + c)
-        value = float(self.params.get("coefficient", 0.01)) * torch.stack(terms).mean()
+        value = float(self.params["coefficient"]) * torch.stack(terms).mean()
         steps = self._report["steps"]
         self._report["penalty_mean"] = (self._report["penalty_mean"] * steps + float(value.detach())) / (steps + 1)
         self._report["steps"] = steps + 1

@@ -21,7 +21,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from ..probe.hooks import decoder_layers, mlp_down_projection
-from .base import Intervention, StageContext
+from .base import Intervention, StageContext, params_schema
 
 
 def mlp_scores(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]]) -> list[torch.Tensor]:
@@ -98,17 +98,24 @@ def shrink_perturb(model: torch.nn.Module, base: torch.nn.Module, shrink: float,
 
 class FeatureRefresh(Intervention):
     name = "feature_refresh"
+    PARAMS_SCHEMA = params_schema(
+        tau={"type": "number", "minimum": 0},
+        max_fraction={"type": "number", "minimum": 0, "maximum": 1},
+        calib_examples={"type": "integer", "minimum": 1},
+        shrink={"type": "number", "minimum": 0, "maximum": 1},
+        noise_std={"type": "number", "minimum": 0},
+    )
 
     def before_stage(self, model: torch.nn.Module, ctx: StageContext) -> None:
         if ctx.stage.index < 2:
             self._report = {"skipped": "first stage"}
             return
         p = self.params
-        batches = calibration_batches(ctx, int(p.get("calib_examples", 16)), next(model.parameters()).device)
+        batches = calibration_batches(ctx, int(p["calib_examples"]), next(model.parameters()).device)
         before = mlp_scores(model, batches)
-        tau = float(p.get("tau", 0.1))
-        reset = redo_reset(model, before, tau, float(p.get("max_fraction", 0.01)), ctx.seed + ctx.stage.index)
-        shrink, noise = float(p.get("shrink", 1.0)), float(p.get("noise_std", 0.0))
+        tau = float(p["tau"])
+        reset = redo_reset(model, before, tau, float(p["max_fraction"]), ctx.seed + ctx.stage.index)
+        shrink, noise = float(p["shrink"]), float(p["noise_std"])
         if shrink != 1.0 or noise > 0:
             base = AutoModelForCausalLM.from_pretrained(ctx.base_dir, dtype=next(model.parameters()).dtype)
             shrink_perturb(model, base, shrink, noise, ctx.seed + 1000 * ctx.stage.index)

@@ -19,7 +19,7 @@ import torch
 
 from ..lora.geometry import subspace, thin_svd
 from ..lora.updates import read_adapter
-from .base import Intervention, StageContext
+from .base import Intervention, StageContext, params_schema
 
 
 def current_factors(model: torch.nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -62,6 +62,7 @@ def orthogonality_loss(
 class LoraDecorrelation(Intervention):
     name = "lora_decorrelation"
     needs_lora = True
+    PARAMS_SCHEMA = params_schema(coefficient={"type": "number", "minimum": 0})
 
     def attach(self, model: torch.nn.Module, ctx: StageContext) -> None:
         self._previous = [previous_bases(read_adapter(p).factors) for p in ctx.previous_adapters]
@@ -72,7 +73,7 @@ class LoraDecorrelation(Intervention):
         loss = orthogonality_loss(self._current, self._previous)
         if loss is None:
             return None
-        value = float(self.params.get("coefficient", 0.5)) * loss
+        value = float(self.params["coefficient"]) * loss
         steps = self._report["steps"]
         self._report["penalty_mean"] = (self._report["penalty_mean"] * steps + float(value.detach())) / (steps + 1)
         self._report["steps"] = steps + 1

@@ -16,7 +16,8 @@ import random
 from typing import Any
 
 from ..data.examples import fits, load_stage_refs, stage_examples
-from .base import Intervention, StageContext
+from ..tasks.schema import DATA_REF_SCHEMA
+from .base import Intervention, StageContext, params_schema
 
 REPLAY_KEY = "_replay"
 
@@ -28,17 +29,22 @@ def to_sft(example: dict[str, Any]) -> dict[str, Any]:
 
 class Replay(Intervention):
     name = "replay"
+    PARAMS_SCHEMA = params_schema(
+        fraction={"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+        general_share={"type": "number", "minimum": 0, "maximum": 1},
+        general_text={"anyOf": [DATA_REF_SCHEMA, {"type": "null"}]},
+    )
 
     def arrange(self, examples: list[dict[str, Any]], ctx: StageContext) -> list[dict[str, Any]]:
-        rho = float(self.params.get("fraction", 0.25))
+        rho = float(self.params["fraction"])
         k = math.floor(rho * ctx.batch_size + 0.5)
         usable = lambda e: fits(e, ctx.tokenizer, ctx.stage.max_length)
         pool_stages = [e for e in map(to_sft, ctx.replay_pool) if usable(e)]
         general: list[dict[str, Any]] = []
-        if self.params.get("general_text") and ctx.data_dir is not None:
+        if self.params["general_text"] and ctx.data_dir is not None:
             refs = load_stage_refs((self.params["general_text"],), ctx.recipe_path, ctx.data_dir, ctx.seed)
             general = [e for e in stage_examples("sft", refs, ctx.seed) if usable(e)]
-        share = float(self.params.get("general_share", 0.5)) if general else 0.0
+        share = float(self.params["general_share"]) if general else 0.0
         if not pool_stages:
             share = 1.0 if general else 0.0
         if k == 0 or not (pool_stages or general):

@@ -4,203 +4,31 @@ bootstrap CIs, rank intervals and tied groups, and the interventions view (formu
 
 Generic over the result schema: scalars are ``tasks.<task>.metrics``, one column ``<task>.<metric>``
 each; per-item records come from referenced samples files, per-seed values from ``tasks.<task>.per_seed``.
-Rows are ordered by submission id first, so the input order never matters.
+The rows themselves (:class:`~.entry.Entry`, the typed result) are in :mod:`.entry`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
-import functools
-import math
-import re
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from ..errors import CollapseBenchError
-from ..evaluate import slug
-from ..io import read_jsonl, sha256_bytes
-from ..metrics.calibration import ece_mass_rows, temperature_at_bound
+from ..metrics.calibration import ece_mass_rows
 from . import stats
-from .submission import Submission, samples_refs, stage_name
-
-LL_KEYS = ("loglik", "loglikelihoods", "choice_loglikelihoods", "logliks", "lls")  # samples.py writes "loglik"
-LOCAL_SOURCES = ("local", "peft", "gguf")
-BASELINE = (None, "", "none")
-
-
-@functools.lru_cache(maxsize=1)
-def composite_config() -> dict[str, Any]:
-    return yaml.safe_load(resources.files(__package__).joinpath("composite.yaml").read_text(encoding="utf-8"))
-
-
-@dataclass
-class Entry:
-    """One submission as the aggregator sees it."""
-
-    id: str  # "submissions/<org>/<model>/<file>.json"
-    doc: dict[str, Any]
-    items: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # task -> (confidence, correct)
-    complete: bool = True  # recomputed by `validate`; only complete rows are ranked
-    reps: dict[tuple[str, str, int], np.ndarray] = field(default_factory=dict, repr=False, compare=False)  # item replicates
-
-    @functools.cached_property
-    def metrics(self) -> dict[str, dict[str, float | None]]:
-        """``tasks.<t>.metrics`` plus the derived ``temperature_opt_at_bound`` (1 when the recorded
-        ``temperature_opt`` is a bound of the search, see :func:`~..metrics.calibration.temperature_at_bound`)."""
-        return {t: derived_metrics(b["metrics"]) for t, b in self.doc["tasks"].items()}
-
-    @property
-    def kinds(self) -> dict[str, str]:
-        return {t: b["kind"] for t, b in self.doc["tasks"].items()}
-
-
-def derived_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    t = metrics.get("temperature_opt")
-    if not _num(t) or "temperature_opt_at_bound" in metrics:
-        return metrics
-    assert t is not None  # _num above
-    return {**metrics, "temperature_opt_at_bound": 0.0 if temperature_at_bound(float(t)) is None else 1.0}
-
-
-def _num(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def seed_order(key: Any) -> tuple[int, int, str]:
-    """Sort key of a free-text seed key: int-like strings ("0", "-1") numerically first, then the rest."""
-    k = str(key)
-    return (0, int(k), "") if re.fullmatch(r"-?[0-9]{1,18}", k) else (1, 0, k)
-
-
-@contextlib.contextmanager
-def guard(entry_id: str, what: str = "aggregate") -> Any:
-    """Any unexpected exception inside becomes one CollapseBenchError line naming the submission."""
-    try:
-        yield
-    except CollapseBenchError:
-        raise
-    except Exception as exc:
-        msg = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
-        raise CollapseBenchError(f"{entry_id}: cannot {what} this submission ({msg})") from None
-
-
-def item_outcomes(records: list[dict[str, Any]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """task -> (confidence = max softmax of the choice log-likelihoods, correct) from samples records."""
-    grouped: dict[str, tuple[list[float], list[float]]] = {}
-    for rec in records:
-        if not isinstance(rec, dict):
-            continue
-        lls = next(
-            (rec[k] for k in LL_KEYS if isinstance(rec.get(k), list) and rec[k] and all(_num(v) for v in rec[k])), None
-        )  # non-numeric values: the record is unusable
-        if _num(rec.get("confidence")):
-            conf = float(rec["confidence"])
-        elif lls is not None and "confidence" not in rec:
-            z = np.asarray(lls, dtype=np.float64)
-            conf = float(np.exp(z.max() - np.logaddexp.reduce(z)))
-        else:
-            continue
-        if isinstance(rec.get("correct"), (bool, int, float)):
-            correct = float(bool(rec["correct"]))
-        elif lls is not None and "correct" not in rec and _num(rec.get("gold")):
-            correct = float(int(np.argmax(lls)) == rec["gold"])
-        else:
-            continue
-        if not (math.isfinite(conf) and 0.0 <= conf <= 1.0):
-            continue
-        c, k = grouped.setdefault(str(rec.get("task", "")), ([], []))
-        c.append(conf)
-        k.append(correct)
-    return {t: (np.array(c), np.array(k)) for t, (c, k) in sorted(grouped.items())}
-
-
-def entries_from(subs: list[Submission], root: Path) -> list[Entry]:
-    """Entries with ids relative to the submissions dir ``root``, sorted by id."""
-    out = []
-    for sub in subs:
-        rel = sub.path.resolve().relative_to(root.resolve()).as_posix()
-        records: list[dict[str, Any]] = []
-        eid = f"submissions/{rel}"
-        with guard(eid, "read the samples of"):
-            for name in sorted({ref["path"] for _, ref in samples_refs(sub.doc)}):
-                records += list(read_jsonl(sub.path.parent / name))
-            out.append(Entry(eid, sub.doc, item_outcomes(records), sub.complete))
-    return sorted(out, key=lambda e: e.id)
-
-
-# --- rows ----------------------------------------------------------------------------------------------
-
-
-def display_name(model: dict[str, Any]) -> str:
-    """Hub ids and aliases as they are; local checkpoints by their lineage name (chain stages), else their leaf."""
-    name = model["name"]
-    if model.get("source") not in LOCAL_SOURCES:
-        return name
-    return stage_name(model) or Path(name.rstrip("/")).name or name
-
-
-def page_slug(entry_id: str) -> str:
-    stem = entry_id.removeprefix("submissions/").removesuffix(".json")
-    return f"{slug(stem.replace('/', '--'))[:60]}-{sha256_bytes(entry_id.encode())[:8]}"
-
-
-def base_ref(model: dict[str, Any]) -> tuple[str | None, str | None] | None:
-    """(sha256, name) of a row's base model: the lineage root, else the PEFT base, else the parent;
-    None when the row is a base itself."""
-    lineage = model.get("lineage") or []
-    if lineage:
-        root = lineage[0]
-        return (None, None) if root.get("sha256") == model.get("sha256") else (root.get("sha256"), root.get("name"))
-    base = model.get("base")
-    if isinstance(base, dict) and (base.get("sha256") or base.get("name")):
-        return base.get("sha256"), base.get("name")
-    return (None, model["parent"]) if model.get("parent") else None
-
-
-def find_base(entry: Entry, entries: list[Entry]) -> str | None:
-    """Id of the base model's submission on the same suite (same suite version preferred), or None."""
-    ref = base_ref(entry.doc["model"])
-    if ref is None or ref == (None, None):
-        return entry.id
-    sha, name = ref
-    suite = entry.doc["suite"]
-    cands = [
-        e
-        for e in entries
-        if e.doc["suite"]["name"] == suite["name"]
-        and (e.doc["model"].get("sha256") == sha if sha else e.doc["model"]["name"] == name)
-    ]
-    cands.sort(key=lambda e: (e.doc["suite"]["version"] != suite["version"], e.id))
-    return cands[0].id if cands else None
-
-
-def meta_row(entry: Entry, base_id: str | None) -> dict[str, Any]:
-    m, s = entry.doc["model"], entry.doc["suite"]
-    return {
-        "id": entry.id,
-        "page": page_slug(entry.id),
-        "model": display_name(m),
-        "model_name": m["name"],
-        "source": m["source"],
-        "sha256": m["sha256"],
-        "parent": m.get("parent"),
-        "stage": m.get("stage"),
-        "depth": len(m.get("lineage") or []),
-        "recipe": m.get("recipe"),
-        "intervention": m.get("intervention"),
-        "suite": s["name"],
-        "suite_version": s["version"],
-        "base_id": base_id,
-        "complete": entry.complete,
-    }
+from .entry import (
+    BASELINE,
+    Entry,
+    _num,
+    composite_config,
+    find_base,
+    guard,
+    meta_row,
+    seed_order,
+)
 
 
 def scalar_frame(entries: list[Entry]) -> pd.DataFrame:
@@ -267,7 +95,7 @@ def score_reps(
     reps = item_stat_reps(entry, task, metric, n_boot)
     if reps is not None:
         return np.array([metric_score(rule, spec, float(r), base_value) for r in reps])
-    seeds = per_seed_rows(entry.doc["tasks"][task])
+    seeds = per_seed_rows(entry.result.tasks[task].raw)
     if len(seeds) < 2 or not all(_num(s.get(metric)) for s in seeds):
         return None
     values = np.array([float(s[metric]) for s in seeds])
@@ -320,7 +148,7 @@ def metric_cis(entry: Entry, n_boot: int) -> dict[str, list[float]]:
             reps = item_stat_reps(entry, task, metric, n_boot)
             if reps is not None:
                 out[f"{task}.{metric}"] = list(stats.percentile_ci(reps))
-        seeds = per_seed_rows(entry.doc["tasks"][task])
+        seeds = per_seed_rows(entry.result.tasks[task].raw)
         if len(seeds) >= 2:
             for metric in sorted({k for s in seeds for k, v in s.items() if _num(v)}):
                 vals = [float(s[metric]) for s in seeds if _num(s.get(metric))]
@@ -427,7 +255,7 @@ def build_tables(entries: list[Entry], n_boot: int = stats.N_BOOT) -> Tables:
 
 def restricted(entry: Entry, tasks: AbstractSet[str]) -> Entry:
     """The entry with only ``tasks`` (to compare two rows on the tasks both have)."""
-    kept = {t: b for t, b in entry.doc["tasks"].items() if t in tasks}
+    kept = {t: b for t, b in entry.doc["tasks"].items() if t in tasks}  # a new document: the typed view follows
     return Entry(entry.id, {**entry.doc, "tasks": kept}, entry.items, entry.complete, entry.reps)
 
 
@@ -474,8 +302,8 @@ def interventions_view(
         rec.update({"compared_on": "", "delta_composite": None, "within_noise": None, **{f"delta_c.{c}": None for c in names}})
         if b is not None:
             mine, theirs = by_id[row["id"]], by_id[b["id"]]
-            common = frozenset(mine.doc["tasks"]) & frozenset(theirs.doc["tasks"])
-            if common != set(mine.doc["tasks"]) or common != set(theirs.doc["tasks"]):
+            common = frozenset(mine.result.tasks) & frozenset(theirs.result.tasks)
+            if common != set(mine.result.tasks) or common != set(theirs.result.tasks):
                 rec["compared_on"] = f"{len(common)} common tasks"
             comps = [comps_of(e, common) for e in (mine, theirs)]
             (pr, rr, _), (pb, rb, _) = composite(comps[0]), composite(comps[1])

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .aggregate import Tables, composite_config
+from .aggregate import Tables
+from .entry import composite_config
 
 
 def target_values(tables: Tables, name: str, spec: dict[str, str]) -> pd.Series:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..metrics import spec as metric_spec
-from .aggregate import Entry, _num, seed_order
+from .entry import Entry, _num, seed_order
 
 RC: dict[str, Any] = {
     "svg.hashsalt": "collapse-bench",

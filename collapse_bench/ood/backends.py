@@ -14,6 +14,7 @@ from importlib.util import find_spec
 from typing import Any
 
 from ..errors import CollapseBenchError
+from ..models import SourceKind
 
 BACKENDS = ("hf", "vllm")
 VLLM_GPU_MEMORY_UTILIZATION = 0.8  # leaves room for the HF copy that `evaluate` loads for the probe
@@ -53,7 +54,7 @@ _CACHE: dict[str, Any] = {}
 
 def model_dir(loaded: Any) -> str:
     """A local directory vLLM can load: the checkpoint's own, or (PEFT) the merged model saved once."""
-    if loaded.source.kind != "peft":
+    if loaded.source.kind is not SourceKind.PEFT:
         return str(loaded.source.path)
     key = id(loaded.model)
     if key not in _MERGED:

@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CollapseBenchError
 from ..io import sha256_json
@@ -28,6 +28,9 @@ from .lmeval_yaml import builtin_include_dir, index
 from .params import KIND_PARAMS
 from .schema import SUITE_SCHEMA, TASK_SCHEMA
 
+if TYPE_CHECKING:
+    from ..data.sources import DataRef
+
 SKIP_DIRS = {"suites", "chains", "lm_eval", "interventions"}
 
 
@@ -37,7 +40,7 @@ class Task:
     version: int
     kind: str
     description: str
-    data: tuple[dict[str, Any], ...]
+    data: tuple[DataRef, ...]
     params: dict[str, Any]  # defaults filled in
     path: Path  # the YAML file (user data paths are relative to it)
     config: dict[str, Any] = field(repr=False)  # the YAML as written (hashed)

@@ -1,0 +1,193 @@
+"""One submission as the leaderboard sees it (:class:`Entry`: the typed result plus its per-item outcomes),
+and the per-row metadata derived from it: display name, page slug, base model, meta row.
+
+Rows are ordered by submission id, so the input order never matters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from ..errors import CollapseBenchError
+from ..evaluate import slug
+from ..io import read_jsonl, sha256_bytes
+from ..metrics.calibration import temperature_at_bound
+from ..results.model import ModelInfo, Result
+from .submission import Submission, samples_refs
+
+LL_KEYS = ("loglik", "loglikelihoods", "choice_loglikelihoods", "logliks", "lls")  # samples.py writes "loglik"
+BASELINE = (None, "", "none")
+
+
+@functools.lru_cache(maxsize=1)
+def composite_config() -> dict[str, Any]:
+    return yaml.safe_load(resources.files(__package__).joinpath("composite.yaml").read_text(encoding="utf-8"))
+
+
+@dataclass
+class Entry:
+    """One submission as the aggregator sees it."""
+
+    id: str  # "submissions/<org>/<model>/<file>.json"
+    doc: dict[str, Any]
+    items: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # task -> (confidence, correct)
+    complete: bool = True  # recomputed by `validate`; only complete rows are ranked
+    reps: dict[tuple[str, str, int], np.ndarray] = field(default_factory=dict, repr=False, compare=False)  # item replicates
+
+    @functools.cached_property
+    def result(self) -> Result:
+        return Result.from_doc(self.doc)
+
+    @functools.cached_property
+    def metrics(self) -> dict[str, dict[str, float | None]]:
+        """``tasks.<t>.metrics`` plus the derived ``temperature_opt_at_bound`` (1 when the recorded
+        ``temperature_opt`` is a bound of the search, see :func:`~..metrics.calibration.temperature_at_bound`)."""
+        return {t: derived_metrics(b.metrics) for t, b in self.result.tasks.items()}
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        return {t: b.kind for t, b in self.result.tasks.items()}
+
+
+def derived_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    t = metrics.get("temperature_opt")
+    if not _num(t) or "temperature_opt_at_bound" in metrics:
+        return metrics
+    assert t is not None  # _num above
+    return {**metrics, "temperature_opt_at_bound": 0.0 if temperature_at_bound(float(t)) is None else 1.0}
+
+
+def _num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def seed_order(key: Any) -> tuple[int, int, str]:
+    """Sort key of a free-text seed key: int-like strings ("0", "-1") numerically first, then the rest."""
+    k = str(key)
+    return (0, int(k), "") if re.fullmatch(r"-?[0-9]{1,18}", k) else (1, 0, k)
+
+
+@contextlib.contextmanager
+def guard(entry_id: str, what: str = "aggregate") -> Any:
+    """Any unexpected exception inside becomes one CollapseBenchError line naming the submission."""
+    try:
+        yield
+    except CollapseBenchError:
+        raise
+    except Exception as exc:
+        msg = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        raise CollapseBenchError(f"{entry_id}: cannot {what} this submission ({msg})") from None
+
+
+def item_outcomes(records: list[dict[str, Any]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """task -> (confidence = max softmax of the choice log-likelihoods, correct) from samples records."""
+    grouped: dict[str, tuple[list[float], list[float]]] = {}
+    for rec in records:
+        if not isinstance(rec, dict):
+            continue
+        lls = next(
+            (rec[k] for k in LL_KEYS if isinstance(rec.get(k), list) and rec[k] and all(_num(v) for v in rec[k])), None
+        )  # non-numeric values: the record is unusable
+        if _num(rec.get("confidence")):
+            conf = float(rec["confidence"])
+        elif lls is not None and "confidence" not in rec:
+            z = np.asarray(lls, dtype=np.float64)
+            conf = float(np.exp(z.max() - np.logaddexp.reduce(z)))
+        else:
+            continue
+        if isinstance(rec.get("correct"), (bool, int, float)):
+            correct = float(bool(rec["correct"]))
+        elif lls is not None and "correct" not in rec and _num(rec.get("gold")):
+            correct = float(int(np.argmax(lls)) == rec["gold"])
+        else:
+            continue
+        if not (math.isfinite(conf) and 0.0 <= conf <= 1.0):
+            continue
+        c, k = grouped.setdefault(str(rec.get("task", "")), ([], []))
+        c.append(conf)
+        k.append(correct)
+    return {t: (np.array(c), np.array(k)) for t, (c, k) in sorted(grouped.items())}
+
+
+def entries_from(subs: list[Submission], root: Path) -> list[Entry]:
+    """Entries with ids relative to the submissions dir ``root``, sorted by id."""
+    out = []
+    for sub in subs:
+        rel = sub.path.resolve().relative_to(root.resolve()).as_posix()
+        records: list[dict[str, Any]] = []
+        eid = f"submissions/{rel}"
+        with guard(eid, "read the samples of"):
+            for name in sorted({ref["path"] for _, ref in samples_refs(sub.doc)}):
+                records += list(read_jsonl(sub.path.parent / name))
+            out.append(Entry(eid, sub.doc, item_outcomes(records), sub.complete))
+    return sorted(out, key=lambda e: e.id)
+
+
+def display_name(model: ModelInfo) -> str:
+    """Hub ids and aliases as they are; local checkpoints by their lineage name (chain stages), else their leaf."""
+    if not model.is_local:
+        return model.name
+    return model.own_name or Path(model.name.rstrip("/")).name or model.name
+
+
+def page_slug(entry_id: str) -> str:
+    stem = entry_id.removeprefix("submissions/").removesuffix(".json")
+    return f"{slug(stem.replace('/', '--'))[:60]}-{sha256_bytes(entry_id.encode())[:8]}"
+
+
+def base_ref(model: ModelInfo) -> tuple[str | None, str | None] | None:
+    """(sha256, name) of a row's base model: the lineage root, else the PEFT base, else the parent;
+    None when the row is a base itself."""
+    if model.lineage:
+        root = model.lineage[0]
+        return (None, None) if root.sha256 == model.sha256 else (root.sha256, root.name)
+    if model.base is not None:
+        return model.base.sha256, model.base.name
+    return (None, model.parent) if model.parent else None
+
+
+def find_base(entry: Entry, entries: list[Entry]) -> str | None:
+    """Id of the base model's submission on the same suite (same suite version preferred), or None."""
+    ref = base_ref(entry.result.model)
+    if ref is None or ref == (None, None):
+        return entry.id
+    sha, name = ref
+    suite = entry.result.suite
+    cands = [
+        e
+        for e in entries
+        if e.result.suite.name == suite.name and (e.result.model.sha256 == sha if sha else e.result.model.name == name)
+    ]
+    cands.sort(key=lambda e: (e.result.suite.version != suite.version, e.id))
+    return cands[0].id if cands else None
+
+
+def meta_row(entry: Entry, base_id: str | None) -> dict[str, Any]:
+    m, s = entry.result.model, entry.result.suite
+    return {
+        "id": entry.id,
+        "page": page_slug(entry.id),
+        "model": display_name(m),
+        "model_name": m.name,
+        "source": m.source.value,
+        "sha256": m.sha256,
+        "parent": m.parent,
+        "stage": m.stage,
+        "depth": len(m.lineage),
+        "recipe": m.recipe,
+        "intervention": m.intervention,
+        "suite": s.name,
+        "suite_version": s.version,
+        "base_id": base_id,
+        "complete": entry.complete,
+    }
