@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 from metric_helpers import assert_values_close, make_batches, run
 
 from collapse_bench.metrics.base import MetricValues
@@ -66,3 +67,24 @@ def test_empty_accumulator(i: int) -> None:
     assert finite_or_none(whole)
     assert_same(whole, run(fresh(i), bs).merge(fresh(i)).compute())
     assert_same(whole, fresh(i).merge(run(fresh(i), bs)).compute())
+
+
+def test_additive_families_use_the_base_class() -> None:
+    """Families whose state is a sum inherit SumState's merge (no hand-written copy) and keep float64 states."""
+    from collapse_bench.metrics.state import SumState
+
+    additive = [a for a in accumulators() if isinstance(a, SumState)]
+    assert {type(a).__name__ for a in additive} >= {
+        "AnisotropyAccumulator",
+        "DormantAccumulator",
+        "TrajectoryAccumulator",
+        "PromptEntropyAccumulator",
+    }
+    for acc in additive:
+        assert type(acc).merge is SumState.merge, type(acc).__name__
+        assert acc.empty
+        for b in batches():
+            acc.update(b)
+        assert not acc.empty
+        tensors = [v for v in acc.state().values() if isinstance(v, torch.Tensor)]
+        assert tensors and all(t.dtype == torch.float64 for t in tensors), type(acc).__name__

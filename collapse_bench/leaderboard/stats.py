@@ -1,5 +1,11 @@
 """Uncertainty and association statistics for the leaderboard (numpy only; pure functions).
 
+Kept hand-written, not ``scipy.stats``, for one reason each: the bootstrap draws ONE seeded index matrix
+per row that every metric of the row reuses (paired replicates, byte-identical builds; ``scipy.stats.bootstrap``
+draws its own per call); Pearson/Spearman have a row-wise form over thousands of replicates
+(:func:`pearson_rows`) and the point estimate must be the same arithmetic bit for bit. Ranks are
+``scipy.stats.rankdata``; the tests check every function against scipy.
+
 * Percentile bootstrap: ``B`` resamples with replacement of the ``n`` units (items, seeds or
   submissions), index matrix ``rng.integers(0, n, (B, n))`` from ``numpy.random.default_rng(seed)``;
   the ``level`` CI is ``quantile(reps, [(1-level)/2, (1+level)/2])`` (numpy's linear interpolation).
@@ -56,19 +62,10 @@ def bootstrap_stat_reps(
 
 
 def rankdata(x: Sequence[float] | np.ndarray) -> np.ndarray:
-    """1-based average ranks (ties share the mean rank), like ``scipy.stats.rankdata``."""
-    a = np.asarray(x, dtype=np.float64)
-    order = np.argsort(a, kind="mergesort")
-    ranks = np.empty(len(a), dtype=np.float64)
-    sorted_a = a[order]
-    i = 0
-    while i < len(a):
-        j = i
-        while j + 1 < len(a) and sorted_a[j + 1] == sorted_a[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
+    """1-based average ranks (ties share the mean rank): ``scipy.stats.rankdata``."""
+    from scipy.stats import rankdata as ranks  # scipy ships with lm-eval's dependencies
+
+    return np.asarray(ranks(np.asarray(x, dtype=np.float64)), dtype=np.float64)
 
 
 def pearson(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float | None:

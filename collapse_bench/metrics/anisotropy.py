@@ -15,6 +15,7 @@ from .base import MetricValues, Number, ProbeBatch, to_number
 from .batchview import batch_view
 from .spec import MetricSpec, Range, Tolerance
 from .spectral import as_f64
+from .state import SumState
 
 
 def anisotropy_from_sum(sum_u: torch.Tensor, n: torch.Tensor | float) -> torch.Tensor:
@@ -39,40 +40,27 @@ def centered_anisotropy(H: torch.Tensor | np.ndarray) -> Number:
     return mean_pairwise_cosine(H - H.mean(dim=0, keepdim=True))
 
 
-class AnisotropyAccumulator:
+class AnisotropyAccumulator(SumState):
     """Per layer: sum of unit vectors (float64, d) and their count, over ``keep`` tokens."""
 
     def __init__(self, n_layers: int, dim: int) -> None:
         self.n_layers, self.dim = n_layers, dim
         self.sum_u: torch.Tensor | None = None  # (L, d)
         self.count: torch.Tensor | None = None  # (L,)
-
-    def _init(self, device: torch.device) -> None:
-        self.sum_u = torch.zeros(self.n_layers, self.dim, dtype=torch.float64, device=device)
-        self.count = torch.zeros(self.n_layers, dtype=torch.float64, device=device)
+        self.add_state("sum_u")
+        self.add_state("count")
 
     @torch.inference_mode()
     def update(self, batch: ProbeBatch) -> None:
         view = batch_view(batch)
-        if self.sum_u is None:
-            self._init(view.device)
+        self.zeros("sum_u", (self.n_layers, self.dim), view.device)
+        self.zeros("count", (self.n_layers,), view.device)
         norms = view.norms.view(view.L, 1, -1)  # zero outside keep
         ok = norms > 0
         w = torch.where(ok, 1.0 / torch.where(ok, norms, 1.0), 0.0)
         assert self.sum_u is not None and self.count is not None
         self.sum_u += torch.bmm(w, view.X.view(view.L, -1, view.d)).squeeze(1)
         self.count += ok.sum(dim=(1, 2))
-
-    @torch.inference_mode()
-    def merge(self, other: AnisotropyAccumulator) -> AnisotropyAccumulator:
-        if other.sum_u is None:
-            return self
-        if self.sum_u is None:
-            self._init(other.sum_u.device)
-        assert self.sum_u is not None and self.count is not None and other.sum_u is not None and other.count is not None
-        self.sum_u += other.sum_u.to(self.sum_u)
-        self.count += other.count.to(self.count)
-        return self
 
     @torch.inference_mode()
     def compute(self) -> MetricValues:

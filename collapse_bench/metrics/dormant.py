@@ -14,6 +14,7 @@ import torch
 from .base import MetricValues, Number, ProbeBatch, to_number
 from .spec import MetricSpec, Range, Tolerance
 from .spectral import as_f64
+from .state import SumState
 
 TAUS = {"dormant_fraction": 0.025, "dormant_fraction_01": 0.1}
 
@@ -31,7 +32,7 @@ def dormant_fraction(A: torch.Tensor | np.ndarray, tau: float = 0.025) -> Number
     return dormant_fraction_from_sums(as_f64(A).abs().mean(0), tau)
 
 
-class DormantAccumulator:
+class DormantAccumulator(SumState):
     """Per block: float64 sum over kept tokens of |a_i| per unit (I) and the token count. ``dim`` (the hidden
     size) is unused; ``intermediate_size`` I is taken from the first batch when not given."""
 
@@ -39,6 +40,8 @@ class DormantAccumulator:
         self.n_layers, self.dim, self.intermediate_size = n_layers, dim, intermediate_size
         self.abs_sum: torch.Tensor | None = None  # (L, I): row j = block j + 1
         self.count = 0
+        self.add_state("abs_sum")
+        self.add_state("count", 0)
 
     @torch.inference_mode()
     def update(self, batch: ProbeBatch) -> None:
@@ -59,17 +62,6 @@ class DormantAccumulator:
             picked = a.reshape(-1, a.shape[-1]).index_select(0, rows)
             self.abs_sum[j] += picked.abs_().sum(0, dtype=torch.float64)
         self.count += n
-
-    @torch.inference_mode()
-    def merge(self, other: DormantAccumulator) -> DormantAccumulator:
-        if other.abs_sum is None:
-            return self
-        if self.abs_sum is None:
-            self.abs_sum = other.abs_sum.clone()
-        else:
-            self.abs_sum += other.abs_sum.to(self.abs_sum)
-        self.count += other.count
-        return self
 
     @torch.inference_mode()
     def compute(self) -> MetricValues:

@@ -22,6 +22,7 @@ from .base import MetricValues, Number, ProbeBatch, to_number
 from .batchview import batch_view, gather_rows, scratch
 from .spec import MetricSpec, Range, Tolerance
 from .spectral import as_f64
+from .state import SumState
 
 
 def _entropy(lam: torch.Tensor, trace: torch.Tensor) -> torch.Tensor:
@@ -92,7 +93,7 @@ def _sequence_entropies(
     return _entropy(torch.linalg.eigvalsh(K), torch.where(trace > 0, trace, 1.0)), trace
 
 
-class PromptEntropyAccumulator:
+class PromptEntropyAccumulator(SumState):
     """Per layer: sum and count of per-sequence matrix entropies (float64).
 
     ``tokens="keep"`` is protocol v1 (all kept tokens; one min(T, d)-sized eigendecomposition per sequence
@@ -105,14 +106,14 @@ class PromptEntropyAccumulator:
         self.n_layers, self.dim, self.tokens, self.chunk_elements = n_layers, dim, tokens, chunk_elements
         self.sum: torch.Tensor | None = None
         self.count: torch.Tensor | None = None
+        self.add_state("sum")
+        self.add_state("count")
 
     @torch.inference_mode()
     def update(self, batch: ProbeBatch) -> None:
         view = batch_view(batch)
-        if self.sum is None:
-            self.sum = torch.zeros(self.n_layers, dtype=torch.float64, device=view.device)
-            self.count = torch.zeros(self.n_layers, dtype=torch.float64, device=view.device)
-        assert self.count is not None
+        self.sum = self.zeros("sum", (self.n_layers,), view.device)
+        self.count = self.zeros("count", (self.n_layers,), view.device)
         L, d = view.L, view.d
         mask = view.keep if self.tokens == "keep" else view.sample
         n = mask.sum(1)
@@ -137,19 +138,6 @@ class PromptEntropyAccumulator:
             H = H / torch.log(n.clamp(max=d))
             self.sum[lo : lo + step] += torch.where(ok, H, 0.0).sum(1)
             self.count[lo : lo + step] += ok.sum(1)
-
-    @torch.inference_mode()
-    def merge(self, other: PromptEntropyAccumulator) -> PromptEntropyAccumulator:
-        if other.sum is None:
-            return self
-        assert other.count is not None
-        if self.sum is None:
-            self.sum, self.count = other.sum.clone(), other.count.clone()
-        else:
-            assert self.count is not None
-            self.sum += other.sum.to(self.sum)
-            self.count += other.count.to(self.count)
-        return self
 
     @torch.inference_mode()
     def compute(self) -> MetricValues:

@@ -20,6 +20,7 @@ from .base import MetricValues, Number, ProbeBatch, to_number
 from .batchview import batch_view, gather_rows, scratch
 from .spec import MetricSpec, Range, Tolerance
 from .spectral import as_f64
+from .state import SumState
 
 
 def curvature_angles(Z: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -75,7 +76,7 @@ def _diff_sq_norms(X: torch.Tensor, Xc: torch.Tensor) -> tuple[torch.Tensor, tor
     return d2.double() ** 2, v2.double() ** 2, w2.double() ** 2
 
 
-class TrajectoryAccumulator:
+class TrajectoryAccumulator(SumState):
     """Per layer (float64): sum and count of curvature angles, of per-sequence token uniformity, and of
     cos(h^l, h^{l-1}) over kept tokens."""
 
@@ -85,14 +86,14 @@ class TrajectoryAccumulator:
         self.n_layers, self.dim = n_layers, dim
         self.sums: torch.Tensor | None = None  # (3, L)
         self.counts: torch.Tensor | None = None  # (3, L)
+        self.add_state("sums")
+        self.add_state("counts")
 
     @torch.inference_mode()
     def update(self, batch: ProbeBatch) -> None:
         view = batch_view(batch)
-        if self.sums is None:
-            self.sums = torch.zeros(3, self.n_layers, dtype=torch.float64, device=view.device)
-            self.counts = torch.zeros(3, self.n_layers, dtype=torch.float64, device=view.device)
-        assert self.counts is not None
+        self.sums = self.zeros("sums", (3, self.n_layers), view.device)
+        self.counts = self.zeros("counts", (3, self.n_layers), view.device)
         X, keep, norms, L = view.X, view.keep, view.norms, view.L
         sq = norms.double() ** 2  # (L, B, T)
 
@@ -132,19 +133,6 @@ class TrajectoryAccumulator:
         angles = torch.arccos(cos.clamp(-1.0, 1.0))
         self.sums[0] += torch.where(ok, angles, 0.0).sum((1, 2))
         self.counts[0] += ok.sum((1, 2))
-
-    @torch.inference_mode()
-    def merge(self, other: TrajectoryAccumulator) -> TrajectoryAccumulator:
-        if other.sums is None:
-            return self
-        assert other.counts is not None
-        if self.sums is None:
-            self.sums, self.counts = other.sums.clone(), other.counts.clone()
-        else:
-            assert self.counts is not None
-            self.sums += other.sums.to(self.sums)
-            self.counts += other.counts.to(self.sums)
-        return self
 
     @torch.inference_mode()
     def compute(self) -> MetricValues:
