@@ -13,6 +13,7 @@ import yaml
 
 from collapse_bench.chain.recipe import load_recipe
 from collapse_bench.chain.runner import ChainRequest, recipe_path, run_chain
+from collapse_bench.chain.surgery import SURGERY_KINDS
 from collapse_bench.cli import main
 from collapse_bench.errors import CollapseBenchError
 from collapse_bench.paths import builtin_tasks_dir
@@ -20,7 +21,11 @@ from collapse_bench.yamlio import dump_yaml
 
 pytestmark = pytest.mark.train  # training loops: CI (`make test`) runs them, `make test-fast` does not
 
-RECIPES = sorted(p.stem for p in (builtin_tasks_dir() / "chains").glob("*.yaml"))
+RECIPES = sorted(  # training recipes (the surgery controls are tested in test_chain_controls.py)
+    p.stem
+    for p in (builtin_tasks_dir() / "chains").glob("*.yaml")
+    if not any(s.kind in SURGERY_KINDS for s in load_recipe(p, "tiny").stages)
+)
 ALL = "replay,feature_refresh,diversity_reg,lora_decorrelation"
 
 

@@ -19,8 +19,10 @@ from ..io import sha256_json
 from ..schemas import validate
 from ..tasks.schema import DATA_REF_SCHEMA, NAME_PATTERN
 from ..yamlio import read_yaml
+from .surgery import SURGERY_KINDS
 
-STAGE_KINDS = ("sft", "dpo", "safety", "math", "code", "long_cot")
+TRAINING_KINDS = ("sft", "dpo", "safety", "math", "code", "long_cot")
+STAGE_KINDS = (*TRAINING_KINDS, *SURGERY_KINDS)  # surgery kinds: planted-collapse controls (chain/surgery.py)
 PROFILES = ("tiny", "cpu", "reference")
 METHODS = ("lora", "full")  # a fresh LoRA adapter per stage (merged afterwards), or full fine-tuning
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -48,7 +50,7 @@ _OPTIM = {
 _STAGE = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["name", "kind", "data", "steps"],
+    "required": ["name", "kind"],
     "properties": {
         "name": {"type": "string", "pattern": NAME_PATTERN},
         "kind": {"enum": list(STAGE_KINDS)},
@@ -61,6 +63,10 @@ _STAGE = {
         "beta": {"type": "number", "exclusiveMinimum": 0},
         "seed": {"type": "integer", "minimum": 0},
         "method": {"enum": list(METHODS)},
+        # surgery doses (one value = one checkpoint; several = a ladder of sibling checkpoints)
+        "rank": {"type": "array", "minItems": 1, "items": {"anyOf": [{"type": "integer", "minimum": 1}, {"const": "full"}]}},
+        "alpha": {"type": "array", "minItems": 1, "items": {"type": "number"}},
+        "perm_seed": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}},
         "heldout": {"type": "integer", "minimum": 0},
     },
 }
@@ -119,6 +125,7 @@ class Stage:
     seed: int
     method: str = "lora"
     heldout: int = 0
+    doses: tuple[Any, ...] = ()  # surgery stages: the ladder's doses (rank | alpha | seed)
 
     @property
     def dirname(self) -> str:
@@ -150,6 +157,21 @@ def _merge(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _check_stage(spec: dict[str, Any], last: bool, path: Path) -> None:
+    """A training stage needs data and steps; a surgery stage its dose list (a ladder only as the last stage)."""
+    where = f"{path}: stage '{spec['name']}'"
+    if spec["kind"] in TRAINING_KINDS:
+        missing = [k for k in ("data", "steps") if k not in spec]
+        if missing:
+            raise CollapseBenchError(f"{where}: a {spec['kind']} stage needs {' and '.join(missing)}")
+        return
+    key = SURGERY_KINDS[spec["kind"]]
+    if key not in spec:
+        raise CollapseBenchError(f"{where}: a {spec['kind']} stage needs its dose list '{key}'")
+    if len(spec[key]) > 1 and not last:
+        raise CollapseBenchError(f"{where}: a ladder ({len(spec[key])} doses) must be the recipe's last stage")
+
+
 def load_recipe(path: str | Path, profile: str = "cpu", base: str | None = None) -> Recipe:
     """Read, validate and resolve a recipe under ``profile`` (``base`` overrides the base model)."""
     path = Path(path)
@@ -164,7 +186,8 @@ def load_recipe(path: str | Path, profile: str = "cpu", base: str | None = None)
     prof = (raw.get("profiles") or {}).get(profile, {})
     stages = []
     for i, spec in enumerate(raw["stages"], 1):
-        s = _merge(STAGE_DEFAULTS, spec)
+        _check_stage(spec, i == len(raw["stages"]), path)
+        s = _merge(STAGE_DEFAULTS, {"data": [], "steps": 0, **spec})
         steps = prof.get("steps") or max(1, round(s["steps"] * prof.get("steps_scale", 1.0)))
         data = tuple(
             DataRef(**{**ref, **({"n": min(ref.get("n", prof["rows"]), prof["rows"])} if "rows" in prof else {})})
@@ -184,13 +207,16 @@ def load_recipe(path: str | Path, profile: str = "cpu", base: str | None = None)
                 float(s["beta"]),
                 int(s["seed"]),
                 s["method"],
-                int(prof.get("heldout", s["heldout"])),
+                int(prof.get("heldout", s["heldout"])) if s["kind"] in TRAINING_KINDS else 0,
+                tuple(s[SURGERY_KINDS[s["kind"]]]) if s["kind"] in SURGERY_KINDS else (),
             )
         )
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
         raise CollapseBenchError(f"{path}: stage names must be unique ({', '.join(names)})")
-    resolved = {**raw, "stages": [s.__dict__ for s in stages], "base": base or prof.get("base", raw["base"])}
+    # a training stage's resolved form has no "doses" key: recipe hashes of training chains stay as they were
+    stage_dicts = [{k: v for k, v in s.__dict__.items() if k != "doses" or v} for s in stages]
+    resolved = {**raw, "stages": stage_dicts, "base": base or prof.get("base", raw["base"])}
     return Recipe(
         raw["name"],
         raw["version"],

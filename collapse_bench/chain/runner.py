@@ -32,8 +32,10 @@ from ..models import find_source
 from ..paths import builtin_tasks_dir
 from ..tasks import TaskRegistry
 from ..yamlio import dump_yaml
+from . import surgery
 from .leakage import check_no_leakage
-from .recipe import Recipe, load_recipe
+from .recipe import Recipe, Stage, load_recipe
+from .surgery import SURGERY_KINDS, dose_label
 from .target import HeldoutTarget, heldout_refs
 from .trainer import train_stage
 
@@ -107,6 +109,17 @@ def run_chain(req: ChainRequest) -> Path:
     suite_tasks = req.eval_tasks or (list(registry.suite(req.evaluate).tasks) if req.evaluate else [])
     for stage, (_, stage_refs) in zip(recipe.stages, refs):
         seed = stage.seed + req.seed
+        last = stage.index == len(recipe.stages)
+        if stage.kind in SURGERY_KINDS:  # a planted-collapse control: one sibling checkpoint per dose
+            for dose in stage.doses:
+                sdir = out / f"{stage.dirname}-{dose_label(stage.kind, dose)}"
+                if not (sdir / "stage.json").is_file():
+                    _surgery(recipe, stage, dose, parent_dir, base.path, adapters, lineage, label, seed, sdir, torch)
+                info = _record(req, state, out, sdir, parent_ref, suite_tasks, last)
+            if len(stage.doses) == 1:  # a single dose continues the chain
+                lineage.append({"name": info["name"], "sha256": info["sha256"], "revision": None, "stage": stage.name})
+                parent_dir, parent_ref = sdir / "model", str(sdir / "model")
+            continue
         examples = stage_examples(stage.kind, stage_refs, seed)
         sdir = out / stage.dirname
         if not (sdir / "stage.json").is_file():
@@ -129,36 +142,45 @@ def run_chain(req: ChainRequest) -> Path:
                 req.progress,
                 torch,
             )
-        info = json.loads((sdir / "stage.json").read_text())
-        state["stages"][stage.name] = {"dir": sdir.name, "status": "trained", "duration_s": info["duration_s"]}
-        atomic_write_json(out / "chain.json", state)
+        info = _record(req, state, out, sdir, parent_ref, suite_tasks, last)
         lineage.append({"name": info["name"], "sha256": info["sha256"], "revision": None, "stage": stage.name})
         if (sdir / "adapter").is_dir():
             adapters.append({"stage": stage.name, "path": f"../../{sdir.name}/adapter"})
         pool += [to_sft(e) for e in examples]
         parent_dir = sdir / "model"
-        last = stage.index == len(recipe.stages)
-        if req.evaluate and (req.evaluate_stages == "all" or last) and not (sdir / "result.json").is_file():
-            # the suite plus the lora task: the stage's weight update vs its parent, overlap with earlier stages
-            tasks = suite_tasks + [LORA_TASK] * (LORA_TASK not in suite_tasks)
-            evaluate(
-                EvaluateRequest(
-                    model=str(sdir / "model"),
-                    suite=req.evaluate,
-                    tasks=tasks,
-                    parent=parent_ref,
-                    data_dir=req.data_dir,
-                    output=str(sdir / "result.json"),
-                    device=req.device,
-                    seed=req.seed,
-                    limit=req.eval_limit,
-                    progress=req.progress,
-                )
-            )
-            state["stages"][stage.name]["status"] = "evaluated"
-            atomic_write_json(out / "chain.json", state)
         parent_ref = str(sdir / "model")
     return out
+
+
+def _record(
+    req: ChainRequest, state: dict[str, Any], out: Path, sdir: Path, parent_ref: str, suite_tasks: list[str], last: bool
+) -> dict[str, Any]:
+    """A finished stage dir into chain.json; with ``--evaluate``, its result (the suite plus the lora task: the
+    stage's weight update vs its parent, overlap with earlier stages). Returns the stage's ``stage.json``."""
+    info: dict[str, Any] = json.loads((sdir / "stage.json").read_text())
+    key = sdir.name.partition("-")[2]
+    state["stages"][key] = {"dir": sdir.name, "status": "trained", "duration_s": info["duration_s"]}
+    atomic_write_json(out / "chain.json", state)
+    if req.evaluate and (req.evaluate_stages == "all" or last) and not (sdir / "result.json").is_file():
+        tasks = suite_tasks + [LORA_TASK] * (LORA_TASK not in suite_tasks)
+        evaluate(
+            EvaluateRequest(
+                model=str(sdir / "model"),
+                suite=req.evaluate,
+                tasks=tasks,
+                parent=parent_ref,
+                data_dir=req.data_dir,
+                output=str(sdir / "result.json"),
+                device=req.device,
+                seed=req.seed,
+                limit=req.eval_limit,
+                progress=req.progress,
+            )
+        )
+    if (sdir / "result.json").is_file():
+        state["stages"][key]["status"] = "evaluated"
+        atomic_write_json(out / "chain.json", state)
+    return info
 
 
 def _open_state(out: Path, header: dict[str, Any]) -> dict[str, Any]:
@@ -295,6 +317,70 @@ def _train(
             "data": data_hashes,
             "interventions": reports,
             "training": training,
+            "duration_s": round(time.perf_counter() - t0, 3),
+        },
+    )
+    tmp.rename(sdir)
+
+
+def _surgery(
+    recipe: Recipe,
+    stage: Stage,
+    dose: Any,
+    parent_dir: Path,
+    base_dir: str,
+    adapters: list,
+    lineage: list,
+    label: str,
+    seed: int,
+    sdir: Path,
+    torch: Any,
+) -> None:
+    """One rung of a control: the incoming checkpoint, the surgery applied (chain/surgery.py), saved like a stage."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..models.resolve import dir_sha256
+
+    t0 = time.perf_counter()
+    tmp = sdir.parent / f".{sdir.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    tok = AutoTokenizer.from_pretrained(parent_dir)
+    if not tok.chat_template and recipe.chat_template:
+        tok.chat_template = recipe.chat_template
+    model = AutoModelForCausalLM.from_pretrained(parent_dir, dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32) if stage.kind == "extrapolate" else None
+    report = surgery.apply(stage.kind, dose, model, base)
+    model.save_pretrained(tmp / "model")
+    tok.save_pretrained(tmp / "model")
+    rung = f"{stage.dirname}-{dose_label(stage.kind, dose)}"
+    name = f"{lineage[0]['name']}/{recipe.name}/{label}/s{seed - stage.seed}/{rung}"
+    entry = {
+        "name": name,
+        "parent": lineage[-1]["name"],
+        "parent_sha256": lineage[-1]["sha256"],
+        "stage": stage.name,
+        "stage_kind": stage.kind,
+        "recipe": recipe.name,
+        "recipe_hash": recipe.recipe_hash,
+        "profile": recipe.profile,
+        "intervention": label,
+        "seed": seed,
+        "data": {},
+        "lineage": list(lineage),
+        "adapters": list(adapters),
+        "chat_template_sha256": sha256_json(tok.chat_template or ""),
+        "control": {"kind": stage.kind, "dose": dose, **report},
+    }
+    atomic_write_bytes(tmp / "model" / "lineage.yaml", dump_yaml(entry).encode())
+    atomic_write_json(
+        tmp / "stage.json",
+        {
+            "name": name,
+            "sha256": dir_sha256(tmp / "model"),
+            "stage": stage.name,
+            "kind": stage.kind,
+            "control": entry["control"],
             "duration_s": round(time.perf_counter() - t0, 3),
         },
     )
