@@ -196,6 +196,25 @@ def _open_state(out: Path, header: dict[str, Any]) -> dict[str, Any]:
     return {**header, "stages": {}}
 
 
+def _fresh_tmp(sdir: Path) -> Path:
+    """The stage's build dir ``.NN-stage.tmp`` (renamed to ``sdir`` when complete), emptied."""
+    tmp = sdir.parent / f".{sdir.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _tokenizer(parent_dir: Path, recipe: Recipe) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(parent_dir)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if not tok.chat_template and recipe.chat_template:  # a pretrained base: the recipe's template, kept by every stage
+        tok.chat_template = recipe.chat_template
+    return tok
+
+
 def _train(
     recipe: Recipe,
     stage: Any,
@@ -215,18 +234,12 @@ def _train(
     progress: bool,
     torch: Any,
 ) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     t0 = time.perf_counter()
-    tmp = sdir.parent / f".{sdir.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = _fresh_tmp(sdir)
     seed_everything(seed)
-    tok = AutoTokenizer.from_pretrained(parent_dir)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    if not tok.chat_template and recipe.chat_template:  # a pretrained base: the recipe's template, kept by every stage
-        tok.chat_template = recipe.chat_template
+    tok = _tokenizer(parent_dir, recipe)
     # type-ignore: transformers' @wraps(Module.to) hides the bound self from mypy (it takes `device` for `self`)
     model = AutoModelForCausalLM.from_pretrained(parent_dir, dtype=torch.float32).to(device)  # type: ignore[arg-type]
     usable = [e for e in examples if fits(e, tok, stage.max_length)]
@@ -337,17 +350,13 @@ def _surgery(
     torch: Any,
 ) -> None:
     """One rung of a control: the incoming checkpoint, the surgery applied (chain/surgery.py), saved like a stage."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from ..models.resolve import dir_sha256
 
     t0 = time.perf_counter()
-    tmp = sdir.parent / f".{sdir.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    tok = AutoTokenizer.from_pretrained(parent_dir)
-    if not tok.chat_template and recipe.chat_template:
-        tok.chat_template = recipe.chat_template
+    tmp = _fresh_tmp(sdir)
+    tok = _tokenizer(parent_dir, recipe)
     model = AutoModelForCausalLM.from_pretrained(parent_dir, dtype=torch.float32)
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32) if stage.kind == "extrapolate" else None
     report = surgery.apply(stage.kind, dose, model, base)
