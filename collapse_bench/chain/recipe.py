@@ -16,12 +16,12 @@ from typing import Any
 from ..data.sources import DataRef
 from ..errors import CollapseBenchError
 from ..io import sha256_json
+from ..lineagefile import TRAINING_KINDS
 from ..schemas import validate
 from ..tasks.schema import DATA_REF_SCHEMA, NAME_PATTERN
 from ..yamlio import read_yaml
 from .surgery import SURGERY_KINDS
 
-TRAINING_KINDS = ("sft", "dpo", "safety", "math", "code", "long_cot")
 STAGE_KINDS = (*TRAINING_KINDS, *SURGERY_KINDS)  # surgery kinds: planted-collapse controls (chain/surgery.py)
 PROFILES = ("tiny", "cpu", "reference")
 METHODS = ("lora", "full")  # a fresh LoRA adapter per stage (merged afterwards), or full fine-tuning

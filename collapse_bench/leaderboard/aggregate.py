@@ -256,7 +256,7 @@ def build_tables(entries: list[Entry], n_boot: int = stats.N_BOOT) -> Tables:
 def restricted(entry: Entry, tasks: AbstractSet[str]) -> Entry:
     """The entry with only ``tasks`` (to compare two rows on the tasks both have)."""
     kept = {t: b for t, b in entry.doc["tasks"].items() if t in tasks}  # a new document: the typed view follows
-    return Entry(entry.id, {**entry.doc, "tasks": kept}, entry.items, entry.complete, entry.reps)
+    return Entry(entry.id, {**entry.doc, "tasks": kept}, entry.items, entry.complete, entry.reps, entry.item_ids)
 
 
 def interventions_view(

@@ -42,7 +42,8 @@ class Entry:
     doc: dict[str, Any]
     items: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # task -> (confidence, correct)
     complete: bool = True  # recomputed by `validate`; only complete rows are ranked
-    reps: dict[tuple[str, str, int], np.ndarray] = field(default_factory=dict, repr=False, compare=False)  # item replicates
+    reps: dict[tuple[Any, ...], np.ndarray] = field(default_factory=dict, repr=False, compare=False)  # bootstrap replicates
+    item_ids: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)  # task -> ids, as ``items``
 
     @functools.cached_property
     def result(self) -> Result:
@@ -91,7 +92,13 @@ def guard(entry_id: str, what: str = "aggregate") -> Any:
 
 def item_outcomes(records: list[dict[str, Any]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """task -> (confidence = max softmax of the choice log-likelihoods, correct) from samples records."""
-    grouped: dict[str, tuple[list[float], list[float]]] = {}
+    return {t: (c, k) for t, (c, k, _) in outcomes_with_ids(records).items()}
+
+
+def outcomes_with_ids(records: list[dict[str, Any]]) -> dict[str, tuple[np.ndarray, np.ndarray, list[str]]]:
+    """:func:`item_outcomes` plus each item's ``id`` (``doc_id`` when it has none), in the same order: what pairs
+    two rows' items for a paired comparison."""
+    grouped: dict[str, tuple[list[float], list[float], list[str]]] = {}
     for rec in records:
         if not isinstance(rec, dict):
             continue
@@ -113,10 +120,11 @@ def item_outcomes(records: list[dict[str, Any]]) -> dict[str, tuple[np.ndarray, 
             continue
         if not (math.isfinite(conf) and 0.0 <= conf <= 1.0):
             continue
-        c, k = grouped.setdefault(str(rec.get("task", "")), ([], []))
+        c, k, ids = grouped.setdefault(str(rec.get("task", "")), ([], [], []))
         c.append(conf)
         k.append(correct)
-    return {t: (np.array(c), np.array(k)) for t, (c, k) in sorted(grouped.items())}
+        ids.append(str(rec.get("id", rec.get("doc_id", len(ids)))))
+    return {t: (np.array(c), np.array(k), ids) for t, (c, k, ids) in sorted(grouped.items())}
 
 
 def entries_from(subs: list[Submission], root: Path) -> list[Entry]:
@@ -129,7 +137,9 @@ def entries_from(subs: list[Submission], root: Path) -> list[Entry]:
         with guard(eid, "read the samples of"):
             for name in sorted({ref["path"] for _, ref in samples_refs(sub.doc)}):
                 records += list(read_jsonl(sub.path.parent / name))
-            out.append(Entry(eid, sub.doc, item_outcomes(records), sub.complete))
+            found = outcomes_with_ids(records)
+            items = {t: (c, k) for t, (c, k, _) in found.items()}
+            out.append(Entry(eid, sub.doc, items, sub.complete, item_ids={t: ids for t, (_, _, ids) in found.items()}))
     return sorted(out, key=lambda e: e.id)
 
 

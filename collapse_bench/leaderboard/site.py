@@ -29,6 +29,7 @@ from ..metrics import spec as metric_spec
 from ..metrics.calibration import T_BOUNDS, temperature_at_bound
 from ..results.provenance import package_version
 from .aggregate import Tables, build_tables
+from .comparisons import comparisons
 from .entry import Entry, composite_config, entries_from, guard
 from .hypothesis import hypothesis_panel
 from .plots import entry_plots
@@ -263,6 +264,7 @@ def render(entries: list[Entry], out: Path) -> None:
         "cis": tables.cis,
         "interventions": records(tables.interventions),
         "hypothesis": records(hyp),
+        "comparisons": clean(comparisons(tables)),
     }
     files["data.json"] = (json.dumps(clean(data), indent=1, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n").encode()
     for rel in sorted(files):
