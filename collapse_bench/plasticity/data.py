@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data.sources import load_ref, render
+from ..data.sources import DataRef, load_ref, render
 from ..data.world import PARAPHRASES, WORLD_VERSION, Fact, World
 from ..errors import CollapseBenchError
 from ..io import sha256_json
@@ -81,7 +81,7 @@ def ref_data(task: Any, data_dir: Path | None, limit: int | None) -> PlasticityD
     p = task.params
     if len(task.data) != 1:
         raise CollapseBenchError(f"task {task.name}: a plasticity task with source 'data' needs exactly one data reference")
-    ref = dict(task.data[0])
+    ref = DataRef(**task.data[0])
     if "n" in ref:
         raise CollapseBenchError(f"task {task.name}: set n_train / n_eval in params, not n on the data reference")
     loaded = load_ref(ref, task_path=task.path, data_dir=data_dir, seed=p["split_seed"])

@@ -45,6 +45,16 @@ class Parallel:
         dist.all_reduce(t)
         return t.cpu().tolist()
 
+    def sum_tensor(self, t: torch.Tensor) -> torch.Tensor:
+        """Element-wise float64 sum of a tensor over ranks (identity in one process), on ``t``'s device."""
+        if not self.on:
+            return t.double()
+        import torch.distributed as dist
+
+        buf = t.to(self.device, torch.float64, copy=True)
+        dist.all_reduce(buf)
+        return buf.to(t.device)
+
     def wrap(self, model: Any) -> Any:
         if not self.on:
             return model

@@ -4,7 +4,9 @@
 Seeds fix everything stochastic: the data order (seeded epoch-wise permutations of the train set,
 ``random.Random``), the LoRA init (``torch.manual_seed(seed)`` before injection) and the dropout masks
 (``torch.manual_seed`` per (seed, step, micro-batch)). The torch RNG state and the deterministic-
-algorithms flag are restored afterwards; the caller's model is never modified (only its copy is).
+algorithms flag are restored afterwards; the caller's model is never modified (only its copy is). Before
+step 1 the first batch's gradient signal (``gradsignal.py``) is computed on the copy: it draws no random
+number and writes no ``.grad``, so the trajectory is the same with or without it.
 
 Training loss of a step = summed NLL of the target tokens of the global batch / their count (nats per
 token). Learning-rate factor at step t (1-based): ``t / warmup`` while ``t <= warmup``, then 1
@@ -28,6 +30,7 @@ import torch
 
 from ..errors import CollapseBenchError
 from .encode import Encoded, accepts_logits_to_keep, collate, forward_nll, left_padded
+from .gradsignal import GradSignal, first_batch_signal
 from .parallel import Parallel
 from .scores import bits_per_byte
 
@@ -106,6 +109,7 @@ class SeedRun:
     grad_norm: list[float] = field(default_factory=list)
     update_norm: list[float] = field(default_factory=list)
     exact_match: float | None = None
+    grad_signal: GradSignal | None = None  # of the first batch, before step 1 (gradsignal.py)
     trainable_params: int = 0
     train_tokens: int = 0
     train_s: float = 0.0
@@ -216,8 +220,10 @@ def train_seed(
     par: Parallel | None = None,
     progress: bool = False,
     desc: str = "plasticity",
+    grad_signal_at_0: bool = True,
 ) -> SeedRun:
-    """Run the protocol for one seed and return its curve, diagnostics and exact match."""
+    """Run the protocol for one seed and return its curve, diagnostics, exact match and (``grad_signal_at_0``)
+    the gradient signal of its first batch, which leaves the trajectory unchanged."""
     from tqdm.auto import tqdm
 
     par = par or Parallel()
@@ -245,8 +251,11 @@ def train_seed(
             run.eval_s += time.perf_counter() - t
 
         evaluate(0)
+        order = batch_order(len(train), proto.steps, proto.batch_size, seed)
+        if grad_signal_at_0:  # the unwrapped model in eval mode: no .grad, RNG draw or DDP hook touched
+            run.grad_signal = first_batch_signal(peft_model, [train[i] for i in order[0]], proto.micro_batch_size, pad, keep, par)
         bar = tqdm(
-            batch_order(len(train), proto.steps, proto.batch_size, seed),
+            order,
             desc=desc,
             unit="step",
             disable=not progress or not par.main,

@@ -173,6 +173,26 @@ SPECS = (
         backward=True,
         label="steps to threshold",
     ),
+    # gradient signal at step 0 (gradsignal.py): candidate predictors of trainability, not scores (direction None).
+    # bf16 vs float32 differ by <= 0.15% on the tiny model; 2% as for bpb
+    MetricSpec(
+        id="grad_snr",
+        kind="plasticity",
+        definition="‖mean per-example LoRA gradient‖² / their variance (1/n) on the first batch at step 0 (arXiv 2605.09044)",
+        range=Range(0),
+        tolerance=Tolerance(0.0, 0.02),
+        backward=True,
+        label="gradient SNR at step 0",
+    ),
+    MetricSpec(
+        id="grad_norm0",
+        kind="plasticity",
+        definition="norm of the LoRA gradient of the first batch's training loss at step 0, without dropout (arXiv 2605.09044)",
+        range=Range(0),
+        tolerance=Tolerance(0.0, 0.02),
+        backward=True,
+        label="gradient norm at step 0",
+    ),
     MetricSpec(
         id="bpb*",
         kind="plasticity",

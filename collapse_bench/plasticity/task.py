@@ -2,10 +2,11 @@
 v1, ``protocol.py``) per seed, its held-out bpb curve turned into scalars (``scores.py``).
 
 Result block: ``metrics`` (mean over seeds of bpb_initial, bpb_final, bpb_auc, gain,
-steps_to_threshold, threshold_bpb and, for novel knowledge, exact_match; each with ``<id>_std``),
+steps_to_threshold, threshold_bpb, grad_norm0, grad_snr (``gradsignal.py``) and, for novel knowledge,
+exact_match; each with ``<id>_std``),
 ``per_seed`` (the same per seed), ``curves`` ({seed: {steps, bpb, train_loss}}; ``train_loss`` has one
 entry per training step 1..steps), ``diagnostics`` (grad and update norms of the first ``diag_steps``
-steps) and ``counts``.
+steps; ``grad_signal_method``) and ``counts``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ def seed_block(run: SeedRun, p: dict[str, Any]) -> dict[str, Any]:
     scores: dict[str, Any] = curve_scores(run.steps, run.bpb, p["threshold_target_bpb"], p["threshold_fraction"])
     if run.exact_match is not None:
         scores["exact_match"] = run.exact_match
+    if run.grad_signal is not None:
+        if not math.isfinite(run.grad_signal.grad_norm0):
+            raise CollapseBenchError(f"plasticity seed {run.seed}: training diverged (non-finite gradient at step 0)")
+        scores["grad_norm0"], scores["grad_snr"] = run.grad_signal.grad_norm0, run.grad_signal.grad_snr
     return scores
 
 
@@ -64,14 +69,28 @@ def run_task(
     progress: bool = False,
     desc: str = "plasticity",
     par: Parallel | None = None,
+    grad_signal: bool = True,
 ) -> dict[str, Any]:
-    """Every seed of the protocol on ``model`` (left unchanged) and the result block."""
+    """Every seed of the protocol on ``model`` (left unchanged) and the result block (``grad_signal``: with
+    grad_norm0 and grad_snr, which leave every other number unchanged)."""
     proto = Protocol.from_params(p, eval_batch_size)
     train = encode(tok, data.train, p["chat_template"], proto.seq_len)
     held_out = encode(tok, data.eval, p["chat_template"])
     qa = ([prompt_ids(tok, q, p["chat_template"]) for q, _ in data.qa], [a for _, a in data.qa]) if data.qa else None
     runs = [
-        train_seed(model, tok, train, held_out, proto, s, qa=qa, par=par, progress=progress, desc=f"{desc} seed {s}")
+        train_seed(
+            model,
+            tok,
+            train,
+            held_out,
+            proto,
+            s,
+            qa=qa,
+            par=par,
+            progress=progress,
+            desc=f"{desc} seed {s}",
+            grad_signal_at_0=grad_signal,
+        )
         for s in p["seeds"]
     ]
     per_seed = {str(r.seed): seed_block(r, p) for r in runs}
@@ -87,6 +106,7 @@ def run_task(
             "grad_norm": _summary(grad),
             "update_norm": _summary(upd),
             "per_seed": {str(r.seed): {"grad_norm": r.grad_norm, "update_norm": r.update_norm} for r in runs},
+            **({"grad_signal_method": runs[0].grad_signal.method} if runs[0].grad_signal else {}),
         },
         "counts": {
             "source": data.source,
@@ -101,6 +121,7 @@ def run_task(
             "trainable_params": runs[0].trainable_params,
             "train_s": round(sum(r.train_s for r in runs), 3),
             "eval_s": round(sum(r.eval_s for r in runs), 3),
+            "grad_signal_s": round(sum(r.grad_signal.seconds for r in runs if r.grad_signal), 3),
         },
     }
 
@@ -116,3 +137,7 @@ def run(task: Any, data: PlasticityData, ctx: RunContext) -> dict[str, Any]:
         progress=ctx.progress,
         desc=task.name,
     )
+
+
+def preflight(task: Any, model: str, parent: Any) -> None:
+    """Nothing to check before the model loads (the kind contract: collapse_bench.kinds.TaskKind)."""
