@@ -185,3 +185,140 @@ def test_vectorised_mass_ece_equals_the_row_by_row_function(n: int) -> None:
     rows = ece_mass_rows(conf, correct)
     assert rows.shape == (40,)
     np.testing.assert_allclose(rows, [ece(c, k, scheme="mass") for c, k in zip(conf, correct)], rtol=1e-12, atol=1e-15)
+
+
+# --- SCE, AURC, E-AURC ---------------------------------------------------------------------------------
+
+
+def fixed_k(seed: int, n: int = 400, k: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """(N, K) choice probabilities and gold labels correlated with them (no probability on a bin edge)."""
+    rng = np.random.default_rng(seed)
+    gold = rng.integers(k, size=n)
+    logits = rng.normal(size=(n, k)) * 2.0
+    logits[np.arange(n), gold] += rng.normal(1.0, 1.5, size=n)
+    return np.exp(log_softmax(logits, axis=1)), gold
+
+
+def naive_sce(probs: list[np.ndarray], gold: list[int], n_bins: int = 15) -> float:
+    """Nixon et al.'s SCE by explicit loops; ragged items padded with p = 0 (never gold) over all N items."""
+    n, k_max = len(probs), max(len(p) for p in probs)
+    total = 0.0
+    for k in range(k_max):
+        p_k = [float(p[k]) if k < len(p) else 0.0 for p in probs]
+        for b in range(n_bins):
+            lo, hi = b / n_bins, (b + 1) / n_bins
+            members = [i for i in range(n) if lo <= p_k[i] < hi or (b == n_bins - 1 and p_k[i] == 1.0)]
+            if members:
+                acc = sum(gold[i] == k for i in members) / len(members)
+                conf = sum(p_k[i] for i in members) / len(members)
+                total += len(members) / n * abs(acc - conf)
+    return total / k_max
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sce_matches_netcal_classwise_ece_and_a_naive_loop(seed: int) -> None:
+    """netcal has no SCE, but its binary ECE (15 equal-width bins) of p_k against [gold = k] is SCE's class-k term."""
+    from netcal.metrics import ECE
+
+    probs, gold = fixed_k(seed)
+    ours = cal.sce(list(probs), list(gold))
+    netcal_sce = np.mean([ECE(bins=15).measure(probs[:, k], (gold == k).astype(int)) for k in range(probs.shape[1])])
+    assert ours == pytest.approx(netcal_sce, abs=1e-12)
+    assert ours == pytest.approx(naive_sce(list(probs), list(gold)), abs=1e-12)
+
+
+def test_ece_width_matches_netcal_top_label_ece() -> None:
+    from netcal.metrics import ECE
+
+    probs, gold = fixed_k(4, k=5)
+    conf, correct = cal.confidence_correct(list(probs), list(gold))
+    assert cal.ece(conf, correct, scheme="width") == pytest.approx(ECE(bins=15).measure(probs, gold), abs=1e-12)
+
+
+def test_sce_ragged_items_equal_zero_padding() -> None:
+    scores, gold = ragged(5, 250)
+    probs = cal.softmax_rows(scores)
+    assert cal.sce(probs, gold) == pytest.approx(naive_sce(probs, gold), abs=1e-12)
+
+
+def test_sce_hand_computed() -> None:
+    """Bins of width 1/15: class 0 puts 0.70 and 0.68 into bin 10 (gold 0 once) -> |1 - 1.38| and 0.09 alone -> 0.09;
+    class 1: 0.18, |1 - 0.11|, 0.30 in three bins; class 2: 0.12, 0.21, |1 - 0.61|. SCE = (0.47 + 1.37 + 0.72) / (3 * 3)."""
+    probs = [np.array([0.70, 0.18, 0.12]), np.array([0.68, 0.11, 0.21]), np.array([0.09, 0.30, 0.61])]
+    assert cal.sce(probs, [0, 1, 2]) == pytest.approx(2.56 / 9, abs=1e-12)
+
+
+def naive_aurc(conf: np.ndarray, correct: np.ndarray) -> float:
+    """Mean over c = 1..N of the error rate of the c most confident items (confidence descending, item order on ties)."""
+    order = sorted(range(len(conf)), key=lambda i: -conf[i])
+    risks = [sum(1 - correct[i] for i in order[:c]) / c for c in range(1, len(conf) + 1)]
+    return sum(risks) / len(risks)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_aurc_matches_an_explicit_loop_over_coverages(seed: int) -> None:
+    probs, gold = fixed_k(seed, n=300)
+    conf, correct = cal.confidence_correct(list(probs), list(gold))
+    assert len(np.unique(conf)) == len(conf)  # no ties: one order
+    assert cal.aurc(conf, correct) == pytest.approx(naive_aurc(conf, correct), abs=1e-12)
+
+
+def test_aurc_ties_are_the_mean_over_every_order_of_the_items() -> None:
+    """Ties (groups of 3 and 2): the mean of the explicit loop over all 7! item orders (each order of a tie equally often)."""
+    import itertools
+
+    conf = np.array([0.9, 0.7, 0.9, 0.5, 0.7, 0.9, 0.3])
+    correct = np.array([1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0])
+    perms = list(itertools.permutations(range(7)))
+    ref = sum(naive_aurc(conf[list(p)], correct[list(p)]) for p in perms) / len(perms)
+    assert cal.aurc(conf, correct) == pytest.approx(ref, abs=1e-12)
+    rng = np.random.default_rng(0)
+    for _ in range(5):  # independent of item order, exactly
+        p = rng.permutation(7)
+        assert cal.aurc(conf[p], correct[p]) == cal.aurc(conf, correct)
+
+
+def test_aurc_and_eaurc_hand_computed() -> None:
+    # descending confidence, errors 0 1 0 1: risks 0, 1/2, 1/3, 2/4 -> AURC = (4/3) / 4 = 1/3; r = 1/2
+    conf, correct = np.array([0.9, 0.8, 0.7, 0.6]), np.array([1.0, 0.0, 1.0, 0.0])
+    assert cal.aurc(conf, correct) == pytest.approx(1 / 3, abs=1e-15)
+    assert cal.aurc_optimal(0.5) == pytest.approx(0.5 + 0.5 * math.log(0.5), abs=1e-15)
+    # ties: {0.9: right, wrong} count at 1/2 each -> risks 1/2, 1/2, 1/3
+    assert cal.aurc(np.array([0.9, 0.9, 0.5]), np.array([1.0, 0.0, 1.0])) == pytest.approx(4 / 9, abs=1e-15)
+    scores = [[math.log(c), math.log(1 - c)] for c in conf]
+    rep = cal.calibration_report(scores, [0, 1, 0, 1])
+    assert rep["aurc"] == pytest.approx(1 / 3, abs=1e-15)
+    assert rep["eaurc"] == pytest.approx(1 / 3 - (0.5 + 0.5 * math.log(0.5)), abs=1e-15)
+    for ok, aurc in ((1.0, 0.0), (0.0, 1.0)):  # all right / all wrong: AURC 0 / 1, both optimal
+        rep = cal.calibration_report(scores, [0 if ok else 1] * 4)
+        assert rep["aurc"] == aurc and rep["eaurc"] == 0.0
+
+
+@pytest.mark.parametrize("n,errors", [(1000, 300), (200, 20), (50, 45)])
+def test_eaurc_of_a_perfect_ranking_is_the_discrete_minus_closed_form_optimum(n: int, errors: int) -> None:
+    """All correct items most confident: AURC = (1/N) sum_c max(0, c - (N - E)) / c; the closed form
+    r + (1 - r) ln(1 - r) is its continuous limit, below it by ~ r / (2N)."""
+    conf = np.linspace(1.0, 0.3, n)
+    correct = np.r_[np.ones(n - errors), np.zeros(errors)]
+    discrete = sum(max(0, c - (n - errors)) / c for c in range(1, n + 1)) / n
+    assert cal.aurc(conf, correct) == pytest.approx(discrete, abs=1e-12)
+    r = errors / n
+    gap = discrete - cal.aurc_optimal(r)
+    assert gap > 0 and gap == pytest.approx(r / (2 * n), rel=0.15)
+    shuffled = np.random.default_rng(1).permutation(correct)  # a worse ranking has a larger excess
+    assert cal.aurc(conf, shuffled) - cal.aurc_optimal(r) > gap
+
+
+def test_as_recorded_compares_older_blocks_without_the_added_metrics() -> None:
+    scores, gold = ragged(6, 40)
+    recs = [{"loglik": s, "gold": g, "choice_chars": [3] * len(s)} for s, g in zip(scores, gold)]
+    fresh = cal.calibration_block(recs)
+    assert set(cal.ADDED_METRICS) <= set(fresh["primary"]) and set(cal.METRICS) <= set(fresh["length_normalised"])
+    old = {
+        name: {k: v for k, v in var.items() if k not in cal.ADDED_METRICS} if isinstance(var, dict) else var
+        for name, var in fresh.items()
+    }
+    assert cal.as_recorded(fresh, old) == old
+    partial = {**old, "primary": {**old["primary"], "sce": fresh["primary"]["sce"]}}  # one of them: compared in full
+    assert cal.as_recorded(fresh, partial)["primary"] == fresh["primary"]
+    assert cal.as_recorded(fresh, fresh) == fresh

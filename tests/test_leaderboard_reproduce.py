@@ -169,3 +169,12 @@ def test_tolerance_rules_and_custom_file(tmp_path: Path) -> None:
     (tmp_path / "broken.yaml").write_text("tolerances: 3\n")
     with pytest.raises(Exception, match="expected 'tolerances"):
         R.load_tolerances(tmp_path / "broken.yaml")
+
+
+def test_metrics_added_by_a_later_release_pass_and_lost_ones_fail() -> None:
+    old = {"tasks": {"arc": {"metrics": {"acc": 0.5, "ece": 0.1}}}}
+    new = {"tasks": {"arc": {"metrics": {"acc": 0.5, "sce": 0.2}}}}
+    rows = {r["metric"]: r for r in R.diff_metrics(old, new, [])}
+    assert rows["acc"]["ok"] and rows["sce"]["ok"] and rows["sce"]["recorded"] == "absent"
+    assert not rows["ece"]["ok"]  # recorded, not reproduced
+    assert not R.diff_metrics({"tasks": {}}, new, [])[0]["ok"]  # a whole task the row never recorded

@@ -86,7 +86,7 @@ def to_hf(task: str, r: dict[str, Any]) -> dict[str, Any]:
         return {"question": r["question"].rstrip("?"), "passage": r["context"], "label": r["label"], "idx": 0}
     if task == "winogrande":
         return {"sentence": r["question"], "option1": r["choices"][0], "option2": r["choices"][1], "answer": str(r["label"] + 1)}
-    if task == "mmlu":
+    if task in ("mmlu", "mmlu_cloze"):
         return {"question": r["question"], "subject": r["domain"].split("/")[1], "choices": r["choices"], "answer": r["label"]}
     if task == "gsm8k":
         return {"question": r["question"], "answer": r["solution"]}
@@ -103,6 +103,7 @@ CASES = [
     ("winogrande", "winogrande/validation", "winogrande", "winogrande", [0, 1, 2]),
     ("openbookqa", "openbookqa/test", "openbookqa", "openbookqa", [0, 1, 2]),
     ("mmlu", "mmlu/test", "mmlu/default", "mmlu_abstract_algebra", [0, 1, 2]),
+    ("mmlu_cloze", "mmlu/test", "mmlu/continuation", "mmlu_abstract_algebra_continuation", [0, 1, 2]),
     ("gsm8k", "gsm8k/test", "gsm8k", "gsm8k", [0, 1]),
 ]
 
@@ -181,8 +182,19 @@ def test_end_to_end_real_lm_eval_and_rescore(tiny_model_dir: Path, data_dir: Pat
         assert block["metrics"]["acc"] == pytest.approx(np.mean([r["correct"] for r in mine]))  # lm-eval's acc
         norm = [int(np.argmax(np.array(r["loglik"]) / np.array(r["choice_chars"])) == r["gold"]) for r in mine]
         assert block["metrics"]["acc_norm"] == pytest.approx(np.mean(norm))  # lm-eval's acc_norm divisor
-        for key in ("ece", "ece_width", "brier", "nll", "auroc", "selective_acc_top10", "temperature_opt"):
-            assert key in block["metrics"]
+        for key in (
+            "ece",
+            "ece_width",
+            "brier",
+            "nll",
+            "auroc",
+            "selective_acc_top10",
+            "temperature_opt",
+            "sce",
+            "aurc",
+            "eaurc",
+        ):
+            assert block["metrics"][key] == block["calibration"]["primary"][key]
         assert block["calibration"]["primary"]["accuracy"] == pytest.approx(block["metrics"]["acc"])
         assert len(block["calibration"]["primary"]["reliability"]) == 15
     assert set(res["tasks"]["arc_easy"]["data"]) == {"arc_easy/test.jsonl", "lm_eval:arc_easy.yaml"}
@@ -201,6 +213,96 @@ def test_end_to_end_real_lm_eval_and_rescore(tiny_model_dir: Path, data_dir: Pat
     assert main(["rescore", str(out)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "sha256" in err
+
+
+LETTER_CASES = [
+    ("arc_easy_letter", "arc_easy/test"),
+    ("arc_challenge_letter", "arc_challenge/test"),
+    ("openbookqa_letter", "openbookqa/test"),
+]
+
+
+def prepared_on_rows(name: str, rows: list[dict[str, Any]], tmp: Path) -> Any:
+    """Task ``name`` built over a data dir holding exactly ``rows`` (for each of its data references)."""
+    task = TaskRegistry([]).task(name)
+    for ref in task.data:
+        path = tmp / "data" / ref["dataset"] / f"{ref['split']}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return prepare(task, tmp / "data", None).resolved.task
+
+
+@pytest.mark.parametrize("name,file", LETTER_CASES, ids=[c[0] for c in LETTER_CASES])
+def test_letter_prompt_lists_the_choices_and_scores_the_letters(name: str, file: str, data_dir: Path, tmp_path: Path) -> None:
+    row = json.loads((data_dir / f"{file}.jsonl").read_text().splitlines()[0])
+    task = prepared_on_rows(name, [row], tmp_path)
+    (doc,) = list(task.eval_docs)
+    prompt = (
+        f"Question: {row['question'].strip()}\n" + "".join(f"{l}. {c}\n" for l, c in zip(LETTERS, row["choices"])) + "Answer:"
+    )
+    assert requests(task, doc) == [(prompt, f" {l}") for l in LETTERS[: len(row["choices"])]]
+    assert _gold(task, doc, task.doc_to_choice(doc)) == row["label"]
+    cloze = prepared_on_rows(name.removesuffix("_letter"), [row], tmp_path / "cloze")  # same item, same gold
+    (cdoc,) = list(cloze.eval_docs)
+    assert _gold(cloze, cdoc, cloze.doc_to_choice(cdoc)) == row["label"]
+    if name == "arc_easy_letter":  # the first mirror item, written out
+        assert prompt == (
+            "Question: Which statement best explains why photosynthesis is the foundation of most food webs?\n"
+            "A. Sunlight is the source of energy for nearly all ecosystems.\n"
+            "B. Most ecosystems are found on land instead of in water.\n"
+            "C. Carbon dioxide is more available than other gases.\n"
+            "D. The producers in all ecosystems are plants.\n"
+            "Answer:"
+        )
+
+
+def test_letter_layout_is_lm_eval_mmlu_layout_with_a_question_prefix(data_dir: Path, tmp_path: Path) -> None:
+    """On MMLU rows the letter template renders lm-eval's own mmlu doc_to_text, prefixed with "Question: "."""
+    rows = [json.loads(line) for line in (data_dir / "mmlu/test.jsonl").read_text().splitlines()[:3]]
+    ours = prepared_on_rows(
+        "arc_easy_letter", [{k: r[k] for k in ("id", "question", "choices", "label")} for r in rows], tmp_path
+    )
+    ref = build_builtin("mmlu/default", "mmlu_abstract_algebra", [to_hf("mmlu", r) for r in rows], tmp_path)
+    for a, b in zip(ours.eval_docs, ref.eval_docs):
+        assert ours.doc_to_text(a) == "Question: " + ref.doc_to_text(b)
+        assert ours.doc_to_choice(a) == ref.doc_to_choice(b) == ["A", "B", "C", "D"]
+
+
+def test_letter_and_cloze_variants_end_to_end(tiny_model_dir: Path, data_dir: Path, tmp_path: Path, capsys) -> None:
+    """Real lm-eval runs (tiny model): the samples of a letter task score one-letter choices, and accuracy, ECE,
+    SCE, AURC and E-AURC recomputed from them by the reference loops of test_calibration equal the result."""
+    from scipy.special import log_softmax
+    from test_calibration import naive_aurc, naive_ece_mass, naive_sce
+
+    from collapse_bench.evaluate import EvaluateRequest, evaluate
+
+    out = tmp_path / "res.json"
+    names = ["arc_easy_letter", "mmlu_cloze"]
+    req = EvaluateRequest(
+        model=str(tiny_model_dir), tasks=names, data_dir=str(data_dir), limit=6, device="cpu", output=str(out), progress=False
+    )
+    _, res = evaluate(req)
+    recs = read_samples(tmp_path / "res.samples.jsonl")
+    for name in names:
+        block, mine = res["tasks"][name], [r for r in recs if r["task"] == name]
+        assert len(mine) == 6 and block["samples"]["records"] == 6
+        if name == "arc_easy_letter":
+            assert all(r["choice_chars"] == [1, 1, 1, 1] for r in mine)  # " A".." D": len(choice) = 1
+        probs = [np.exp(log_softmax(np.array(r["loglik"]))) for r in mine]
+        gold = [r["gold"] for r in mine]
+        conf = np.array([p.max() for p in probs])
+        correct = np.array([float(np.argmax(p) == g) for p, g in zip(probs, gold)])
+        m = block["metrics"]
+        assert np.mean([r["correct"] for r in mine]) == correct.mean()  # the records' argmax = the softmax's
+        assert m["acc"] == pytest.approx(correct.mean(), abs=1e-12)  # lm-eval's acc
+        assert m["ece"] == pytest.approx(naive_ece_mass(conf, correct), abs=1e-12)
+        assert m["sce"] == pytest.approx(naive_sce(probs, gold), abs=1e-12)
+        assert m["aurc"] == pytest.approx(naive_aurc(conf, correct), abs=1e-12)
+        r = 1 - correct.mean()
+        assert m["eaurc"] == pytest.approx(m["aurc"] - (r + (1 - r) * np.log(1 - r) if r < 1 else 1.0), abs=1e-12)
+        assert set(block["calibration"]) == {"definition", "primary", "length_normalised"}
+    assert main(["rescore", str(out)]) == 0
+    assert "reproduced exactly" in capsys.readouterr().out
 
 
 def test_user_lm_eval_yaml_gets_calibration(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -9,9 +9,10 @@
   pinned in ``collapse_bench/data/pinned.json`` (the leaderboard's data mirror). Anything else is refused.
 * **Samples.** Samples files are parsed strictly (typed fields, finite numbers); for every multiple-choice
   task the calibration block and the metrics it determines (acc, acc_norm, their stderr, ECE variants, Brier,
-  NLL, AUROC, selective accuracy, temperature) are recomputed from the records and must equal the recorded
-  ones (to 1e-9 relative: the same numpy code, so only a different BLAS/numpy could move the last bits),
-  as must the record and doc counts.
+  NLL, AUROC, selective accuracy, temperature, SCE, AURC, E-AURC: ``calibration.METRICS``) are recomputed from
+  the records and must equal the recorded ones (to 1e-9 relative: the same numpy code, so only a different
+  BLAS/numpy could move the last bits), as must the record and doc counts. A calibration variant written
+  before SCE/AURC/E-AURC existed (none of them recorded) is compared without them (``calibration.as_recorded``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from ..tasks.loader import include_dir
 from .submission import SubmissionError
 
 REL_EQUAL = 1e-9
-MC_METRICS = ("ece", "ece_width", "brier", "nll", "auroc", "selective_acc_top10", "temperature_opt")
 
 
 # --- completeness -------------------------------------------------------------------------------------
@@ -215,19 +215,20 @@ def _stderr(p: float, n: int) -> float | None:
     return math.sqrt(p * (1 - p) / (n - 1)) if n > 1 else None
 
 
-def mc_expected(records: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(calibration block, metrics) that the records of one multiple-choice task determine."""
-    from ..metrics.calibration import calibration_block
+def mc_expected(records: list[dict[str, Any]], recorded: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(calibration block, metrics) that the records of one multiple-choice task determine; the block in the shape
+    of the ``recorded`` one when given (:func:`~..metrics.calibration.as_recorded`), the metrics all of them."""
+    from ..metrics.calibration import METRICS, as_recorded, calibration_block
 
-    cal = calibration_block(records)
-    prim, norm = cal["primary"], cal["length_normalised"]
+    full = calibration_block(records)
+    cal, prim, norm = as_recorded(full, recorded), full["primary"], full["length_normalised"]
     n = prim["n"]
     metrics = {
         "acc": prim["accuracy"],
         "acc_norm": norm["accuracy"],
         "acc_stderr": _stderr(prim["accuracy"], n),
         "acc_norm_stderr": _stderr(norm["accuracy"], n),
-        **{k: prim[k] for k in MC_METRICS},
+        **{k: prim[k] for k in METRICS},  # every one, so that a recorded metric is checked even if its block lacks it
     }
     return cal, metrics
 
@@ -260,7 +261,7 @@ def check_samples_content(path: Path, doc: dict[str, Any], files: dict[str, Path
             continue
         if len(mc) != len(recs):
             raise SubmissionError(path, fld, "mixes multiple-choice and generation records")
-        cal, metrics = mc_expected(mc)
+        cal, metrics = mc_expected(mc, block.get("calibration"))
         where = _first_difference(cal, block.get("calibration"), f"{fld}/calibration")
         if where:
             raise SubmissionError(path, where, "differs from the value recomputed from the samples file")

@@ -72,7 +72,9 @@ def tolerance_for(task: str, metric: str, rules: list[dict[str, Any]]) -> tuple[
 
 
 def diff_metrics(old: dict[str, Any], new: dict[str, Any], rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (task, metric) in either result: values, |Δ|, tolerance and whether it passes."""
+    """One row per (task, metric) in either result: values, |Δ|, tolerance and whether it passes. A metric the
+    reproduction has and the recorded task lacks (added by a later release) is listed and passes; a recorded
+    metric the reproduction lacks fails."""
     rows = []
     for task in sorted(set(old["tasks"]) | set(new["tasks"])):
         a = (old["tasks"].get(task) or {}).get("metrics", {})
@@ -83,6 +85,8 @@ def diff_metrics(old: dict[str, Any], new: dict[str, Any], rules: list[dict[str,
             if isinstance(x, (int, float)) and isinstance(y, (int, float)):
                 delta = abs(y - x)
                 ok = delta <= tol_abs + tol_rel * abs(x)
+            elif x == "absent" and task in old["tasks"]:  # a metric this release adds to a recorded task: nothing
+                delta, ok = None, True  # was claimed, so nothing can fail (every recorded value is still checked)
             else:
                 delta, ok = None, x == y
             rows.append(

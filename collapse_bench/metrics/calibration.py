@@ -22,6 +22,18 @@ log-likelihoods ll_ik (lm-eval's ``loglikelihood`` of " " + choice given the pro
                         ``temperature_opt_at_bound`` (1/0) from the recorded value with
                         :func:`temperature_at_bound` and shows "≥ 20" / "≤ 0.05" (the recorded value is
                         left as it is, so ``rescore`` stays exact)
+  sce          = (1/K) sum_k sum_b (n_bk / N) |acc_bk - conf_bk|   (static calibration error, Nixon et al.
+                 2019): class-wise over choice positions k < K = max_i K_i, the items binned by p_ik into the 15
+                 equal-width bins of ece_width (the paper's fixed-width bins; equal-mass ones make its ACE);
+                 acc_bk = share of bin b's items with gold k, conf_bk = their mean p_ik. An item without a k-th
+                 choice is left out of class k (as p_ik = 0, never gold, it would leave every
+                 n_bk |acc_bk - conf_bk| = |sum_b ([g_i = k] - p_ik)| unchanged)
+  aurc         = (1/N) sum_{c=1..N} risk_c, risk_c = error rate of the c most confident items (area under the
+                 risk-coverage curve, Geifman & El-Yaniv 2017); items tied in confidence count at their
+                 group's error rate (the expectation over the tie's orders: independent of item order)
+  eaurc        = aurc - (r + (1 - r) ln(1 - r)), r = 1 - accuracy (Geifman et al. 2019's closed-form AURC of
+                 the optimal ranking); the discrete optimum (all correct items first) exceeds it by ~r / (2N),
+                 so eaurc > 0 even for a perfect ranking when 0 < r < 1
 """
 
 from __future__ import annotations
@@ -180,6 +192,36 @@ def selective_accuracy(conf: np.ndarray, correct: np.ndarray, fraction: float = 
     return float(correct[top].mean())
 
 
+def sce(probs: Sequence[np.ndarray], gold: Sequence[int], n_bins: int = N_BINS) -> float:
+    """Static (class-wise) calibration error over equal-width bins of each choice position's probability."""
+    _check(probs, gold)
+    k_max = max(len(p) for p in probs)
+    total = 0.0
+    for k in range(k_max):
+        rows = [i for i, p in enumerate(probs) if len(p) > k]
+        p_k = np.array([probs[i][k] for i in rows], dtype=np.float64)
+        y_k = np.array([float(gold[i] == k) for i in rows])
+        total += sum(abs(y_k[b].sum() - p_k[b].sum()) for b in _bins(p_k, "width", n_bins) if len(b))
+    return float(total / (len(probs) * k_max))
+
+
+def aurc(conf: np.ndarray, correct: np.ndarray) -> float:
+    """Area under the risk-coverage curve: mean risk over coverages 1/N..N/N (ties share their group's error rate)."""
+    order = np.argsort(-conf, kind="stable")
+    c, err = conf[order], 1.0 - correct[order]
+    starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])  # first position of each group of equal confidence
+    sizes, errs = np.diff(np.r_[starts, len(c)]), np.add.reduceat(err, starts)
+    g, covered = np.repeat(np.arange(len(starts)), sizes), np.arange(1, len(c) + 1)
+    expected_errors = (np.cumsum(errs) - errs)[g] + (covered - starts[g]) * (errs / sizes)[g]
+    return float(np.mean(expected_errors / covered))
+
+
+def aurc_optimal(error_rate: float) -> float:
+    """Closed-form AURC of the optimal ranking, r + (1 - r) ln(1 - r) (1 at r = 1)."""
+    r = float(error_rate)
+    return r + (1.0 - r) * math.log(1.0 - r) if r < 1.0 else 1.0
+
+
 def temperature_opt(
     scores: Sequence[Sequence[float] | np.ndarray],
     gold: Sequence[int],
@@ -228,6 +270,7 @@ def calibration_report(
     )
     probs = softmax_rows(scaled)
     conf, correct = confidence_correct(probs, gold)
+    area = aurc(conf, correct)
     return {
         "n": len(probs),
         "accuracy": float(correct.mean()),
@@ -239,6 +282,9 @@ def calibration_report(
         "auroc": auroc(conf, correct),
         "selective_acc_top10": selective_accuracy(conf, correct, 0.1),
         "temperature_opt": temperature_opt(scaled, gold),
+        "sce": sce(probs, gold),
+        "aurc": area,
+        "eaurc": area - aurc_optimal(1.0 - float(correct.mean())),
         "reliability": reliability_bins(conf, correct, scheme="width"),
     }
 
@@ -252,6 +298,25 @@ def calibration_block(records: list[dict[str, Any]]) -> dict[str, Any]:
         "primary": calibration_report(scores, gold),
         "length_normalised": calibration_report(scores, gold, [r["choice_chars"] for r in records]),
     }
+
+
+# The primary variant's numbers that a task block also copies into its ``metrics``.
+METRICS = ("ece", "ece_width", "brier", "nll", "auroc", "selective_acc_top10", "temperature_opt", "sce", "aurc", "eaurc")
+# Added to calibration_report after results had been committed (those variants hold none of them).
+ADDED_METRICS = ("sce", "aurc", "eaurc")
+
+
+def as_recorded(fresh: dict[str, Any], stored: Any) -> dict[str, Any]:
+    """``fresh`` (a :func:`calibration_block`) without :data:`ADDED_METRICS` in each variant where ``stored`` has
+    none of them (a result written before they existed); a variant that has any is compared in full."""
+    if not isinstance(stored, dict):
+        return fresh
+    out = dict(fresh)
+    for name, variant in fresh.items():
+        old = stored.get(name)
+        if isinstance(variant, dict) and isinstance(old, dict) and not any(k in old for k in ADDED_METRICS):
+            out[name] = {k: v for k, v in variant.items() if k not in ADDED_METRICS}
+    return out
 
 
 SPECS = (
@@ -281,6 +346,33 @@ SPECS = (
         range=Range(0, 1),
         tolerance=Tolerance(0.02, 0.0),
         label="selective accuracy",
+    ),
+    MetricSpec(
+        id="sce*",
+        kind="lm_eval",
+        definition="static calibration error: class-wise ECE of every choice position's probability, averaged",
+        direction="lower",
+        range=Range(0, 1),
+        tolerance=Tolerance(0.01, 0.0),
+        label="SCE",
+    ),
+    MetricSpec(
+        id="aurc*",
+        kind="lm_eval",
+        definition="area under the risk-coverage curve (error rate of the most confident items, mean over coverages)",
+        direction="lower",
+        range=Range(0, 1),
+        tolerance=Tolerance(0.02, 0.0),
+        label="AURC",
+    ),
+    MetricSpec(
+        id="eaurc*",
+        kind="lm_eval",
+        definition="excess AURC: AURC minus the closed-form AURC of the optimal ranking at the same error rate",
+        direction="lower",
+        range=Range(0, 1),
+        tolerance=Tolerance(0.02, 0.0),
+        label="E-AURC",
     ),
     MetricSpec(
         id="brier*",

@@ -141,3 +141,7 @@ SPECS = (
         label="truncated fraction",
     ),
 )
+
+
+def preflight(task: Any, model: str, parent: Any) -> None:
+    """Nothing to check before the model loads (the kind contract: collapse_bench.kinds.TaskKind)."""

@@ -1,6 +1,7 @@
 """``collapse-bench rescore RESULT``: recompute calibration from a result's saved per-sample records, on
 CPU and without the model; the samples file's sha256 is checked first. Exit 0 when every recomputed
-number equals the stored one exactly, 1 otherwise (the differences are printed)."""
+number equals the stored one exactly, 1 otherwise (the differences are printed). A result written before
+``sce``, ``aurc`` and ``eaurc`` existed is compared without them (:func:`~..metrics.calibration.as_recorded`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from ..io import json_differences
 
 def rescore(result_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(recomputed calibration blocks by task, stored ones) for every multiple-choice task with samples."""
-    from ..metrics.calibration import calibration_block
+    from ..metrics.calibration import as_recorded, calibration_block
     from .samples import load_for_result
 
     try:
@@ -31,8 +32,8 @@ def rescore(result_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     for name, recs in records.items():
         mc = [r for r in recs if "loglik" in r]
         if mc and "calibration" in result["tasks"][name]:
-            fresh[name] = calibration_block(mc)
             stored[name] = result["tasks"][name]["calibration"]
+            fresh[name] = as_recorded(calibration_block(mc), stored[name])
     if not fresh:
         raise CollapseBenchError(f"{result_path}: no multiple-choice task with saved samples to rescore")
     return fresh, stored
@@ -55,7 +56,8 @@ def cmd_rescore(args: argparse.Namespace) -> int:
         prim = fresh[name]["primary"]
         shown = ", ".join(
             f"{k}={prim[k]:.4g}" if isinstance(prim[k], float) else f"{k}={prim[k]}"
-            for k in ("n", "accuracy", "ece", "ece_width", "brier", "nll", "auroc", "temperature_opt")
+            for k in ("n", "accuracy", "ece", "ece_width", "brier", "nll", "auroc", "temperature_opt", "sce", "aurc", "eaurc")
+            if k in prim
         )
         print(f"{name}: {shown}")
     if args.json:

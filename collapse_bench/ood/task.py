@@ -22,6 +22,7 @@ from ..context import RunContext
 from ..data.sources import load_ref
 from ..errors import CollapseBenchError
 from ..io import sha256_file
+from ..metrics.calibration import METRICS as CALIBRATION_METRICS
 from ..metrics.calibration import calibration_block
 from ..tasks.lmeval_yaml import config_hashes, index, merged_config
 from ..tasks.loader import include_dir
@@ -31,8 +32,6 @@ from .refusal import refusal_rates
 from .samples import gen_records, mc_records, sink_for
 
 PARAMS_SCHEMA = LM_EVAL_PARAMS  # the kind's params schema (defined in tasks.params)
-
-CALIBRATION_METRICS = ("ece", "ece_width", "brier", "nll", "auroc", "selective_acc_top10", "temperature_opt")
 
 
 @dataclass
@@ -147,3 +146,7 @@ def run(task: Any, prep: Prepared, ctx: RunContext) -> dict[str, Any]:
         counts.update(refusal_counts)
     sink_for(ctx).records[task.name] = records
     return {"metrics": metrics, **block, "counts": counts}
+
+
+def preflight(task: Any, model: str, parent: Any) -> None:
+    """Nothing to check before the model loads (the kind contract: collapse_bench.kinds.TaskKind)."""
