@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
-from sklearn.metrics import roc_auc_score
 
 from collapse_bench.metrics import calibration as cal
 
@@ -69,7 +68,7 @@ def test_metrics_match_references(seed: int) -> None:
     assert cal.brier(probs, gold) == pytest.approx(brier_ref, rel=1e-12)
     nll_ref = -np.mean([log_softmax(np.array(s))[g] for s, g in zip(scores, gold)])
     assert cal.nll(probs, gold) == pytest.approx(nll_ref, rel=1e-9)
-    assert cal.auroc(conf, correct) == pytest.approx(roc_auc_score(ref_correct, ref_conf), abs=1e-12)
+    assert cal.auroc(conf, correct) == pytest.approx(pairwise_auroc(ref_conf, ref_correct), abs=1e-12)
     k = math.ceil(0.1 * len(conf))
     top = np.argsort(-ref_conf, kind="stable")[:k]
     assert cal.selective_accuracy(conf, correct) == pytest.approx(ref_correct[top].mean())
@@ -84,10 +83,18 @@ def test_fixed_k_brier_equals_one_hot_formula() -> None:
     assert cal.brier(list(probs), list(gold)) == pytest.approx(((probs - onehot) ** 2).sum(axis=1).mean(), rel=1e-12)
 
 
-def test_auroc_with_ties_matches_sklearn() -> None:
+def pairwise_auroc(conf: np.ndarray, correct: np.ndarray) -> float:
+    """P(conf of a right answer > conf of a wrong one) + half the ties, over every (right, wrong) pair."""
+    pos, neg = conf[correct > 0.5], conf[correct <= 0.5]
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return float(wins / (len(pos) * len(neg)))
+
+
+def test_auroc_with_ties_is_the_pairwise_probability() -> None:
     conf = np.array([0.9, 0.9, 0.8, 0.8, 0.8, 0.6, 0.6, 0.5])
     correct = np.array([1, 0, 1, 1, 0, 0, 1, 0], dtype=float)
-    assert cal.auroc(conf, correct) == pytest.approx(roc_auc_score(correct, conf), abs=1e-12)
+    assert cal.auroc(conf, correct) == pytest.approx(pairwise_auroc(conf, correct), abs=1e-12)
+    assert cal.auroc(conf, correct) == pytest.approx(10 / 16, abs=1e-12)  # by hand: 3.5 + 2 x 2.5 + 1.5 of 16 pairs
     assert cal.auroc(conf, np.ones(8)) is None
     assert cal.auroc(conf, np.zeros(8)) is None
 
