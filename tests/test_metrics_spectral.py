@@ -131,3 +131,50 @@ def test_too_few_tokens_is_none() -> None:
     out = run(sp.CovarianceAccumulator(2, 4), batches).compute()
     assert out.per_layer["effective_rank"] == [None, None]
     assert sp.CovarianceAccumulator(2, 4).compute().per_layer["alpha_req"] == [None, None]
+
+
+def _np_epsilon_rank(H: np.ndarray, mass: float = 0.99) -> tuple[int, float]:
+    """(99 % mass rank of the singular values of the centred H, relative margin of the cumulative sum to the cut)."""
+    s = np.linalg.svd(H - H.mean(0), compute_uv=False)
+    c = np.cumsum(s) / s.sum()
+    k = int(np.argmax(c >= mass)) + 1
+    margin = min(c[k - 1] - mass, mass - c[k - 2]) if k > 1 else c[0] - mass
+    return k, float(margin)
+
+
+def _epsilon_rank_cases() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(11)
+    N, d = 400, 48
+    U, _ = np.linalg.qr(rng.normal(size=(N, d)))
+    V, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    power = U @ np.diag(np.arange(1, d + 1) ** -1.5) @ V.T + 2.0
+    lowrank = rng.normal(size=(N, 9)) @ np.diag(np.geomspace(10, 0.5, 9)) @ rng.normal(size=(9, d)) - 1.0  # rank 9
+    return {
+        "anisotropic": rng.normal(size=(300, 40)) @ rng.normal(size=(40, 40)) + 3.0,
+        "power_law": power,
+        "low_rank_9": lowrank,
+        "isotropic": rng.normal(size=(2000, 30)),
+        "one_direction": np.outer(rng.normal(size=N), rng.normal(size=d)) + 5.0,  # rank 1 after centring
+    }
+
+
+@pytest.mark.parametrize("name", list(_epsilon_rank_cases()))
+def test_epsilon_rank_matches_svd(name: str) -> None:
+    H = _epsilon_rank_cases()[name]
+    k, margin = _np_epsilon_rank(H)
+    assert margin > 1e-9  # the cut is not a float tie (eigvalsh round-off moves the cumulative sum by ~1e-13)
+    assert sp.epsilon_rank(H) == k and sp.epsilon_rank(torch.tensor(H)) == k
+    assert sp.epsilon_rank_from_eigvals(np.random.default_rng(0).permutation(sp.eigvals_centered(H).numpy())) == k
+    if name == "low_rank_9":
+        assert k <= 9
+    if name == "one_direction":
+        assert k == 1
+
+
+def test_epsilon_rank_streams_and_closed_forms() -> None:
+    assert sp.epsilon_rank_from_eigvals(np.r_[np.ones(7), np.zeros(5)]) == 7  # equal sigma: 6/7 < 0.99 <= 7/7
+    assert sp.epsilon_rank_from_eigvals(np.zeros(4)) is None
+    batches = make_batches(12, [6, 4, 7], T=30, d=12, n_layers=3, k=12)
+    out = run(sp.CovarianceAccumulator(3, 12), batches).compute().per_layer
+    for l in range(3):
+        assert out["epsilon_rank"][l] == _np_epsilon_rank(rows(batches, l, "sample"))[0]

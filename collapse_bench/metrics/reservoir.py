@@ -5,12 +5,14 @@ Every ``sample`` token gets key = splitmix64(splitmix64(splitmix64(seed) ^ seq_i
 ``size`` tokens with the smallest keys and their hidden states at all layers (float32), so the kept set does
 not depend on batch order, batch composition or merge order. A token seen twice (same key) is kept once.
 
-compute(): per layer ``anisotropy_centered`` = anisotropy.centered_anisotropy of the stored vectors.
+compute(): per layer ``anisotropy_centered`` = anisotropy.centered_anisotropy of the stored vectors, plus the
+values of each ``metrics`` hook (a function of the filled reservoir, e.g. intrinsic.reservoir_intrinsic_dimension;
+the hooks are chosen in registry.py, so a reservoir metric needs no accumulator and no second copy of the sample).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -41,12 +43,16 @@ def token_keys(seed: int, seq_ids: torch.Tensor | np.ndarray, positions: torch.T
     return torch.from_numpy(h.astype(np.int64))
 
 
+ReservoirMetric = Callable[["TokenReservoir"], MetricValues]  # a metric computed from the filled reservoir
+
+
 class TokenReservoir:
     """Bottom-``size`` sample of ``sample`` tokens by hash key; stores keys, (seq_id, position) and float32
     hidden states of all layers. Storage slots are unordered; accessors return rows sorted by key."""
 
-    def __init__(self, n_layers: int, dim: int, size: int = 2048, seed: int = 0) -> None:
+    def __init__(self, n_layers: int, dim: int, size: int = 2048, seed: int = 0, metrics: Sequence[ReservoirMetric] = ()) -> None:
         self.n_layers, self.dim, self.size, self.seed = n_layers, dim, size, seed
+        self.metrics = tuple(metrics)
         self.count = 0
         self._keys: torch.Tensor | None = None  # (size,) int64
         self._ids: torch.Tensor | None = None  # (size, 2) int64: seq_id, position
@@ -135,4 +141,10 @@ class TokenReservoir:
         values: list[Number] = [None] * self.n_layers
         if self._rows is not None and self.count >= 2:
             values = [centered_anisotropy(self._rows[l, : self.count]) for l in range(self.n_layers)]
-        return MetricValues(per_layer={"anisotropy_centered": values}, counts={"reservoir_tokens": int(self.count)})
+        out = MetricValues(per_layer={"anisotropy_centered": values}, counts={"reservoir_tokens": int(self.count)})
+        for metric in self.metrics:
+            extra = metric(self)
+            out.per_layer.update(extra.per_layer)
+            out.scalars.update(extra.scalars)
+            out.counts.update(extra.counts)
+        return out

@@ -11,7 +11,9 @@ lambda_1 >= ... >= lambda_d are its eigenvalues (float64 ``eigvalsh``, negatives
   participation_ratio = (sum_k lambda_k)^2 / sum_k lambda_k^2;
   alpha_req           = -slope of the weighted least-squares fit of log lambda_k on log k, weights 1/k,
                         k = 12..100 (1-based), restricted to lambda_k > 1e-12 lambda_1; None with < 5 ranks;
-  alpha_req_r2        = weighted R^2 of that fit.
+  alpha_req_r2        = weighted R^2 of that fit;
+  epsilon_rank        = min{k : sigma_1 + ... + sigma_k >= EPSILON_MASS * sum_j sigma_j} (the 99 % mass rank of the
+                        singular values, not of their squares), None if all sigma are 0.
 Eigenvalues below n * eps(float64) * lambda_1 count as 0 (eigvalsh round-off).
 
 ``*_robust`` variants use the covariance / second-moment submatrix without *massive* channels: channel c is
@@ -31,7 +33,8 @@ MASSIVE_RATIO = 50.0  # massive channel: max |h| > MASSIVE_RATIO * median over c
 ALPHA_RANKS = (12, 100)  # 1-based rank window of the alpha-ReQ fit (Stringer & Pachitariu index 11..99)
 ALPHA_MIN_RANKS = 5
 ALPHA_REL_FLOOR = 1e-12
-METRICS = ("effective_rank", "rankme", "stable_rank", "participation_ratio", "alpha_req", "alpha_req_r2")
+EPSILON_MASS = 0.99  # epsilon_rank: share of sum sigma held by the top singular values
+METRICS = ("effective_rank", "rankme", "stable_rank", "participation_ratio", "alpha_req", "alpha_req_r2", "epsilon_rank")
 
 # ----------------------------------------------------------------------------- pure functions
 
@@ -75,6 +78,15 @@ def effective_rank_from_eigvals(lam: torch.Tensor | np.ndarray) -> Number:
         return None
     p = s[s > 0] / total
     return to_number(torch.exp(-(p * p.log()).sum()))
+
+
+def epsilon_rank_from_eigvals(lam: torch.Tensor | np.ndarray, mass: float = EPSILON_MASS) -> Number:
+    """Smallest k with sum_{j<=k} sqrt(lam_j) >= mass * sum_j sqrt(lam_j); None if all lam are 0."""
+    s = _lam(lam).sqrt()
+    total = s.sum()
+    if total <= 0:
+        return None
+    return float(min(int((s.cumsum(0) < mass * total).sum()) + 1, s.numel()))
 
 
 def stable_rank_from_eigvals(lam: torch.Tensor | np.ndarray) -> Number:
@@ -123,6 +135,11 @@ def rankme(H: torch.Tensor | np.ndarray) -> Number:
     return effective_rank_from_eigvals(eigvals_second_moment(H))
 
 
+def epsilon_rank(H: torch.Tensor | np.ndarray) -> Number:
+    """99 % mass rank of the singular values of the centred H."""
+    return epsilon_rank_from_eigvals(eigvals_centered(H))
+
+
 def stable_rank(H: torch.Tensor | np.ndarray) -> Number:
     return stable_rank_from_eigvals(eigvals_centered(H))
 
@@ -155,6 +172,7 @@ def spectrum_metrics(lam: torch.Tensor, lam_second: torch.Tensor | None = None) 
         "participation_ratio": participation_ratio_from_eigvals(lam),
         "alpha_req": alpha,
         "alpha_req_r2": r2,
+        "epsilon_rank": epsilon_rank_from_eigvals(lam),
     }
 
 
@@ -339,6 +357,15 @@ SPECS = (
         definition="alpha-ReQ: decay exponent of a power law fitted to the eigenvalue spectrum",
         tolerance=Tolerance(0.02, 0.05),
         label="alpha-ReQ",
+    ),
+    MetricSpec(
+        id="epsilon_rank*",
+        kind="probe",
+        streams=True,
+        definition="ε-rank: fewest singular values of the centred token states holding 99 % of Σσ (srank, Kumar et al. 2021)",
+        range=Range(1, "hidden_size"),
+        tolerance=Tolerance(0.0, 0.05),
+        label="ε-rank (99 % of Σσ)",
     ),
     MetricSpec(
         id="massive_channels",
