@@ -20,11 +20,16 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CollapseBenchError
 from ..models import SourceKind
 from ..tasks.params import LORA_PARAMS
+
+if TYPE_CHECKING:
+    from ..context import RunContext
+    from ..models import ModelSource
+    from ..tasks import Task
 
 PARAMS_SCHEMA = LORA_PARAMS  # the kind's params schema (defined in tasks.params)
 
@@ -40,11 +45,11 @@ class Prepared:
     data_hashes: dict[str, str] = field(default_factory=dict)  # weights only: no data
 
 
-def prepare(task: Any, data_dir: Any, limit: int | None) -> Prepared:
+def prepare(task: Task, data_dir: Any, limit: int | None) -> Prepared:
     return Prepared()
 
 
-def preflight(task: Any, model: str, parent: Any) -> None:
+def preflight(task: Task, model: str, parent: ModelSource | None) -> None:
     """Before the model loads: the update source exists and fits (adapter vs base, model vs --parent shapes)."""
     from ..lineagefile import is_adapter_dir
     from ..models import find_source
@@ -68,13 +73,14 @@ def _weights_dir(source: Any, what: str) -> Path:
     return Path(source.path)
 
 
-def run(task: Any, prepared: Prepared, ctx: Any) -> dict[str, Any]:
+def run(task: Task, prepared: Prepared, ctx: RunContext) -> dict[str, Any]:
     from ..lineagefile import read_lineage
     from .updates import WeightFiles, adapter_updates, checkpoint_updates, read_adapter
 
     source = ctx.model.source
     unchanged: list[str] = []
     if source.kind is SourceKind.PEFT:
+        assert source.base is not None  # a PEFT source always resolves its base
         adapter = read_adapter(source.path)
         updates = adapter_updates(adapter, WeightFiles(_weights_dir(source.base, "base"), "base"))
         info: dict[str, Any] = {"source": "adapter", "adapter": source.name, "base": source.base.name, **adapter.summary()}

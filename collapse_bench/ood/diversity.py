@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..context import RunContext
 from ..data.sources import load_ref, render
@@ -25,6 +25,11 @@ from ..metrics.spec import MetricSpec, Range
 from ..tasks.params import DIVERSITY_PARAMS
 from . import backends, lmeval
 from .samples import gen_records, sink_for
+
+if TYPE_CHECKING:
+    from ..data.sources import DataRef
+    from ..models import ModelSource
+    from ..tasks import Task
 
 PARAMS_SCHEMA = DIVERSITY_PARAMS  # the kind's params schema (defined in tasks.params)
 
@@ -36,7 +41,7 @@ class Prepared:
     n_prompts: int
 
 
-def prompt_of(row: dict[str, Any], ref: dict[str, Any], where: str) -> str:
+def prompt_of(row: dict[str, Any], ref: DataRef, where: str) -> str:
     if "template" in ref:
         return render(ref["template"], row, where)
     if isinstance(row.get("prompt"), str):
@@ -74,7 +79,7 @@ def lm_eval_config(name: str, p: dict[str, Any], data_file: Path, cache: Path) -
     }
 
 
-def prepare(task: Any, data_dir: Path | None, limit: int | None) -> Prepared:
+def prepare(task: Task, data_dir: Path | None, limit: int | None) -> Prepared:
     if not task.data:
         raise CollapseBenchError(f"{task.path}: a diversity task needs data references for its prompts")
     hashes: dict[str, str] = {}
@@ -96,7 +101,7 @@ def prepare(task: Any, data_dir: Path | None, limit: int | None) -> Prepared:
     return Prepared(lmeval.resolve(name, tmp, rel, {}, str(task.path)), hashes, len(rows))
 
 
-def run(task: Any, prep: Prepared, ctx: RunContext) -> dict[str, Any]:
+def run(task: Task, prep: Prepared, ctx: RunContext) -> dict[str, Any]:
     p = task.params
     config = backends.BackendConfig.from_options(ctx.options)
     with lmeval.quiet(ctx.progress):
@@ -143,5 +148,5 @@ SPECS = (
 )
 
 
-def preflight(task: Any, model: str, parent: Any) -> None:
+def preflight(task: Task, model: str, parent: ModelSource | None) -> None:
     """Nothing to check before the model loads (the kind contract: collapse_bench.kinds.TaskKind)."""

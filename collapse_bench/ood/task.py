@@ -16,7 +16,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..context import RunContext
 from ..data.sources import load_ref
@@ -30,6 +30,10 @@ from ..tasks.params import LM_EVAL_PARAMS
 from . import backends, lmeval
 from .refusal import refusal_rates
 from .samples import gen_records, mc_records, sink_for
+
+if TYPE_CHECKING:
+    from ..models import ModelSource
+    from ..tasks import Task
 
 PARAMS_SCHEMA = LM_EVAL_PARAMS  # the kind's params schema (defined in tasks.params)
 
@@ -56,7 +60,7 @@ def _local_data_files(config: dict[str, Any], yaml_dir: Path) -> dict[str, Any] 
     return {k: fix(v) for k, v in files.items()} if isinstance(files, dict) else {"train": fix(files)}
 
 
-def prepare(task: Any, data_dir: Path | None, limit: int | None) -> Prepared:
+def prepare(task: Task, data_dir: Path | None, limit: int | None) -> Prepared:
     src = include_dir(task)
     name = task.params["lm_eval_task"] or task.name
     found = index(src)
@@ -108,7 +112,7 @@ def prepare(task: Any, data_dir: Path | None, limit: int | None) -> Prepared:
     return Prepared(resolved, hashes, lm_limit, yaml_path)
 
 
-def run(task: Any, prep: Prepared, ctx: RunContext) -> dict[str, Any]:
+def run(task: Task, prep: Prepared, ctx: RunContext) -> dict[str, Any]:
     p = task.params
     config = backends.BackendConfig.from_options(ctx.options)
     with lmeval.quiet(ctx.progress):
@@ -148,5 +152,5 @@ def run(task: Any, prep: Prepared, ctx: RunContext) -> dict[str, Any]:
     return {"metrics": metrics, **block, "counts": counts}
 
 
-def preflight(task: Any, model: str, parent: Any) -> None:
+def preflight(task: Task, model: str, parent: ModelSource | None) -> None:
     """Nothing to check before the model loads (the kind contract: collapse_bench.kinds.TaskKind)."""

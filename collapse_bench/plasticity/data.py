@@ -20,12 +20,15 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..data.sources import DataRef, load_ref, render
 from ..data.world import PARAPHRASES, WORLD_VERSION, Fact, World
 from ..errors import CollapseBenchError
 from ..io import sha256_json
+
+if TYPE_CHECKING:
+    from ..tasks import Task
 
 FORMS_VERSION = 1  # the statement / QA / paraphrase forms below
 QA_PROMPT = "Question: {question}\nAnswer:"
@@ -76,7 +79,7 @@ def world_data(world_seed: int, n_entities: int, limit: int | None) -> Plasticit
     return PlasticityData(train, held_out, qa, {key: sha256_json(rows)}, "world")
 
 
-def ref_data(task: Any, data_dir: Path | None, limit: int | None) -> PlasticityData:
+def ref_data(task: Task, data_dir: Path | None, limit: int | None) -> PlasticityData:
     """Real-domain examples: one data reference split into disjoint seeded train / eval slices."""
     p = task.params
     if len(task.data) != 1:
@@ -106,7 +109,7 @@ def ref_data(task: Any, data_dir: Path | None, limit: int | None) -> PlasticityD
     return PlasticityData(train, held_out, [], {loaded.key: loaded.sha256}, "data")
 
 
-def build_data(task: Any, data_dir: Path | None, limit: int | None) -> PlasticityData:
+def build_data(task: Task, data_dir: Path | None, limit: int | None) -> PlasticityData:
     p = task.params
     if p["source"] == "world":
         if task.data:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..context import RunContext
 from ..errors import CollapseBenchError
@@ -24,12 +24,16 @@ from .parallel import Parallel
 from .protocol import Protocol, SeedRun, train_seed
 from .scores import aggregate, curve_scores
 
+if TYPE_CHECKING:
+    from ..models import ModelSource
+    from ..tasks import Task
+
 PARAMS_SCHEMA = PLASTICITY_PARAMS  # the kind's params schema (defined in tasks.params)
 
 PROTOCOL_VERSION = 1
 
 
-def prepare(task: Any, data_dir: Path | None, limit: int | None) -> PlasticityData:
+def prepare(task: Task, data_dir: Path | None, limit: int | None) -> PlasticityData:
     numbers = [v for v in task.params.values() if isinstance(v, float)] + list(task.params["adam_betas"])
     if not all(math.isfinite(v) for v in numbers):  # JSON Schema bounds let NaN through
         raise CollapseBenchError(f"{task.path}: params: NaN or infinite number in a plasticity task")
@@ -126,7 +130,7 @@ def run_task(
     }
 
 
-def run(task: Any, data: PlasticityData, ctx: RunContext) -> dict[str, Any]:
+def run(task: Task, data: PlasticityData, ctx: RunContext) -> dict[str, Any]:
     # --batch-size changes only the eval batch size: the training batch is part of the protocol.
     return run_task(
         ctx.model.model,
@@ -139,5 +143,5 @@ def run(task: Any, data: PlasticityData, ctx: RunContext) -> dict[str, Any]:
     )
 
 
-def preflight(task: Any, model: str, parent: Any) -> None:
+def preflight(task: Task, model: str, parent: ModelSource | None) -> None:
     """Nothing to check before the model loads (the kind contract: collapse_bench.kinds.TaskKind)."""
