@@ -1,12 +1,14 @@
 """Probe-pass overhead, measured side by side in one run on the same tokens and batches.
 
-(a) full metric pass (forward with hidden states + every accumulator) / bare forward (``model(ids)``),
-    interleaved batch by batch so that machine drift hits both alike; reported without and with the
-    one-off ``compute()`` (eigendecompositions) at the end;
-(b) the same ratio for a naive implementation: ``output_hidden_states`` + keep every state + a
-    per-layer SVD at the end;
-(c) peak RSS of the metric pass (and of the naive one) with N and 8N probe texts (the task's max_tokens), each in a fresh
-    subprocess; target: growth <= 10% for the streaming pass.
+(a) metric pass (forward with hidden states + every accumulator) / bare forward (``model(ids)``), interleaved
+    batch by batch so that machine drift hits both alike; reported without and with the one-off ``compute()``;
+(a+) the same for the **full** pass of a lineage stage: every accumulator plus KL and the neighbourhood sample to
+    two references (``base`` and ``parent``, each read from a reference cache on disk) and this checkpoint's own
+    cache writer (the references are the same model here: the cost does not depend on their weights);
+(b) the same ratio for a naive implementation: ``output_hidden_states`` + keep every state + a per-layer SVD;
+(c) peak RSS of the full pass (and of the naive one) with N and 8N probe texts (the task's max_tokens), each in a
+    fresh subprocess; target: growth <= 10% for the streaming pass (the reference cache is streamed to and from
+    disk; the KL accumulator keeps ~30 bytes per position).
 
 Usage: python benchmarks/probe_overhead.py [--model smollm2-135m-instruct] [--data-dir ../shared/data]
 """
@@ -18,19 +20,25 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 from collapse_bench.metrics import registry
+from collapse_bench.metrics.reference import SAMPLE_SIZE, sequence_sample
 from collapse_bench.metrics.spectral import effective_rank_from_eigvals, participation_ratio_from_eigvals
 from collapse_bench.models import load_model
 from collapse_bench.probe.corpus import ProbeCorpus, build_corpus, tokenize
-from collapse_bench.probe.runner import ProbePass, make_batch_tensors
+from collapse_bench.probe.refcache import CacheWriter, ReferenceCache
+from collapse_bench.probe.references import CachedProvider
+from collapse_bench.probe.runner import ProbePass, align_layers, make_batch_tensors
+from collapse_bench.probe.task import summary_layers
 from collapse_bench.tasks import TaskRegistry
 
 REPO = Path(__file__).resolve().parents[1]
+ROLES = ("base", "parent")
 
 
 def corpus_for(data_dir: Path | None) -> tuple[ProbeCorpus, dict]:
@@ -52,8 +60,9 @@ class NaivePass:
 
     def step(self, t) -> None:
         with torch.inference_mode():
-            out = self.model(input_ids=t["input_ids"], attention_mask=t["attention_mask"], output_hidden_states=True,
-                             use_cache=False)
+            out = self.model(
+                input_ids=t["input_ids"], attention_mask=t["attention_mask"], output_hidden_states=True, use_cache=False
+            )
             keep = t["keep"]
             rows = [h[keep].double() for h in out.hidden_states]
             self.states = rows if self.states is None else [torch.cat([a, b]) for a, b in zip(self.states, rows)]
@@ -67,64 +76,118 @@ class NaivePass:
         return out
 
 
-def timing(model, tokens, domains, pad_id, n_domains: int, batch_size: int, reps: int) -> dict[str, float]:
+def layers_of(model) -> list[int]:
+    return summary_layers(model.config.num_hidden_layers + 1)
+
+
+def writer(model, path: Path, n_seq: int) -> CacheWriter:
+    return CacheWriter(
+        path, {"tokens_sha256": "benchmark"}, sample=sequence_sample(0, n_seq, SAMPLE_SIZE), layers=layers_of(model)
+    )
+
+
+def write_reference(model, tokens, domains, pad_id: int, batch_size: int, path: Path) -> ReferenceCache:
+    """A cache-only pass (forward + writer) over ``tokens``: the references the full pass reads."""
+    w = writer(model, path, len(tokens))
+    probe = ProbePass(model, lambda *_: [], writers={"model": w})
+    for i in range(0, len(tokens), batch_size):
+        probe.step(tokens[i : i + batch_size], i, domains[i : i + batch_size], pad_id)
+    assert w.commit() is not None
+    return ReferenceCache(path)
+
+
+def full_pass(model, factory, cache: ReferenceCache, own: Path, n_seq: int) -> ProbePass:
+    layers = tuple(layers_of(model))
+    align = align_layers(len(layers), len(cache.meta["layers"]))
+    providers = {role: CachedProvider(cache, layers, align) for role in ROLES}  # one reader per role, as in a chain
+    return ProbePass(model, factory, providers=providers, writers={"model": writer(model, own, n_seq)})
+
+
+def timing(model, tokens, domains, pad_id, n_domains: int, batch_size: int, reps: int, naive_too: bool, tmp: Path) -> dict:
     batches = [tokens[i : i + batch_size] for i in range(0, len(tokens), batch_size)]
     tensors = [make_batch_tensors(b, pad_id, "cpu") for b in batches]
     bare_step(model, tensors[0])  # warm-up
-    factory = registry.probe_accumulators(n_domains=n_domains, reservoir_size=2048, seed=0)
-    sums = {"bare": 0.0, "metric": 0.0, "metric_compute": 0.0, "naive": 0.0, "naive_finish": 0.0}
-    for _ in range(reps):
-        probe, naive = ProbePass(model, factory), NaivePass(model)
+    cache = write_reference(model, tokens, domains, pad_id, batch_size, tmp / "ref")
+    plain = registry.probe_accumulators(n_domains=n_domains, reservoir_size=2048, seed=0)
+    full = registry.probe_accumulators(n_domains=n_domains, reservoir_size=2048, seed=0, references=ROLES)
+    keys = ("bare", "metric", "metric_compute", "full", "full_compute", "full_commit", "naive", "naive_finish")
+    sums = dict.fromkeys(keys, 0.0)
+    for rep in range(reps):
+        probe, fullp, naive = (
+            ProbePass(model, plain),
+            full_pass(model, full, cache, tmp / f"own{rep}", len(tokens)),
+            NaivePass(model),
+        )
         for i, (items, t) in enumerate(zip(batches, tensors)):
+            doms = domains[i * batch_size : i * batch_size + len(items)]
             t0 = time.perf_counter()
             bare_step(model, t)
             t1 = time.perf_counter()
-            probe.step(items, i * batch_size, domains[i * batch_size : i * batch_size + len(items)], pad_id)
+            probe.step(items, i * batch_size, doms, pad_id)
             t2 = time.perf_counter()
-            naive.step(t)
+            fullp.step(items, i * batch_size, doms, pad_id)
             t3 = time.perf_counter()
-            sums["bare"] += t1 - t0
-            sums["metric"] += t2 - t1
-            sums["naive"] += t3 - t2
+            if naive_too:
+                naive.step(t)
+            t4 = time.perf_counter()
+            for k, dt in zip(("bare", "metric", "full", "naive"), (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                sums[k] += dt
+        for name, p in (("metric_compute", probe), ("full_compute", fullp)):
+            t0 = time.perf_counter()
+            for acc in p.accumulators:
+                acc.compute()
+            sums[name] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        for acc in probe.accumulators:
-            acc.compute()
-        t1 = time.perf_counter()
-        naive.finish()
-        t2 = time.perf_counter()
-        sums["metric_compute"] += t1 - t0
-        sums["naive_finish"] += t2 - t1
-    n_tok = sum(len(t.ids) for t in tokens) * reps
-    return {**{k: v / reps for k, v in sums.items()}, "tokens": n_tok / reps,
-            "ratio_metric_pass": sums["metric"] / sums["bare"],
-            "ratio_metric_pass_with_compute": (sums["metric"] + sums["metric_compute"]) / sums["bare"],
-            "ratio_naive": (sums["naive"] + sums["naive_finish"]) / sums["bare"]}
+        fullp.writers["model"].commit()
+        sums["full_commit"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if naive_too:
+            naive.finish()
+        sums["naive_finish"] += time.perf_counter() - t0
+    n_tok = sum(len(t.ids) for t in tokens)
+    out = {**{k: v / reps for k, v in sums.items()}, "tokens": n_tok}
+    out["ratio_metric_pass"] = sums["metric"] / sums["bare"]
+    out["ratio_metric_pass_with_compute"] = (sums["metric"] + sums["metric_compute"]) / sums["bare"]
+    out["ratio_full_pass"] = sums["full"] / sums["bare"]
+    out["ratio_full_pass_with_compute"] = (sums["full"] + sums["full_compute"] + sums["full_commit"]) / sums["bare"]
+    out["ratio_naive"] = (sums["naive"] + sums["naive_finish"]) / sums["bare"] if naive_too else float("nan")
+    out["cache_mb"] = sum(f.stat().st_size for f in (tmp / "ref").iterdir()) / 2**20
+    return out
+
+
+def texts_for(corpus: ProbeCorpus, n: int) -> tuple[list[str], list[int]]:
+    return (corpus.texts * 8)[:n], (corpus.domains * 8)[:n]
 
 
 def rss_child(args: argparse.Namespace) -> None:
-    """Run one pass over the first ``n`` texts and print the peak RSS (kB) as JSON."""
+    """One pass over the first ``n`` texts (full pass: references read from ``--cache``); prints the peak RSS (kB)."""
     lm = load_model(args.model, device="cpu")
     corpus, params = corpus_for(args.data_dir)
-    texts = (corpus.texts * 8)[: args.rss_child]
-    domains = (corpus.domains * 8)[: args.rss_child]
+    texts, domains = texts_for(corpus, args.rss_child)
     tokens = tokenize(lm.tokenizer, texts, params["max_tokens"], params["tokens_per_sequence"], 0)
+    pad = lm.tokenizer.pad_token_id
     if args.naive:
         naive = NaivePass(lm.model)
         for i in range(0, len(tokens), args.batch_size):
-            naive.step(make_batch_tensors(tokens[i : i + args.batch_size], lm.tokenizer.pad_token_id, "cpu"))
+            naive.step(make_batch_tensors(tokens[i : i + args.batch_size], pad, "cpu"))
         naive.finish()
     else:
-        probe = ProbePass(lm.model, registry.probe_accumulators(n_domains=len(corpus.domain_names), reservoir_size=2048, seed=0))
-        for i in range(0, len(tokens), args.batch_size):
-            probe.step(tokens[i : i + args.batch_size], i, domains[i : i + args.batch_size], lm.tokenizer.pad_token_id)
-        for acc in probe.accumulators:
-            acc.compute()
-    print(json.dumps({"n": args.rss_child, "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                      "tokens": sum(len(t.ids) for t in tokens)}))
+        factory = registry.probe_accumulators(n_domains=len(corpus.domain_names), reservoir_size=2048, seed=0, references=ROLES)
+        with tempfile.TemporaryDirectory() as tmp:
+            probe = full_pass(lm.model, factory, ReferenceCache(Path(args.cache)), Path(tmp) / "own", len(tokens))
+            for i in range(0, len(tokens), args.batch_size):
+                probe.step(tokens[i : i + args.batch_size], i, domains[i : i + args.batch_size], pad)
+            for acc in probe.accumulators:
+                acc.compute()
+            probe.writers["model"].commit()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"n": args.rss_child, "maxrss_kb": rss, "tokens": sum(len(t.ids) for t in tokens)}))
 
 
-def rss(args: argparse.Namespace, n: int, naive: bool) -> dict[str, float]:
-    cmd = [sys.executable, __file__, "--rss-child", str(n), "--model", args.model, "--batch-size", str(args.batch_size)] + (["--data-dir", str(args.data_dir)] if args.data_dir else []) + (["--naive"] if naive else [])
+def rss(args: argparse.Namespace, n: int, naive: bool, cache: Path | None) -> dict[str, float]:
+    cmd = [sys.executable, __file__, "--rss-child", str(n), "--model", args.model, "--batch-size", str(args.batch_size)]
+    cmd += ["--data-dir", str(args.data_dir)] if args.data_dir else []
+    cmd += ["--naive"] if naive else ["--cache", str(cache)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -138,9 +201,11 @@ def main() -> None:
     ap.add_argument("--rss-n", type=int, default=32, help="N for the RSS comparison (N vs 8N)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--skip-rss", action="store_true", help="only (a) and (b)")
+    ap.add_argument("--skip-naive", action="store_true", help="no naive pass (b) and no naive RSS child")
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--naive", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--cache", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child:
         return rss_child(args)
@@ -150,19 +215,44 @@ def main() -> None:
     picked = list(range(0, len(corpus.texts), stride))[: args.texts]
     tokens = tokenize(lm.tokenizer, [corpus.texts[i] for i in picked], params["max_tokens"], params["tokens_per_sequence"], 0)
     domains = [corpus.domains[i] for i in picked]
-    t = timing(lm.model, tokens, domains, lm.tokenizer.pad_token_id, len(corpus.domain_names), args.batch_size, args.reps)
-    print(f"model {args.model}, corpus {params['name']}, {len(tokens)} texts, {t['tokens']:.0f} tokens, batch {args.batch_size}, "
-          f"max_tokens {params['max_tokens']}, tokens_per_sequence {params['tokens_per_sequence']}, torch threads {torch.get_num_threads()}, {args.reps} interleaved reps")
-    print(f"(a) bare forward {t['bare']:.2f} s | metric pass {t['metric']:.2f} s -> ratio {t['ratio_metric_pass']:.3f} "
-          f"(target <= 1.05); with final compute() {t['metric_compute']:.2f} s -> {t['ratio_metric_pass_with_compute']:.3f}")
-    print(f"(b) naive keep-all + per-layer SVD {t['naive']:.2f} + {t['naive_finish']:.2f} s -> ratio {t['ratio_naive']:.3f}")
-    for naive in () if args.skip_rss else (False, True):
-        small, big = rss(args, args.rss_n, naive), rss(args, 8 * args.rss_n, naive)
-        growth = big["maxrss_kb"] / small["maxrss_kb"] - 1
-        label = "naive" if naive else "metric pass"
-        print(f"(c) peak RSS {label}: N={small['n']} ({small['tokens']} tok) {small['maxrss_kb'] / 1024:.0f} MiB, "
-              f"8N={big['n']} ({big['tokens']} tok) {big['maxrss_kb'] / 1024:.0f} MiB -> growth {100 * growth:+.1f}%"
-              + (" (target <= 10%)" if not naive else ""))
+    pad = lm.tokenizer.pad_token_id
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        t = timing(lm.model, tokens, domains, pad, len(corpus.domain_names), args.batch_size, args.reps, not args.skip_naive, tmp)
+        print(
+            f"model {args.model}, corpus {params['name']}, {len(tokens)} texts, {t['tokens']:.0f} tokens, "
+            f"batch {args.batch_size}, "
+            f"max_tokens {params['max_tokens']}, tokens_per_sequence {params['tokens_per_sequence']}, "
+            f"torch threads {torch.get_num_threads()}, {args.reps} interleaved reps"
+        )
+        print(
+            f"(a) bare forward {t['bare']:.2f} s | metric pass {t['metric']:.2f} s -> ratio {t['ratio_metric_pass']:.3f} "
+            f"(target <= 1.05); with final compute() {t['metric_compute']:.2f} s -> {t['ratio_metric_pass_with_compute']:.3f}"
+        )
+        print(
+            f"(a+) full pass (+ KL and kNN sample to 2 cached references + own cache writer) {t['full']:.2f} s -> ratio "
+            f"{t['ratio_full_pass']:.3f} (target <= 1.05); one-off compute() {t['full_compute']:.2f} s + cache commit "
+            f"{t['full_commit']:.2f} s -> {t['ratio_full_pass_with_compute']:.3f}; reference cache {t['cache_mb']:.1f} MiB"
+        )
+        if not args.skip_naive:
+            print(
+                f"(b) naive keep-all + per-layer SVD {t['naive']:.2f} + {t['naive_finish']:.2f} s -> ratio {t['ratio_naive']:.3f}"
+            )
+        if args.skip_rss:
+            return
+        texts, doms = texts_for(corpus, 8 * args.rss_n)
+        big = tokenize(lm.tokenizer, texts, params["max_tokens"], params["tokens_per_sequence"], 0)
+        cache = write_reference(lm.model, big, doms, pad, args.batch_size, tmp / "ref8n").path
+        del lm
+        for naive in (False,) if args.skip_naive else (False, True):
+            small, large = rss(args, args.rss_n, naive, cache), rss(args, 8 * args.rss_n, naive, cache)
+            growth = large["maxrss_kb"] / small["maxrss_kb"] - 1
+            label = "naive" if naive else "full pass"
+            print(
+                f"(c) peak RSS {label}: N={small['n']} ({small['tokens']} tok) {small['maxrss_kb'] / 1024:.0f} MiB, "
+                f"8N={large['n']} ({large['tokens']} tok) {large['maxrss_kb'] / 1024:.0f} MiB -> growth {100 * growth:+.1f}%"
+                + (" (target <= 10%)" if not naive else "")
+            )
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "collapse_bench.ood.rescore",
     "collapse_bench.ood.parity",
     "collapse_bench.compare",
+    "collapse_bench.noise",
     "collapse_bench.leaderboard.submit",
     "collapse_bench.leaderboard.validate",
     "collapse_bench.leaderboard.site",
@@ -124,11 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--suite", default="quick", help="suite name: quick | standard | full (default: quick)")
     ev.add_argument("--tasks", help="comma-separated task names (default: all tasks of the suite)")
     add_common(ev, "tasks_dir", "data_dir")
-    ev.add_argument("--reference", metavar="MODEL", help="reference checkpoint for CKA (same tokenizer)")
+    ev.add_argument(
+        "--reference", metavar="MODEL", help="reference checkpoint for CKA, KL and neighbourhood agreement (same tokenizer)"
+    )
     ev.add_argument(
         "--parent",
         metavar="MODEL",
-        help="checkpoint MODEL was trained from: lineage, and the weight update the lora task measures (with --tasks lora)",
+        help="checkpoint MODEL was trained from: lineage (the probe's KL to parent and base), and the weight update the "
+        "lora task measures (with --tasks lora)",
     )
     ev.add_argument("--stage", metavar="NAME", help="post-training stage of MODEL (recorded in the result's lineage)")
     ev.add_argument("--output", metavar="PATH", help="result file (default: results/<model>/<suite>-<time>.json)")

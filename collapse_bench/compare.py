@@ -8,6 +8,10 @@ and for every scalar ``tasks.<task>.metrics.<id>``:
 Results with different bases are refused (one line, exit 1); branches of one base (e.g. two interventions) are
 allowed: each result is compared with its own ancestors. Two results of the same checkpoint are refused. A task
 whose config hash differs between results is compared anyway, with a warning on stderr.
+
+The divergence section lists, per stage and probe task, the KL (nats per token) and the top-1 / mutual 10-NN
+agreement of each checkpoint to its lineage's base and to its parent (``kl_to_base``, ``kl_to_parent``, ...,
+measured by the probe against the references' caches; empty for a base or where a reference was unavailable).
 """
 
 from __future__ import annotations
@@ -96,8 +100,6 @@ def ancestor(node: Node, by_key: dict[str, Node]) -> Node | None:
     return None
 
 
-
-
 def _delta(a: Any, b: Any) -> float | None:
     return a - b if isinstance(a, (int, float)) and isinstance(b, (int, float)) else None
 
@@ -146,6 +148,39 @@ def _warn_hashes(nodes: list[Node]) -> None:
             hashes.setdefault(task, (block.hash, node.path))
 
 
+DIVERGENCE = (
+    ("kl_to_base", "KL base"),
+    ("kl_to_parent", "KL parent"),
+    ("top1_agreement_base", "top1 base"),
+    ("top1_agreement_parent", "top1 parent"),
+    ("mutual_knn_base", "kNN base"),
+    ("mutual_knn_parent", "kNN parent"),
+)
+
+
+def divergence(nodes: list[Node]) -> list[dict[str, Any]]:
+    """Per result (depth order) and task that reports them: the DIVERGENCE metrics (None where not measured)."""
+    rows = []
+    for node in order(nodes):
+        values = node.result.metrics()
+        for task in dict.fromkeys(t for t, m in values if m in dict(DIVERGENCE)):
+            rows.append(
+                {"task": task, "depth": node.depth, "stage": node.stage, "result": node.path}
+                | {m: values.get((task, m)) for m, _ in DIVERGENCE}
+            )
+    return rows
+
+
+def _format_divergence(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    head = f"{'task':20} {'stage':16} " + " ".join(f"{label:>11}" for _, label in DIVERGENCE)
+    lines = ["divergence from the lineage (KL in nats per token; agreement: top-1 token, mutual 10-NN)", head]
+    for r in rows:
+        lines.append(f"{r['task'][:20]:20} {r['stage'][:16]:16} " + " ".join(f"{_fmt(r[m]):>11}" for m, _ in DIVERGENCE))
+    return [*lines, ""]
+
+
 def _fmt(value: Any, signed: bool = False) -> str:
     if value is None:
         return ""
@@ -161,6 +196,7 @@ def format_table(nodes: list[Node], rows: list[dict[str, Any]]) -> str:
     ]
     out += [f"{n.depth:>5}  {n.stage[:16]:16} {n.result.model.name[-40:]:40} {n.path}" for n in nodes]
     out.append("")
+    out += _format_divergence(divergence(nodes))
     out.append(f"{'task':20} {'metric':34} {'stage':16} {'value':>12} {'Δ base':>11} {'Δ prev':>11}")
     last = None
     for r in rows:
@@ -203,6 +239,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                     for n in ordered
                 ],
                 "rows": rows,
+                "divergence": divergence(nodes),
             },
         )
     return 0

@@ -11,7 +11,7 @@ import datetime as dt
 import random
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from .data import resolve_data_dir
 from .errors import CollapseBenchError
 from .io import check_writable, commit_files, json_bytes
 from .kinds import kind_module
-from .lineage import resolve_lineage
+from .lineage import reference_targets, resolve_lineage
 from .lineagefile import is_adapter_dir
 from .lora.task import TASK_NAME as LORA_TASK
 from .models import load_model
@@ -29,7 +29,9 @@ from .results import SCHEMA_VERSION
 from .results.complete import incompleteness
 from .results.provenance import environment_info, harness_info
 from .results.schema import validate_result
-from .tasks import TaskRegistry
+from .schemas import with_defaults
+from .tasks import Task, TaskRegistry
+from .tasks.params import KIND_PARAMS
 
 
 @dataclass
@@ -51,6 +53,9 @@ class EvaluateRequest:
     parent: str | None = None  # the checkpoint this one was trained from (lineage; full-weight updates)
     stage: str | None = None  # this checkpoint's post-training stage
     options: dict[str, Any] = field(default_factory=dict)
+    # task -> params replacing the YAML's (validated against the kind's schema; the task hash records them):
+    # how `collapse-bench noise` re-runs the stochastic parts with other seeds
+    param_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def slug(text: str) -> str:
@@ -64,6 +69,14 @@ def default_output(model: str, suite: str) -> Path:
     return (
         Path("results") / slug(Path(model).name if "/" not in model or Path(model).exists() else model) / f"{suite}-{stamp}.json"
     )
+
+
+def with_params(task: Task, overrides: dict[str, Any] | None) -> Task:
+    """``task`` with some of its params replaced (validated against its kind's schema), or ``task`` itself."""
+    if not overrides:
+        return task
+    params = with_defaults({**task.params, **overrides}, KIND_PARAMS[task.kind], f"task {task.name}")
+    return replace(task, params=params)
 
 
 def seed_everything(seed: int) -> None:
@@ -81,7 +94,7 @@ def evaluate(req: EvaluateRequest) -> tuple[Path, dict[str, Any]]:
     registry = TaskRegistry(req.tasks_dirs)
     suite = registry.suite(req.suite)
     names = req.tasks or list(suite.tasks)
-    tasks = [registry.task(n) for n in names]
+    tasks = [with_params(registry.task(n), req.param_overrides.get(n)) for n in names]
     if is_adapter_dir(req.model) and not any(t.kind == "lora" for t in tasks):  # a PEFT adapter: measure its update
         tasks, names = [*tasks, registry.task(LORA_TASK)], [*names, LORA_TASK]
     lineage = resolve_lineage(req.model, req.parent, req.stage)
@@ -91,8 +104,7 @@ def evaluate(req: EvaluateRequest) -> tuple[Path, dict[str, Any]]:
         limit = req.limit or suite.limits.get(task.name)
         module = kind_module(task.kind)
         prepared[task.name] = module.prepare(task, data_dir, limit)
-        if hasattr(module, "preflight"):  # kind-specific checks of the model's files (e.g. adapter fits its base)
-            module.preflight(task, req.model, lineage.parent_source)
+        module.preflight(task, req.model, lineage.parent_source)  # the model's files (e.g. adapter fits its base)
     output = Path(req.output) if req.output else default_output(req.model, suite.name)
     check_writable(output)
     if samples_path(output).is_dir():
@@ -108,13 +120,11 @@ def evaluate(req: EvaluateRequest) -> tuple[Path, dict[str, Any]]:
         loaded,
         seed=req.seed,
         batch_size=req.batch_size,
-        limit=req.limit,
-        data_dir=data_dir,
         reference=reference,
-        output=output,
         progress=req.progress,
         options=req.options,
         parent=lineage.parent_source,
+        references=reference_targets(lineage, loaded, req.reference, reference),
     )
     blocks: dict[str, Any] = {}
     for task in tasks:

@@ -5,17 +5,25 @@ parent (P's own lineage file, if any, gives the earlier chain); a PEFT adapter's
 checkpoint is a root. The result's ``model`` block gets ``parent``, ``stage`` and ``lineage`` = the chain from the
 base to this checkpoint inclusive (its last entry is this checkpoint). Every name there is a display name
 (``models.resolve``): a name in a lineage file that is an absolute path is recorded by its leaf name.
+
+The probe compares a checkpoint with its lineage's base (``lineage[0]``) and its parent (``lineage[-2]``)
+(:func:`reference_targets`); when a reference has no cache yet, its checkpoint is located, in this order, as
+``--parent``, a PEFT base, the model beside one of the lineage file's adapter dirs whose lineage name is the
+entry's (a chain run's ``NN-stage/model``), or the entry's name as a model name (a registry alias); the sha256
+must be the recorded one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .context import ReferenceTarget
 from .errors import CollapseBenchError
 from .lineagefile import STAGE_SCHEMA, LineageFile, entry, read_lineage, shown
-from .models import ModelSource, SourceKind, find_source
+from .models import LoadedModel, ModelSource, SourceKind, find_source
 from .schemas import validate
 
 
@@ -41,7 +49,7 @@ class Lineage:
 
     def fields(self, source: ModelSource) -> dict[str, Any]:
         """``parent``, ``stage`` and ``lineage`` for the result's model block of the loaded ``source`` (plus
-        ``recipe``, ``intervention`` and the ``training`` block of a chain run's lineage file)."""
+        ``recipe``, ``intervention`` and the ``training`` or ``control`` block of a chain run's lineage file)."""
         name = source.name
         parent: str | None
         stage: str | None
@@ -55,13 +63,15 @@ class Lineage:
             ancestors, parent, stage = chain_to(source.base), source.base.name, self.stage
         else:
             ancestors, parent, stage = [], None, self.stage
-        chain_run = {k: self.file.raw.get(k) for k in ("recipe", "intervention")} if self.file is not None else {}
-        training = self.file.raw.get("training") if self.file is not None else None
+        chain_run = {k: self.file.raw.get(k) for k in ("recipe", "intervention", "stage_kind")} if self.file is not None else {}
+        raw = self.file.raw if self.file is not None else {}
+        training, control = raw.get("training"), raw.get("control")
         return {
             "parent": parent,
             "stage": stage,
             **{k: v for k, v in chain_run.items() if isinstance(v, str)},
             **({"training": training} if isinstance(training, dict) else {}),
+            **({"control": control} if isinstance(control, dict) else {}),
             "lineage": [*ancestors, entry(name, source.sha256, source.revision, stage)],
         }
 
@@ -82,3 +92,51 @@ def resolve_lineage(model: str, parent: str | None = None, stage: str | None = N
             f"{found.path} ({found.parent}, sha256 {found.parent_sha256[:12]})"
         )
     return Lineage(found, stage, parent, parent_source)
+
+
+def reference_targets(
+    lineage: Lineage, loaded: LoadedModel, reference: str | None, ref_loaded: LoadedModel | None
+) -> list[ReferenceTarget]:
+    """The probe's comparison checkpoints: base and parent of ``loaded`` (its model block already has the lineage
+    fields) and ``--reference``, each with a locator (module docstring)."""
+    chain = loaded.info.get("lineage") or []
+    out = (
+        [
+            ReferenceTarget(role, e["name"], e.get("sha256"), _locator(lineage, loaded.source, e))
+            for role, e in (("base", chain[0]), ("parent", chain[-2]))
+        ]
+        if len(chain) >= 2
+        else []
+    )
+    if reference and ref_loaded is not None:
+        out.append(ReferenceTarget("reference", ref_loaded.info["name"], ref_loaded.source.sha256, lambda: reference))
+    return out
+
+
+def _locator(lineage: Lineage, source: ModelSource, e: dict[str, Any]) -> Callable[[], str]:
+    def locate() -> str:
+        sha = e.get("sha256")
+        known = [lineage.parent_source, source.base, *(_bases(source.base) if source.base else [])]
+        for s in known:
+            if s is not None and sha and s.sha256 == sha:
+                return s.given or s.path
+        for _, adapter in lineage.file.adapters if lineage.file else ():
+            beside = adapter.parent / "model"
+            found = read_lineage(beside) if beside.is_dir() else None
+            if found is not None and found.name and shown(found.name) == e["name"]:
+                return str(beside)
+        try:
+            candidate = find_source(e["name"])
+        except CollapseBenchError as exc:
+            raise CollapseBenchError(f"'{e['name']}' is not beside the lineage's adapters nor a model name ({exc})") from None
+        if candidate.sha256 != sha:
+            raise CollapseBenchError(
+                f"'{e['name']}' here has sha256 {str(candidate.sha256)[:12]}, not the recorded {str(sha)[:12]}"
+            )
+        return e["name"]
+
+    return locate
+
+
+def _bases(source: ModelSource) -> list[ModelSource]:
+    return [source.base, *_bases(source.base)] if source.base is not None else []

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 import torch
 
 from collapse_bench.metrics.base import MetricValues, ProbeBatch
+from collapse_bench.metrics.reference import ReferencedBatch, ReferenceRows, keep_logits
 
 
 def make_batch(
@@ -23,9 +26,11 @@ def make_batch(
     ref_dim: int | None = None,
     holes: bool = False,
     lengths: list[int] | None = None,
+    vocab: int | None = None,
 ) -> ProbeBatch:
     """Right-padded batch with random lengths; keep = positions 1..len-1 (minus random holes if ``holes``),
-    sample = up to ``k`` random kept positions per sequence. Layers get different scales and means."""
+    sample = up to ``k`` random kept positions per sequence. Layers get different scales and means. With ``vocab``:
+    random logits, ids and bytes, and the rows of a random reference (role ``reference``, see reference_rows)."""
     lengths = lengths if lengths is not None else [int(x) for x in rng.integers(2, T + 1, size=B)]
     keep = torch.zeros(B, T, dtype=torch.bool)
     sample = torch.zeros(B, T, dtype=torch.bool)
@@ -52,7 +57,7 @@ def make_batch(
     if ref_dim is not None:
         mix = rng.normal(size=(d, ref_dim))
         ref = [torch.tensor(h.numpy() @ mix + 0.5 * rng.normal(size=(B, T, ref_dim)), dtype=dtype) for h in hidden]
-    return ProbeBatch(
+    batch = ProbeBatch(
         hidden=hidden,
         keep=keep,
         sample=sample,
@@ -61,6 +66,40 @@ def make_batch(
         mlp=mlp,
         reference_hidden=ref,
     )
+    if vocab is None:
+        return batch
+    attn = torch.zeros(B, T, dtype=torch.long)
+    for b, n in enumerate(lengths):
+        attn[b, :n] = 1
+    rows = reference_rows(rng, batch, vocab, layers=list(range(1, n_layers)), ref_dim=ref_dim or d)
+    own = {
+        "logits": torch.tensor(rng.normal(size=(B, T, vocab)) * 2, dtype=torch.float32),
+        "input_ids": torch.tensor(rng.integers(0, vocab, size=(B, T))),
+        "attention_mask": attn,
+        "scored_bytes": torch.tensor(rng.integers(5, 50, size=B)),
+    }
+    base = {f.name: getattr(batch, f.name) for f in fields(ProbeBatch)}
+    return ReferencedBatch(**{**base, **own}, references={"reference": rows})
+
+
+def reference_rows(
+    rng: np.random.Generator, batch: ProbeBatch, vocab: int, *, layers: list[int], ref_dim: int, k: int = 16
+) -> ReferenceRows:
+    """Top-``k`` rows of random reference logits at ``batch``'s kept positions; pooled states for ~80% of the sequences."""
+    B, T = batch.keep.shape
+    ref = ProbeBatch(
+        hidden=batch.hidden,
+        keep=batch.keep,
+        sample=batch.sample,
+        seq_ids=batch.seq_ids,
+        domains=batch.domains,
+        logits=torch.tensor(rng.normal(size=(B, T, vocab)) * 2, dtype=torch.float32),
+    )
+    stats = keep_logits(ref, k)
+    assert stats is not None
+    pooled = torch.tensor(rng.normal(size=(B, len(layers), ref_dim)), dtype=torch.float32)
+    mask = torch.tensor(rng.uniform(size=B) < 0.8)
+    return ReferenceRows(stats.topk_index, stats.topk_logp, stats.log_tail, pooled, mask, tuple(layers))
 
 
 def make_batches(seed: int, sizes: list[int], T: int = 12, d: int = 8, n_layers: int = 3, **kw) -> list[ProbeBatch]:

@@ -16,7 +16,7 @@ from metric_helpers import assert_values_close, make_batches, run
 from collapse_bench.metrics.base import MetricValues
 from collapse_bench.metrics.registry import probe_accumulators
 
-N_LAYERS, DIM, REF_DIM, MLP_DIM = 4, 8, 6, 10
+N_LAYERS, DIM, REF_DIM, MLP_DIM, VOCAB = 4, 8, 6, 10, 40
 
 
 def factory():
@@ -35,7 +35,7 @@ def fresh(i: int):
 
 
 def batches():
-    return make_batches(7, [3, 2, 4], T=10, d=DIM, n_layers=N_LAYERS, mlp_dim=MLP_DIM, ref_dim=REF_DIM)
+    return make_batches(7, [3, 2, 4], T=10, d=DIM, n_layers=N_LAYERS, mlp_dim=MLP_DIM, ref_dim=REF_DIM, vocab=VOCAB)
 
 
 def finite_or_none(v: MetricValues) -> bool:

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from collapse_bench.chain.recipe import load_recipe
+from collapse_bench.chain.recipe import SURGERY_KINDS, load_recipe
 from collapse_bench.chain.runner import ChainRequest, recipe_path, run_chain
-from collapse_bench.chain.surgery import SURGERY_KINDS
 from collapse_bench.cli import main
 from collapse_bench.errors import CollapseBenchError
 from collapse_bench.paths import builtin_tasks_dir

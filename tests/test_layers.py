@@ -27,9 +27,11 @@ def test_validate_imports_no_torch() -> None:
 
 
 def test_every_kind_has_a_params_schema_and_a_module() -> None:
-    from collapse_bench.kinds import KINDS, kind_module
+    from collapse_bench.kinds import KINDS, TaskKind, kind_module
     from collapse_bench.tasks.params import KIND_PARAMS
 
     assert set(KINDS) == set(KIND_PARAMS)
-    for kind in ("lora", "lm_eval"):  # the kind modules re-export their schema
-        assert kind_module(kind).PARAMS_SCHEMA is KIND_PARAMS[kind]
+    for kind in KINDS:  # every kind module implements the protocol and re-exports its schema
+        module = kind_module(kind)
+        assert isinstance(module, TaskKind), kind
+        assert module.PARAMS_SCHEMA is KIND_PARAMS[kind], kind

@@ -20,7 +20,7 @@ import yaml
 from collapse_bench.leaderboard import reproduce as R
 from collapse_bench.leaderboard import site
 from collapse_bench.leaderboard import validate as V
-from collapse_bench.leaderboard.aggregate import composite_config
+from collapse_bench.leaderboard.entry import composite_config
 from collapse_bench.metrics import spec as metric_spec
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,8 +20,9 @@ from ..lineagefile import TRAINING_KINDS
 from ..schemas import validate
 from ..tasks.schema import DATA_REF_SCHEMA, NAME_PATTERN
 from ..yamlio import read_yaml
-from .surgery import SURGERY_KINDS
 
+# planted-collapse controls (chain/surgery.py, which imports torch; the recipe schema must not): kind -> dose key
+SURGERY_KINDS = {"svd_truncate": "rank", "extrapolate": "alpha", "permute": "perm_seed"}
 STAGE_KINDS = (*TRAINING_KINDS, *SURGERY_KINDS)  # surgery kinds: planted-collapse controls (chain/surgery.py)
 PROFILES = ("tiny", "cpu", "reference")
 METHODS = ("lora", "full")  # a fresh LoRA adapter per stage (merged afterwards), or full fine-tuning

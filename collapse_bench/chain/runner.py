@@ -34,8 +34,8 @@ from ..tasks import TaskRegistry
 from ..yamlio import dump_yaml
 from . import surgery
 from .leakage import check_no_leakage
-from .recipe import Recipe, Stage, load_recipe
-from .surgery import SURGERY_KINDS, dose_label
+from .recipe import SURGERY_KINDS, Recipe, Stage, load_recipe
+from .surgery import dose_label
 from .target import HeldoutTarget, heldout_refs
 from .trainer import train_stage
 

@@ -20,8 +20,6 @@ from typing import Any
 
 import torch
 
-SURGERY_KINDS = {"svd_truncate": "rank", "extrapolate": "alpha", "permute": "perm_seed"}  # kind -> its dose key
-
 
 def dose_label(kind: str, dose: Any) -> str:
     """Directory / lineage suffix of one rung: ``r64``, ``rfull``, ``a2``, ``a0.5``, ``p0``."""

@@ -166,14 +166,25 @@ def _nll_at(z: np.ndarray, gold: np.ndarray, temperature: float) -> float:
 
 
 def auroc(conf: np.ndarray, correct: np.ndarray) -> float | None:
-    """AUROC of confidence as a score for correctness: ``sklearn.metrics.roc_auc_score`` (ties count half);
-    None if one class is empty."""
-    from sklearn.metrics import roc_auc_score  # scikit-learn ships with lm-eval's dependencies
-
+    """AUROC of confidence as a score for correctness (average ranks for ties); None if one class is empty.
+    Kept hand-written (Mann–Whitney U of average ranks) rather than sklearn's ``roc_auc_score``, which agrees
+    only to ~1e-16: ``rescore`` and ``validate`` recompute recorded rows' calibration blocks bit for bit."""
     pos = correct > 0.5
-    if pos.all() or not pos.any():
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
         return None
-    return float(roc_auc_score(pos, conf))
+    order = np.argsort(conf, kind="mergesort")
+    ranks = np.empty(len(conf), dtype=np.float64)
+    sorted_conf = conf[order]
+    i = 0
+    while i < len(conf):  # average rank over ties
+        j = i
+        while j + 1 < len(conf) and sorted_conf[j + 1] == sorted_conf[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    u = ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
 
 
 def selective_accuracy(conf: np.ndarray, correct: np.ndarray, fraction: float = 0.1) -> float:

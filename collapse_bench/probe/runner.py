@@ -1,25 +1,40 @@
 """The probe pass: ONE streaming forward pass over the corpus feeding every accumulator.
 
 Memory is independent of the corpus size: each batch's hidden states are reduced to the
-accumulators' float64 sufficient statistics and dropped.
+accumulators' float64 sufficient statistics and dropped. Each batch also carries the rows of every
+reference role (``providers``: a reference cache, or the ``--reference`` model of the same pass), and the
+model's (and the live reference's) batches stream into the reference-cache ``writers``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 from tqdm.auto import tqdm
 
 from ..errors import CollapseBenchError
 from ..metrics.base import Accumulator, MetricValues, ProbeBatch
+from ..metrics.reference import ReferencedBatch, ReferenceRows
 from .corpus import TokenizedText
 from .hooks import capture_mlp_inputs
 
 AccumulatorFactory = Callable[[int, int, int | None], list[Accumulator]]  # (n_layers, dim, ref_dim) -> accumulators
 V = TypeVar("V")
+
+
+class RowsProvider(Protocol):
+    """A reference role's rows for one batch (``references.CachedProvider`` / ``LiveProvider``)."""
+
+    def rows(self, first_seq: int, keep: torch.Tensor, ref_batch: ProbeBatch | None) -> ReferenceRows: ...
+
+
+class BatchSink(Protocol):
+    """Something fed every batch of one model besides the accumulators (the reference cache writer)."""
+
+    def update(self, batch: ProbeBatch) -> None: ...
 
 
 @dataclass
@@ -54,8 +69,16 @@ def align_layers(n_model: int, n_ref: int) -> list[int]:
 class ProbePass:
     """One streaming pass: ``step`` forwards a batch and feeds every accumulator (state is O(1) in tokens)."""
 
-    def __init__(self, model: Any, factory: AccumulatorFactory, reference: Any | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        factory: AccumulatorFactory,
+        reference: Any | None = None,
+        providers: Mapping[str, RowsProvider] | None = None,
+        writers: Mapping[str, BatchSink] | None = None,
+    ) -> None:
         self.model, self.factory, self.reference = model, factory, reference
+        self.providers, self.writers = providers or {}, writers or {}
         self.device = next(model.parameters()).device
         self.accumulators: list[Accumulator] | None = None
         self.align: list[int] | None = None
@@ -63,7 +86,8 @@ class ProbePass:
         self.sequences = 0
         self.mlp_captured = False
 
-    def _reference_hidden(self, t: dict[str, torch.Tensor], n_hidden: int) -> list[torch.Tensor]:
+    def _reference_forward(self, t: dict[str, torch.Tensor], n_hidden: int) -> tuple[list[torch.Tensor], ProbeBatch]:
+        """The reference's hidden states aligned to the model's layers (CKA) and its own batch (live rows, cache)."""
         assert self.reference is not None  # only called with a reference model
         ref_device = next(self.reference.parameters()).device
         out = self.reference(
@@ -74,7 +98,15 @@ class ProbePass:
         )
         if self.align is None:
             self.align = align_layers(n_hidden, len(out.hidden_states))
-        return [out.hidden_states[j].to(self.device).float() for j in self.align]
+        own = ProbeBatch(
+            hidden=out.hidden_states,
+            keep=t["keep"].to(ref_device),
+            sample=t["sample"].to(ref_device),
+            seq_ids=t["seq_ids"].to(ref_device),
+            domains=t["domains"].to(ref_device),
+            logits=out.logits,
+        )
+        return [out.hidden_states[j].to(self.device).float() for j in self.align], own
 
     @torch.inference_mode()
     def step(self, items: Sequence[TokenizedText], first_seq_id: int, domains: Sequence[int], pad_id: int) -> None:
@@ -84,24 +116,35 @@ class ProbePass:
                 input_ids=t["input_ids"], attention_mask=t["attention_mask"], output_hidden_states=True, use_cache=False
             )
         hidden = [h.float() for h in out.hidden_states]
-        ref_hidden = self._reference_hidden(t, len(hidden)) if self.reference is not None else None
-        batch = ProbeBatch(
+        t["seq_ids"] = torch.arange(first_seq_id, first_seq_id + len(items), device=self.device)
+        t["domains"] = torch.tensor(list(domains), device=self.device)
+        ref_hidden, ref_batch = self._reference_forward(t, len(hidden)) if self.reference is not None else (None, None)
+        rows: dict[int, ReferenceRows] = {}  # roles with one provider (base = parent) share its rows
+        for p in self.providers.values():
+            if id(p) not in rows:
+                rows[id(p)] = p.rows(first_seq_id, t["keep"], ref_batch)
+        batch = ReferencedBatch(
             hidden=hidden,
             keep=t["keep"],
             sample=t["sample"],
-            seq_ids=torch.arange(first_seq_id, first_seq_id + len(items), device=self.device),
-            domains=torch.tensor(list(domains), device=self.device),
+            seq_ids=t["seq_ids"],
+            domains=t["domains"],
             mlp=list(mlp_inputs) if mlp_inputs else None,
             logits=out.logits,
             input_ids=t["input_ids"],
             attention_mask=t["attention_mask"],
             scored_bytes=torch.tensor([x.scored_bytes for x in items]),
             reference_hidden=ref_hidden,
+            references={role: rows[id(p)] for role, p in self.providers.items()},
         )
         if self.accumulators is None:
             self.accumulators = self.factory(len(hidden), hidden[0].shape[-1], ref_hidden[0].shape[-1] if ref_hidden else None)
         for acc in self.accumulators:
             acc.update(batch)
+        for source, writer in self.writers.items():
+            fed = batch if source == "model" else ref_batch  # "reference": the live reference model's own batch
+            if fed is not None:
+                writer.update(fed)
         self.tokens += int(t["attention_mask"].sum())
         self.sequences += len(items)
         self.mlp_captured = batch.mlp is not None
@@ -116,9 +159,11 @@ def run_probe(
     reference: Any | None = None,
     desc: str = "probe",
     progress: bool = True,
+    providers: Mapping[str, RowsProvider] | None = None,
+    writers: Mapping[str, BatchSink] | None = None,
 ) -> tuple[list[Accumulator], dict[str, Any]]:
-    """Forward the corpus batch by batch and update the accumulators; returns them and run counts."""
-    probe = ProbePass(model, factory, reference)
+    """Forward the corpus batch by batch and update the accumulators (and writers); returns them and run counts."""
+    probe = ProbePass(model, factory, reference, providers, writers)
     bar = tqdm(range(0, len(inputs.tokens), batch_size), desc=desc, unit="batch", disable=not progress, leave=False)
     for start in bar:
         probe.step(inputs.tokens[start : start + batch_size], start, inputs.domains[start : start + batch_size], inputs.pad_id)

@@ -15,6 +15,7 @@ from ..errors import CollapseBenchError
 from ..metrics import registry
 from ..metrics.base import MetricValues
 from ..tasks.params import PROBE_PARAMS
+from . import references
 from .corpus import ProbeCorpus, build_corpus, tokenize
 from .runner import ProbeInputs, combine, run_probe
 
@@ -55,21 +56,31 @@ def run(task: Any, corpus: ProbeCorpus, ctx: RunContext) -> dict[str, Any]:
     if not kept:
         raise CollapseBenchError(f"task {task.name}: no probe text has at least 3 tokens")
     inputs = ProbeInputs([t for t, _ in kept], [d for _, d in kept], tok.pad_token_id)
+    refs = references.prepare(task, corpus, inputs, ctx, summary_layers)  # may run a reference's own pass first
     factory = registry.probe_accumulators(
         n_domains=len(corpus.domain_names),
         reservoir_size=p["reservoir_size"],
         seed=p["seed"],
         with_reference=ctx.reference is not None,
+        references=refs.roles,
+        domain_names=corpus.domain_names,
     )
-    accs, counts = run_probe(
-        ctx.model.model,
-        inputs,
-        factory,
-        batch_size=ctx.batch_size or p["batch_size"],
-        reference=ctx.reference.model if ctx.reference else None,
-        desc=task.name,
-        progress=ctx.progress,
-    )
+    try:
+        accs, counts = run_probe(
+            ctx.model.model,
+            inputs,
+            factory,
+            batch_size=ctx.batch_size or p["batch_size"],
+            reference=ctx.reference.model if ctx.reference else None,
+            desc=task.name,
+            progress=ctx.progress,
+            providers=refs.providers,
+            writers=refs.writers,
+        )
+    except BaseException:
+        refs.abort()
+        raise
+    refs.commit()
     values = combine([a.compute() for a in accs])
     n_layers = len(next(iter(values.per_layer.values())))
     per_layer: dict[str, Any] = {"layers": list(range(n_layers)), "post_final_norm": [i == n_layers - 1 for i in range(n_layers)]}
@@ -85,5 +96,10 @@ def run(task: Any, corpus: ProbeCorpus, ctx: RunContext) -> dict[str, Any]:
             "texts": len(corpus.texts),
             "dropped_short": len(tokens) - len(kept),
             "domains": corpus.domain_names,
+            **refs.notes,
         },
     }
+
+
+def preflight(task: Any, model: str, parent: Any) -> None:
+    """Nothing to check before the model loads (the kind contract: collapse_bench.kinds.TaskKind)."""

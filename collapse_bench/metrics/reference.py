@@ -1,0 +1,158 @@
+"""What a probe batch carries about a *reference* checkpoint (the lineage base, the parent, ``--reference``).
+
+A reference is summarised, per probe text, by what its own probe pass saw (``collapse_bench.probe.refcache``
+stores it; a reference loaded in the same pass gives it live):
+  * at every kept position t (position 0 and padding dropped, the positions of ``logit_entropy``): its top-K
+    next-token ids (descending probability), their log-probabilities and the log tail mass
+    log(1 − Σ_topK p) (−inf when the top K are the whole vocabulary);
+  * for a seeded sample of sequences: mean-pooled hidden states at the card layers.
+Log-probabilities are log p(v) = z_v − logsumexp(z) in float64 (logsumexp summed in float64), stored rounded to
+float32; a log tail mass is summed in float64 from the same float32 exp values as the log-sum-exp (a difference
+of sums, or the tail's own sum where that difference would cancel) and is stored as float32. The checkpoint
+compared with a reference gets its values at the same ids by the same code, so a checkpoint compared with itself
+gets bitwise equal values.
+The sequence sample is the ``size`` sequences with the smallest key = the token reservoir's key of
+(seq_id, position 0), a position no statistic uses, so every checkpoint of one corpus gets the same sample.
+A pooled state is the float64 mean of the kept positions' states, rounded to float32.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .base import ProbeBatch
+from .reservoir import token_keys
+
+TOP_K = 64  # top-K of the reference cache
+SAMPLE_SIZE = 512  # sequences of the neighbourhood sample
+_CHUNK = 8  # rows per exp pass (stays in cache, as logits.row_stats)
+
+
+@dataclass
+class ReferenceRows:
+    """One reference's data for one batch. Rows of ``topk_*``/``log_tail`` are the batch's kept positions in
+    (b, t) order (``batch.keep`` flattened)."""
+
+    topk_index: torch.Tensor  # (n, K) int64
+    topk_logp: torch.Tensor  # (n, K) float32, descending
+    log_tail: torch.Tensor  # (n,) float32
+    pooled: torch.Tensor | None = None  # (B, C, d_ref) float32 (rows outside pooled_mask are unused)
+    pooled_mask: torch.Tensor | None = None  # (B,) bool: the sequence is in the reference's sample
+    layers: tuple[int, ...] = ()  # the checkpoint's hidden-state index paired with pooled[:, c]
+
+
+@dataclass
+class ReferencedBatch(ProbeBatch):
+    """A ProbeBatch plus the rows of every reference role (``base``, ``parent``, ``reference``)."""
+
+    references: Mapping[str, ReferenceRows] = field(default_factory=dict)
+
+
+def rows_of(batch: ProbeBatch, role: str) -> ReferenceRows | None:
+    refs = getattr(batch, "references", None)
+    return refs.get(role) if refs else None
+
+
+@dataclass
+class KeepLogits:
+    """Per kept position of a batch (flat index b*T+t): log-sum-exp (float64), max logit, top-k ids, their float32
+    log-probs, the log tail mass, and the log mass outside each reference role's top-K ids (``ref_log_tail``)."""
+
+    index: torch.Tensor
+    lse: torch.Tensor
+    zmax: torch.Tensor
+    topk_index: torch.Tensor
+    topk_logp: torch.Tensor
+    log_tail: torch.Tensor
+    ref_log_tail: dict[str, torch.Tensor]
+
+
+def to_logp(z: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
+    """float64 log-probabilities z − lse for logits ``z`` (n, m) and their rows' ``lse`` (n,)."""
+    return z.double() - lse[:, None]
+
+
+def _log_tail(total: torch.Tensor, e: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """float32 log of the share of ``total`` = Σ_v e_v outside ``ids`` (−inf when ids cover the vocabulary or the
+    share is 0): total minus the gathered head, or, where that difference is under 1e-4 of the total (cancellation),
+    the sum of e with the head zeroed."""
+    if ids.shape[-1] >= e.shape[-1]:
+        return torch.full(total.shape, float("-inf"), dtype=torch.float32, device=total.device)
+    tail = total - e.gather(1, ids).sum(-1, dtype=torch.float64)
+    small = (tail < 1e-4 * total).nonzero().squeeze(1)
+    if small.numel():
+        masked = e.index_select(0, small).scatter_(1, ids.index_select(0, small), 0.0)
+        tail[small] = masked.sum(-1, dtype=torch.float64)
+    share = tail / total
+    return torch.where(share > 0, share.clamp_min(1e-300).log(), torch.full_like(share, float("-inf"))).float()
+
+
+_CACHE: list[tuple[weakref.ref, int, KeepLogits]] = []
+
+
+@torch.inference_mode()
+def keep_logits(batch: ProbeBatch, k: int = TOP_K) -> KeepLogits | None:
+    """The kept positions' logit summary of ``batch`` (None without logits), in one chunked exp pass over the
+    vocabulary; the tails outside every reference role's ids (``batch.references``) are taken in the same pass.
+    The last few summaries are cached."""
+    if batch.logits is None:
+        return None
+    for ref, kk, value in _CACHE:
+        if ref() is batch and kk == k:
+            return value
+    z = batch.logits
+    B, T, V = z.shape
+    flat = z.reshape(B * T, V)
+    index = batch.keep.to(z.device).reshape(-1).nonzero().squeeze(1)
+    n, k = index.numel(), min(k, V)
+    refs = {role: r.topk_index.to(z.device) for role, r in (getattr(batch, "references", None) or {}).items()}
+    lse = torch.empty(n, dtype=torch.float64, device=z.device)
+    zmax = torch.empty(n, dtype=z.dtype, device=z.device)
+    top_i = torch.empty((n, k), dtype=torch.int64, device=z.device)
+    top_v = torch.empty((n, k), dtype=z.dtype, device=z.device)
+    tail = torch.empty(n, dtype=torch.float32, device=z.device)
+    ref_tail = {role: torch.empty_like(tail) for role in refs}
+    buf = torch.empty((min(_CHUNK, max(n, 1)), V), dtype=z.dtype, device=z.device)
+    for s in range(0, n, _CHUNK):
+        rows = slice(s, s + _CHUNK)
+        picked = index[rows]
+        first, c = int(picked[0]), picked.numel()
+        contiguous = int(picked[-1]) - first == c - 1  # kept positions of one sequence: a view, no copy
+        zz = flat[first : first + c] if contiguous else flat.index_select(0, picked)
+        e = buf[: zz.shape[0]]
+        m = zz.amax(dim=-1, keepdim=True)
+        torch.sub(zz, m, out=e).exp_()
+        total = e.sum(-1, dtype=torch.float64)
+        lse[rows] = m.squeeze(-1).double() + total.log()
+        zmax[rows] = m.squeeze(-1)
+        torch.topk(zz, k, dim=-1, out=(top_v[rows], top_i[rows]))
+        tail[rows] = _log_tail(total, e, top_i[rows])
+        for role, ids in refs.items():
+            ref_tail[role][rows] = _log_tail(total, e, ids[rows])
+    value = KeepLogits(index, lse, zmax, top_i, to_logp(top_v, lse).float(), tail, ref_tail)
+    _CACHE[:] = [*[c for c in _CACHE if c[0]() is not None][-3:], (weakref.ref(batch), k, value)]
+    return value
+
+
+def sequence_keys(seed: int, seq_ids: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """The sample key of each sequence (module docstring)."""
+    seq = torch.as_tensor(seq_ids).cpu()
+    return token_keys(seed, seq, torch.zeros_like(seq))
+
+
+def sequence_sample(seed: int, n_sequences: int, size: int = SAMPLE_SIZE) -> np.ndarray:
+    """Sorted seq ids of the sample of a corpus of ``n_sequences``."""
+    keys = sequence_keys(seed, torch.arange(n_sequences)).numpy()
+    return np.sort(np.argsort(keys, kind="stable")[:size])
+
+
+def pooled_states(hidden: Sequence[torch.Tensor], keep: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
+    """(B, C, d) float32 mean over the kept positions of ``hidden[l]`` for l in ``layers`` (float64 sums)."""
+    w = keep.to(hidden[0].device, torch.float64)
+    count = w.sum(1).clamp_min(1.0)[:, None]
+    return torch.stack([(torch.einsum("bt,btd->bd", w, hidden[l].double()) / count).float() for l in layers], dim=1)
