@@ -15,6 +15,7 @@ from collapse_bench.evaluate import slug
 from collapse_bench.io import sha256_file, sha256_json
 from collapse_bench.leaderboard.submission import identity
 from collapse_bench.leaderboard.submit import canonical_path, org_and_model, submit
+from collapse_bench.results.model import ModelInfo
 
 
 def test_canonical_path_and_pr_instructions(
@@ -62,7 +63,7 @@ def test_canonical_path_and_pr_instructions(
     ],
 )
 def test_org_and_model(model: dict, expected: tuple[str, str]) -> None:
-    assert org_and_model(model) == expected
+    assert org_and_model(ModelInfo.from_doc(model)) == expected
 
 
 @pytest.mark.parametrize(

@@ -264,14 +264,6 @@ def identity(doc: dict[str, Any]) -> str:
     )
 
 
-def stage_name(model: dict[str, Any]) -> str | None:
-    """A checkpoint's own lineage name (its lineage's last entry, e.g. ``base/recipe/none/s0/01-sft`` for a chain
-    stage), or None without a lineage."""
-    lineage = model.get("lineage") or []
-    named = lineage[-1].get("name") if lineage and isinstance(lineage[-1], dict) else None
-    return named if isinstance(named, str) and named else None
-
-
 def row_key(doc: dict[str, Any]) -> tuple[str, str, int]:
     """What the leaderboard allows once: (model sha256, suite name, suite version). A second file with the same
     key is refused as a duplicate, whatever its tasks; to update a row, replace its file."""

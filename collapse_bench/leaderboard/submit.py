@@ -23,6 +23,7 @@ from ..errors import CollapseBenchError
 from ..evaluate import slug
 from ..io import atomic_write_bytes, atomic_write_json, sha256_bytes
 from ..models import LOCAL_SOURCES, SourceKind
+from ..results.model import ModelInfo, Result
 from .submission import (
     SAMPLES_SUFFIX,
     read_submission,
@@ -30,7 +31,6 @@ from .submission import (
     samples_path,
     samples_refs,
     short_hash,
-    stage_name,
     submission_files,
 )
 from .validate import validate_paths
@@ -43,21 +43,21 @@ def _alias_org(name: str) -> str | None:
     return upstream.split("/", 1)[0] if "/" in upstream else None
 
 
-def org_and_model(model: dict[str, Any]) -> tuple[str, str]:
+def org_and_model(model: ModelInfo) -> tuple[str, str]:
     """Unslugged (org, model) for the canonical path."""
-    name, source = model["name"], model["source"]
-    if source == "hub":
+    name, source = model.name, model.source
+    if source is SourceKind.HUB:
         org, _, rest = name.partition("@")[0].partition("/")
         return org, rest
-    if source == "alias":
+    if source is SourceKind.ALIAS:
         return _alias_org(name) or "collapse-bench", name
     leaf = Path(name.rstrip("/")).name or name
-    if source == "gguf" and leaf.endswith(".gguf"):
+    if source is SourceKind.GGUF and leaf.endswith(".gguf"):
         leaf = leaf[: -len(".gguf")]
-    base = model.get("base")
-    if source == SourceKind.PEFT and isinstance(base, dict) and base.get("name") and base.get("source"):
-        return org_and_model({"name": base["name"], "source": base["source"]})[0], leaf
-    named = stage_name(model) if source == "local" else None
+    base = model.base
+    if source is SourceKind.PEFT and base is not None and base.source:
+        return org_and_model(ModelInfo.from_doc({"name": base.name, "source": base.source}))[0], leaf
+    named = model.own_name if source is SourceKind.LOCAL else None
     if named:  # a chain stage: its lineage name
         return "local", named.replace("/", "--")
     return "local", leaf
@@ -65,7 +65,7 @@ def org_and_model(model: dict[str, Any]) -> tuple[str, str]:
 
 def canonical_path(doc: dict[str, Any], submissions_dir: Path, org: str | None = None) -> Path:
     """``<dir>/<org>/<model>/<suite>-<short hash>.json``, guaranteed inside ``submissions_dir``."""
-    auto_org, model = org_and_model(doc["model"])
+    auto_org, model = org_and_model(Result.from_doc(doc).model)
     root = submissions_dir.resolve()
     target = root / slug(org or auto_org) / slug(model) / f"{slug(doc['suite']['name'])}-{short_hash(doc)}.json"
     if not target.resolve().is_relative_to(root):  # slugging makes this impossible; checked anyway
