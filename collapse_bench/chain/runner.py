@@ -215,6 +215,25 @@ def _tokenizer(parent_dir: Path, recipe: Recipe) -> Any:
     return tok
 
 
+def _lineage_entry(recipe: Recipe, stage: Stage, name: str, lineage: list, label: str, seed: int, tok: Any) -> dict[str, Any]:
+    """The lineage.yaml fields a trained stage and a surgery rung share (their data, adapters and training /
+    control blocks are added by the caller)."""
+    return {
+        "name": name,
+        "parent": lineage[-1]["name"],
+        "parent_sha256": lineage[-1]["sha256"],
+        "stage": stage.name,
+        "stage_kind": stage.kind,
+        "recipe": recipe.name,
+        "recipe_hash": recipe.recipe_hash,
+        "profile": recipe.profile,
+        "intervention": label,
+        "seed": seed,
+        "lineage": list(lineage),
+        "chat_template_sha256": sha256_json(tok.chat_template or ""),
+    }
+
+
 def _train(
     recipe: Recipe,
     stage: Any,
@@ -299,20 +318,9 @@ def _train(
     sha = dir_sha256(tmp / "model")
     data_hashes = {r.key: r.sha256 for r in stage_refs}
     entry = {
-        "name": name,
-        "parent": lineage[-1]["name"],
-        "parent_sha256": lineage[-1]["sha256"],
-        "stage": stage.name,
-        "stage_kind": stage.kind,
-        "recipe": recipe.name,
-        "recipe_hash": recipe.recipe_hash,
-        "profile": recipe.profile,
-        "intervention": label,
-        "seed": seed,
+        **_lineage_entry(recipe, stage, name, lineage, label, seed, tok),
         "data": data_hashes,
-        "lineage": list(lineage),
         "adapters": [*adapters, *([{"stage": stage.name, "path": f"../../{sdir.name}/adapter"}] * (stage.method == "lora"))],
-        "chat_template_sha256": sha256_json(tok.chat_template or ""),
         "training": training,
     }
     for sub in ("model", "adapter")[: 2 if stage.method == "lora" else 1]:
@@ -365,20 +373,9 @@ def _surgery(
     rung = f"{stage.dirname}-{dose_label(stage.kind, dose)}"
     name = f"{lineage[0]['name']}/{recipe.name}/{label}/s{seed - stage.seed}/{rung}"
     entry = {
-        "name": name,
-        "parent": lineage[-1]["name"],
-        "parent_sha256": lineage[-1]["sha256"],
-        "stage": stage.name,
-        "stage_kind": stage.kind,
-        "recipe": recipe.name,
-        "recipe_hash": recipe.recipe_hash,
-        "profile": recipe.profile,
-        "intervention": label,
-        "seed": seed,
+        **_lineage_entry(recipe, stage, name, lineage, label, seed, tok),
         "data": {},
-        "lineage": list(lineage),
         "adapters": list(adapters),
-        "chat_template_sha256": sha256_json(tok.chat_template or ""),
         "control": {"kind": stage.kind, "dose": dose, **report},
     }
     atomic_write_bytes(tmp / "model" / "lineage.yaml", dump_yaml(entry).encode())
