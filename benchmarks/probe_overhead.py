@@ -4,11 +4,16 @@
     batch by batch so that machine drift hits both alike; reported without and with the one-off ``compute()``;
 (a+) the same for the **full** pass of a lineage stage: every accumulator plus KL and the neighbourhood sample to
     two references (``base`` and ``parent``, each read from a reference cache on disk) and this checkpoint's own
-    cache writer (the references are the same model here: the cost does not depend on their weights);
+    cache writer (the references are the same model here: the cost does not depend on their weights); the order of
+    the metric and the full pass alternates batch by batch;
+(a++) inside the full pass, the time of the reference machinery alone (cache readers, KL and neighbour
+    accumulators with the shared top-64 logit pass, the writer), as a share of the bare forward: the added cost
+    with less noise than a difference of two passes;
 (b) the same ratio for a naive implementation: ``output_hidden_states`` + keep every state + a per-layer SVD;
-(c) peak RSS of the full pass (and of the naive one) with N and 8N probe texts (the task's max_tokens), each in a
-    fresh subprocess; target: growth <= 10% for the streaming pass (the reference cache is streamed to and from
-    disk; the KL accumulator keeps ~30 bytes per position).
+(c) peak RSS of the full pass (and of the naive one) with N and 8N probe texts (the task's max_tokens; N = every
+    8th of the 8N, so both have the same length mix and batch shapes), each in a fresh subprocess; target: growth
+    <= 10% for the streaming pass (the reference cache is streamed to and from disk; the KL accumulator keeps ~30
+    bytes per position).
 
 Usage: python benchmarks/probe_overhead.py [--model smollm2-135m-instruct] [--data-dir ../shared/data]
 """
@@ -27,6 +32,8 @@ from pathlib import Path
 import torch
 
 from collapse_bench.metrics import registry
+from collapse_bench.metrics.divergence import KLAccumulator
+from collapse_bench.metrics.neighbours import NeighbourAccumulator
 from collapse_bench.metrics.reference import SAMPLE_SIZE, sequence_sample
 from collapse_bench.metrics.spectral import effective_rank_from_eigvals, participation_ratio_from_eigvals
 from collapse_bench.models import load_model
@@ -96,11 +103,43 @@ def write_reference(model, tokens, domains, pad_id: int, batch_size: int, path: 
     return ReferenceCache(path)
 
 
-def full_pass(model, factory, cache: ReferenceCache, own: Path, n_seq: int) -> ProbePass:
+class Clocked:
+    """Forwards ``method`` (and every other attribute) to ``inner``, adding the time of each call to ``clock[0]``."""
+
+    def __init__(self, inner, method: str, clock: list[float]) -> None:
+        self.inner, self.method, self.clock = inner, method, clock
+
+    def __getattr__(self, name: str):
+        attr = getattr(self.inner, name)
+        if name != self.method:
+            return attr
+
+        def timed(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return attr(*a, **k)
+            finally:
+                self.clock[0] += time.perf_counter() - t0
+
+        return timed
+
+
+def full_pass(model, factory, cache: ReferenceCache, own: Path, n_seq: int, clock: list[float] | None = None) -> ProbePass:
+    """The pass of a lineage stage; with ``clock``, the reference machinery's calls are timed into clock[0]: the
+    providers' rows, the KL and neighbour accumulators' updates (incl. the shared logit pass) and the writer."""
     layers = tuple(layers_of(model))
     align = align_layers(len(layers), len(cache.meta["layers"]))
     providers = {role: CachedProvider(cache, layers, align) for role in ROLES}  # one reader per role, as in a chain
-    return ProbePass(model, factory, providers=providers, writers={"model": writer(model, own, n_seq)})
+    w = writer(model, own, n_seq)
+    if clock is None:
+        return ProbePass(model, factory, providers=providers, writers={"model": w})
+    timed = (KLAccumulator, NeighbourAccumulator)
+
+    def clocked_factory(*args):
+        return [Clocked(a, "update", clock) if isinstance(a, timed) else a for a in factory(*args)]
+
+    readers = {role: Clocked(p, "rows", clock) for role, p in providers.items()}
+    return ProbePass(model, clocked_factory, providers=readers, writers={"model": Clocked(w, "update", clock)})
 
 
 def timing(model, tokens, domains, pad_id, n_domains: int, batch_size: int, reps: int, naive_too: bool, tmp: Path) -> dict:
@@ -112,40 +151,38 @@ def timing(model, tokens, domains, pad_id, n_domains: int, batch_size: int, reps
     full = registry.probe_accumulators(n_domains=n_domains, reservoir_size=2048, seed=0, references=ROLES)
     keys = ("bare", "metric", "metric_compute", "full", "full_compute", "full_commit", "naive", "naive_finish")
     sums = dict.fromkeys(keys, 0.0)
+    clock = [0.0]
     for rep in range(reps):
-        probe, fullp, naive = (
-            ProbePass(model, plain),
-            full_pass(model, full, cache, tmp / f"own{rep}", len(tokens)),
-            NaivePass(model),
-        )
+        probe, naive = ProbePass(model, plain), NaivePass(model)
+        fullp = full_pass(model, full, cache, tmp / f"own{rep}", len(tokens), clock)
         for i, (items, t) in enumerate(zip(batches, tensors)):
             doms = domains[i * batch_size : i * batch_size + len(items)]
             t0 = time.perf_counter()
             bare_step(model, t)
-            t1 = time.perf_counter()
-            probe.step(items, i * batch_size, doms, pad_id)
-            t2 = time.perf_counter()
-            fullp.step(items, i * batch_size, doms, pad_id)
-            t3 = time.perf_counter()
+            sums["bare"] += time.perf_counter() - t0
+            for name, p in (("metric", probe), ("full", fullp))[:: 1 if i % 2 == 0 else -1]:  # alternate the order
+                t0 = time.perf_counter()
+                p.step(items, i * batch_size, doms, pad_id)
+                sums[name] += time.perf_counter() - t0
+            t0 = time.perf_counter()
             if naive_too:
                 naive.step(t)
-            t4 = time.perf_counter()
-            for k, dt in zip(("bare", "metric", "full", "naive"), (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-                sums[k] += dt
+            sums["naive"] += time.perf_counter() - t0
         for name, p in (("metric_compute", probe), ("full_compute", fullp)):
             t0 = time.perf_counter()
             for acc in p.accumulators:
                 acc.compute()
             sums[name] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        fullp.writers["model"].commit()
+        fullp.writers["model"].inner.commit()
         sums["full_commit"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         if naive_too:
             naive.finish()
         sums["naive_finish"] += time.perf_counter() - t0
     n_tok = sum(len(t.ids) for t in tokens)
-    out = {**{k: v / reps for k, v in sums.items()}, "tokens": n_tok}
+    out = {**{k: v / reps for k, v in sums.items()}, "tokens": n_tok, "references": clock[0] / reps}
+    out["share_references"] = clock[0] / sums["bare"]
     out["ratio_metric_pass"] = sums["metric"] / sums["bare"]
     out["ratio_metric_pass_with_compute"] = (sums["metric"] + sums["metric_compute"]) / sums["bare"]
     out["ratio_full_pass"] = sums["full"] / sums["bare"]
@@ -155,15 +192,46 @@ def timing(model, tokens, domains, pad_id, n_domains: int, batch_size: int, reps
     return out
 
 
-def texts_for(corpus: ProbeCorpus, n: int) -> tuple[list[str], list[int]]:
-    return (corpus.texts * 8)[:n], (corpus.domains * 8)[:n]
+def report_timing(args: argparse.Namespace, lm, tokens, domains, corpus: ProbeCorpus, params: dict, tmp: Path) -> None:
+    pad = lm.tokenizer.pad_token_id
+    t = timing(lm.model, tokens, domains, pad, len(corpus.domain_names), args.batch_size, args.reps, not args.skip_naive, tmp)
+    print(
+        f"model {args.model}, corpus {params['name']}, {len(tokens)} texts, {t['tokens']:.0f} tokens, "
+        f"batch {args.batch_size}, max_tokens {params['max_tokens']}, tokens_per_sequence {params['tokens_per_sequence']}, "
+        f"torch threads {torch.get_num_threads()}, {args.reps} interleaved reps"
+    )
+    print(
+        f"(a) bare forward {t['bare']:.2f} s | metric pass {t['metric']:.2f} s -> ratio {t['ratio_metric_pass']:.3f} "
+        f"(target <= 1.05); with final compute() {t['metric_compute']:.2f} s -> {t['ratio_metric_pass_with_compute']:.3f}"
+    )
+    print(
+        f"(a+) full pass (+ KL and kNN sample to 2 cached references + own cache writer) {t['full']:.2f} s -> ratio "
+        f"{t['ratio_full_pass']:.3f} (target <= 1.05); one-off compute() {t['full_compute']:.2f} s + cache commit "
+        f"{t['full_commit']:.2f} s -> {t['ratio_full_pass_with_compute']:.3f}; reference cache {t['cache_mb']:.1f} MiB"
+    )
+    print(
+        f"(a++) timed inside the full pass, the reference machinery (2 cache readers, 2 KL + 2 neighbour accumulators "
+        f"incl. the shared top-64 logit pass, the cache writer) {t['references']:.2f} s = "
+        f"{100 * t['share_references']:.1f}% of the bare forward"
+    )
+    if not args.skip_naive:
+        print(f"(b) naive keep-all + per-layer SVD {t['naive']:.2f} + {t['naive_finish']:.2f} s -> ratio {t['ratio_naive']:.3f}")
+
+
+def texts_for(corpus: ProbeCorpus, n: int, of: int | None = None) -> tuple[list[str], list[int]]:
+    """The first ``of`` texts of the corpus (repeated as needed), every (of / n)-th of them: N and 8N texts then
+    span the same domains and lengths, so the batch shapes (the forward's own peak) are alike."""
+    of = of or n
+    texts, domains = (corpus.texts * 8)[:of], (corpus.domains * 8)[:of]
+    step = max(1, of // n)
+    return texts[::step][:n], domains[::step][:n]
 
 
 def rss_child(args: argparse.Namespace) -> None:
     """One pass over the first ``n`` texts (full pass: references read from ``--cache``); prints the peak RSS (kB)."""
     lm = load_model(args.model, device="cpu")
     corpus, params = corpus_for(args.data_dir)
-    texts, domains = texts_for(corpus, args.rss_child)
+    texts, domains = texts_for(corpus, args.rss_child, args.rss_of)
     tokens = tokenize(lm.tokenizer, texts, params["max_tokens"], params["tokens_per_sequence"], 0)
     pad = lm.tokenizer.pad_token_id
     if args.naive:
@@ -185,7 +253,8 @@ def rss_child(args: argparse.Namespace) -> None:
 
 
 def rss(args: argparse.Namespace, n: int, naive: bool, cache: Path | None) -> dict[str, float]:
-    cmd = [sys.executable, __file__, "--rss-child", str(n), "--model", args.model, "--batch-size", str(args.batch_size)]
+    cmd = [sys.executable, __file__, "--rss-child", str(n), "--rss-of", str(8 * args.rss_n), "--model", args.model]
+    cmd += ["--batch-size", str(args.batch_size)]
     cmd += ["--data-dir", str(args.data_dir)] if args.data_dir else []
     cmd += ["--naive"] if naive else ["--cache", str(cache)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -202,10 +271,12 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--skip-rss", action="store_true", help="only (a) and (b)")
     ap.add_argument("--skip-naive", action="store_true", help="no naive pass (b) and no naive RSS child")
+    ap.add_argument("--skip-timing", action="store_true", help="only (c)")
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--naive", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--cache", help=argparse.SUPPRESS)
+    ap.add_argument("--rss-of", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child:
         return rss_child(args)
@@ -218,34 +289,18 @@ def main() -> None:
     pad = lm.tokenizer.pad_token_id
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        t = timing(lm.model, tokens, domains, pad, len(corpus.domain_names), args.batch_size, args.reps, not args.skip_naive, tmp)
-        print(
-            f"model {args.model}, corpus {params['name']}, {len(tokens)} texts, {t['tokens']:.0f} tokens, "
-            f"batch {args.batch_size}, "
-            f"max_tokens {params['max_tokens']}, tokens_per_sequence {params['tokens_per_sequence']}, "
-            f"torch threads {torch.get_num_threads()}, {args.reps} interleaved reps"
-        )
-        print(
-            f"(a) bare forward {t['bare']:.2f} s | metric pass {t['metric']:.2f} s -> ratio {t['ratio_metric_pass']:.3f} "
-            f"(target <= 1.05); with final compute() {t['metric_compute']:.2f} s -> {t['ratio_metric_pass_with_compute']:.3f}"
-        )
-        print(
-            f"(a+) full pass (+ KL and kNN sample to 2 cached references + own cache writer) {t['full']:.2f} s -> ratio "
-            f"{t['ratio_full_pass']:.3f} (target <= 1.05); one-off compute() {t['full_compute']:.2f} s + cache commit "
-            f"{t['full_commit']:.2f} s -> {t['ratio_full_pass_with_compute']:.3f}; reference cache {t['cache_mb']:.1f} MiB"
-        )
-        if not args.skip_naive:
-            print(
-                f"(b) naive keep-all + per-layer SVD {t['naive']:.2f} + {t['naive_finish']:.2f} s -> ratio {t['ratio_naive']:.3f}"
-            )
+        if not args.skip_timing:
+            report_timing(args, lm, tokens, domains, corpus, params, tmp)
         if args.skip_rss:
             return
-        texts, doms = texts_for(corpus, 8 * args.rss_n)
-        big = tokenize(lm.tokenizer, texts, params["max_tokens"], params["tokens_per_sequence"], 0)
-        cache = write_reference(lm.model, big, doms, pad, args.batch_size, tmp / "ref8n").path
+        caches = {}  # the references each child reads: a cache of exactly its texts
+        for n in (args.rss_n, 8 * args.rss_n):
+            texts, doms = texts_for(corpus, n, 8 * args.rss_n)
+            toks = tokenize(lm.tokenizer, texts, params["max_tokens"], params["tokens_per_sequence"], 0)
+            caches[n] = write_reference(lm.model, toks, doms, pad, args.batch_size, tmp / f"ref{n}").path
         del lm
         for naive in (False,) if args.skip_naive else (False, True):
-            small, large = rss(args, args.rss_n, naive, cache), rss(args, 8 * args.rss_n, naive, cache)
+            small, large = (rss(args, n, naive, caches[n]) for n in (args.rss_n, 8 * args.rss_n))
             growth = large["maxrss_kb"] / small["maxrss_kb"] - 1
             label = "naive" if naive else "full pass"
             print(

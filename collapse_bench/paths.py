@@ -15,6 +15,12 @@ def cache_dir() -> Path:
     return Path(base).expanduser() / "collapse-bench"
 
 
+def reference_cache_dir() -> Path:
+    """Where probe reference caches live: ``$COLLAPSE_BENCH_REFERENCE_CACHE``, else ``cache_dir()/reference``."""
+    env = os.environ.get("COLLAPSE_BENCH_REFERENCE_CACHE")
+    return Path(env).expanduser() if env else cache_dir() / "reference"
+
+
 def builtin_tasks_dir() -> Path:
     """The task YAMLs shipped with the package (wheel) or the repository's ``tasks/`` (editable install)."""
     pkg = Path(__file__).resolve().parent

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,11 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Probe runs write reference caches: this session's go to a fresh temporary dir (never the user's cache, never a
+# stale cache of an earlier run); subprocess CLI tests inherit it.
+_REFERENCE_CACHE = tempfile.TemporaryDirectory(prefix="cb-refcache-")
+os.environ["COLLAPSE_BENCH_REFERENCE_CACHE"] = _REFERENCE_CACHE.name
 
 
 def shared_data_dir() -> Path | None:

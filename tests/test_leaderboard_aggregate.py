@@ -242,12 +242,14 @@ def test_hypothesis_panel_numbers_and_flags() -> None:
     rng = np.random.default_rng(5)
     er = rng.uniform(10, 60, size=10)
     acc = np.clip(0.3 + er / 200 + rng.normal(scale=0.02, size=10), 0, 1)
+    kl, snr = rng.uniform(0, 0.5, size=10), rng.uniform(0.1, 3, size=10)
     entries = [
         entry(
             f"org/m{i}",
             f"{i:x}" * 64,
             {
-                "probe_standard": ("probe", {"effective_rank": float(er[i])}),
+                "probe_standard": ("probe", {"effective_rank": float(er[i]), "kl_to_base": float(kl[i])}),
+                "plasticity_quick": ("plasticity", {"grad_snr": float(snr[i])}),
                 "arc": ("lm_eval", {"acc": float(acc[i]), "ece": 0.1}),
             },
         )
@@ -258,7 +260,15 @@ def test_hypothesis_panel_numbers_and_flags() -> None:
     assert row["n"] == 10 and row["flag"] == ""
     assert row["pearson"] == pytest.approx(np.corrcoef(er, acc)[0, 1], abs=1e-6)
     assert row["spearman"] == pytest.approx(scipy.stats.spearmanr(er, acc).statistic, abs=1e-6)
-    assert row["pearson_lo"] <= row["pearson"] <= row["pearson_hi"]
+    assert row["pearson_lo"] <= row["pearson"] <= row["pearson_hi"] and row["family"] == "spectral"
+    # the literature's rival predictors sit next to the spectral ones, each in its family
+    for metric, family, x in (
+        ("probe_standard.kl_to_base", "divergence", kl),
+        ("plasticity_quick.grad_snr", "gradient_signal", snr),
+    ):
+        rival = panel[(panel["metric"] == metric) & (panel["target"] == "ood_accuracy")].iloc[0]
+        assert rival["family"] == family and rival["n"] == 10
+        assert rival["pearson"] == pytest.approx(np.corrcoef(x, acc)[0, 1], abs=1e-6)
     ece = panel[(panel["metric"] == "probe_standard.effective_rank") & (panel["target"] == "ece")].iloc[0]
     assert ece["flag"] == "undefined (constant)" and pd_isna(ece["pearson"])
     small = hypothesis_panel(build_tables(entries[:5], n_boot=50), n_boot=100)

@@ -116,10 +116,15 @@ def test_composite_better_agrees_with_spec_directions() -> None:
     assert checked >= 10
 
 
-def test_hypothesis_collapse_metrics_have_probe_specs() -> None:
-    for m in composite_config()["hypothesis"]["collapse_metrics"]:
-        s = metric_spec.spec_for(m)
-        assert s is not None and s.kind == "probe", m
+def test_hypothesis_predictors_have_specs_of_their_kind() -> None:
+    families = composite_config()["hypothesis"]["predictors"]
+    for family in families.values():
+        for m in family["metrics"]:
+            s = metric_spec.spec_for(m)
+            assert s is not None and s.kind == family["kind"], (m, family["kind"])
+    listed = {m for f in families.values() for m in f["metrics"]}
+    # issue 14: the literature's predictors sit next to the spectral ones
+    assert {"kl_to_base", "mutual_knn_base", "cknna_base", "id_peak_value", "epsilon_rank", "grad_snr"} <= listed
 
 
 def test_runtime_specs_equal_the_statically_read_ones() -> None:

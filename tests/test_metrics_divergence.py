@@ -178,3 +178,23 @@ def test_accumulator_against_numpy_and_merge_order() -> None:
     assert left.merge(right).compute() == whole  # exactly: compute() sorts by (seq_id, position)
     empty = KLAccumulator("reference", 3, names).compute()
     assert all(v is None for v in empty.scalars.values()) and empty.counts["kl_to_reference_positions"] == 0
+
+
+@pytest.mark.parametrize("V", [64 * 200, 64 * 130 + 5, 64 * 100])
+def test_block_topk_equals_torch_topk(V: int) -> None:
+    """The two-level top-k gives torch.topk's values exactly (ties and -inf included), ids pointing at them."""
+    from collapse_bench.metrics.reference import block_topk
+
+    g = torch.Generator().manual_seed(V)
+    z = torch.randn(40, V, generator=g) * 4
+    z[:10] = torch.round(z[:10])  # many exact ties
+    z[10:15, ::3] = float("-inf")
+    z[15, :] = 1.0  # one constant row
+    z[16:20] = z[16:20] + torch.linspace(0, 30, V)  # the large values gathered in the last blocks
+    for k in (1, 64):
+        m, values, ids = block_topk(z, k)
+        ref_values, _ = torch.topk(z, k, dim=-1)
+        assert torch.equal(values, ref_values)
+        assert torch.equal(z.gather(1, ids), values)
+        assert torch.equal(m, z.amax(dim=-1))
+        assert all(len(set(r.tolist())) == k for r in ids)

@@ -37,7 +37,7 @@ params: {max_tokens: 40, tokens_per_sequence: 8, reservoir_size: 64, batch_size:
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path) -> dict[str, Path]:
-    monkeypatch.setenv("COLLAPSE_BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("COLLAPSE_BENCH_REFERENCE_CACHE", str(tmp_path / "cache" / "reference"))
     tasks = tmp_path / "tasks"
     (tasks / "probe").mkdir(parents=True)
     (tasks / "probe" / "ref_probe.yaml").write_text(TASK)
@@ -162,7 +162,7 @@ def test_other_tokenisation_and_unwritable_cache(env: dict[str, Path], capsys: p
     # a cache location that cannot be written: no cache, the reason in the result's counts, the result as usual
     blocker = env["tmp"] / "not-a-dir"
     blocker.write_text("x")
-    monkeypatch.setenv("COLLAPSE_BENCH_CACHE", str(blocker))
+    monkeypatch.setenv("COLLAPSE_BENCH_REFERENCE_CACHE", str(blocker))
     capsys.readouterr()
     r = run(env, env["child"], "c.json", parent=str(env["parent"]))
     assert "cannot write the reference cache" in r["tasks"]["ref_probe"]["counts"]["reference_cache_note_model"]
@@ -185,7 +185,7 @@ profiles:
 def test_chain_stage_drifts_further_from_base_than_from_parent(data_dir: Path, tmp_path: Path, monkeypatch) -> None:
     from collapse_bench.chain.runner import ChainRequest, run_chain
 
-    monkeypatch.setenv("COLLAPSE_BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("COLLAPSE_BENCH_REFERENCE_CACHE", str(tmp_path / "cache" / "reference"))
     (tmp_path / "kl_drift.yaml").write_text(RECIPE)
     out = run_chain(
         ChainRequest(

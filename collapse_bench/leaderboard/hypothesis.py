@@ -1,5 +1,6 @@
-"""The hypothesis panel: across all submissions, how does each collapse metric (probe geometry scalars)
-go with plasticity, OOD accuracy and ECE? Pearson and Spearman with percentile-bootstrap CIs over
+"""The hypothesis panel: across all submissions, how does each candidate predictor (probe geometry, KL and
+neighbourhood scalars; the gradient signal of plasticity tasks; families in ``composite.yaml``) go with
+plasticity, OOD accuracy and ECE? Pearson and Spearman with percentile-bootstrap CIs over
 submissions (pairs resampled; :mod:`.stats`), n shown, flagged "n too small" below ``min_n``.
 Reported whatever the sign: the benchmark's claim is that collapse goes with lost plasticity, worse OOD
 accuracy and worse calibration; the panel says whether these submissions agree.
@@ -30,10 +31,14 @@ def target_values(tables: Tables, name: str, spec: dict[str, str]) -> pd.Series:
     return pd.Series(values, dtype=np.float64).reindex(tables.scalars.index)
 
 
-def collapse_columns(tables: Tables) -> list[str]:
-    wanted = composite_config()["hypothesis"]["collapse_metrics"]
-    probe_tasks = sorted({t for e in tables.entries.values() for t, k in e.kinds.items() if k == "probe"})
-    return [f"{t}.{m}" for t in probe_tasks for m in wanted if f"{t}.{m}" in tables.scalars.columns]
+def predictor_columns(tables: Tables) -> list[tuple[str, str]]:
+    """(family, "<task>.<metric>") for every configured predictor present in the tables: each family's metrics on
+    every task of its kind, tasks sorted."""
+    out = []
+    for family, spec in composite_config()["hypothesis"]["predictors"].items():
+        tasks = sorted({t for e in tables.entries.values() for t, k in e.kinds.items() if k == spec["kind"]})
+        out += [(family, f"{t}.{m}") for t in tasks for m in spec["metrics"] if f"{t}.{m}" in tables.scalars.columns]
+    return out
 
 
 def _round(x: float | None) -> float | None:
@@ -45,13 +50,14 @@ def hypothesis_panel(tables: Tables, n_boot: int = stats.N_BOOT) -> pd.DataFrame
     rows = []
     for target, spec in cfg["targets"].items():
         y_all = target_values(tables, target, spec)
-        for col in collapse_columns(tables):
+        for family, col in predictor_columns(tables):
             x_all = tables.scalars[col]
             keep = x_all.notna() & y_all.notna()
             x, y = x_all[keep].to_numpy(), y_all[keep].to_numpy()
             n = int(keep.sum())
             row = {
                 "metric": col,
+                "family": family,
                 "target": target,
                 "n": n,
                 "pearson": _round(stats.pearson(x, y)),
@@ -70,5 +76,6 @@ def hypothesis_panel(tables: Tables, n_boot: int = stats.N_BOOT) -> pd.DataFrame
                 else ""
             )
             rows.append(row)
-    cols = ["metric", "target", "n", "pearson", "pearson_lo", "pearson_hi", "spearman", "spearman_lo", "spearman_hi", "flag"]
+    cols = ["metric", "family", "target", "n", "pearson", "pearson_lo", "pearson_hi", "spearman", "spearman_lo"]
+    cols += ["spearman_hi", "flag"]
     return pd.DataFrame(rows, columns=cols)

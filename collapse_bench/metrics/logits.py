@@ -14,6 +14,7 @@ import math
 import torch
 
 from .base import MetricValues, ProbeBatch, to_number
+from .reference import keep_logits
 from .spec import MetricSpec, Range, Tolerance
 
 
@@ -67,27 +68,36 @@ class LogitAccumulator:
         self.bytes = 0
 
     def update(self, batch: ProbeBatch) -> None:
-        if batch.logits is None or batch.input_ids is None or batch.scored_bytes is None:
+        """Entropy and top-1 of the kept positions from ``reference.keep_logits``' pass (shared with the KL metrics
+        and the reference cache); the log-sum-exp of a predicting position outside ``keep`` (position 0) from
+        :func:`row_stats`."""
+        stats = keep_logits(batch)
+        if stats is None or batch.input_ids is None or batch.scored_bytes is None:
             return
-        lengths = (
-            batch.attention_mask.sum(dim=1).tolist()
-            if batch.attention_mask is not None
-            else [batch.logits.shape[1]] * batch.logits.shape[0]
-        )
-        for b, length in enumerate(lengths):
-            if length < 2:
-                continue
-            lse, ent, top1 = row_stats(batch.logits[b, :length])
-            keep = batch.keep[b, :length]
-            self.entropy += float(ent[keep].sum())
-            self.top1 += float(top1[keep].sum())
-            self.confident += int((top1[keep] > 0.99).sum())
-            self.n += int(keep.sum())
-            targets = batch.input_ids[b, 1:length]
-            picked = batch.logits[b, : length - 1].gather(-1, targets.unsqueeze(-1)).squeeze(-1).double()
-            self.nll += float((lse[: length - 1] - picked).sum())
-            self.n_targets += length - 1
-            self.bytes += int(batch.scored_bytes[b])
+        z = batch.logits
+        assert z is not None
+        B, T, V = z.shape
+        mask = batch.attention_mask
+        lengths = mask.sum(dim=1).to(z.device) if mask is not None else torch.full((B,), T, device=z.device)
+        self.entropy += float(stats.entropy.sum())
+        self.top1 += float(stats.top1.sum())
+        self.confident += int((stats.top1 > 0.99).sum())
+        self.n += stats.index.numel()
+        predicting = (torch.arange(T, device=z.device)[None, :] < (lengths - 1)[:, None]).reshape(-1)
+        lse = torch.zeros(B * T, dtype=torch.float64, device=z.device)
+        lse[stats.index] = stats.lse
+        missing = predicting.clone()
+        missing[stats.index] = False
+        flat = z.reshape(B * T, V)
+        if bool(missing.any()):
+            rows = missing.nonzero().squeeze(1)
+            lse[rows] = row_stats(flat.index_select(0, rows))[0]
+        targets = torch.cat([batch.input_ids[:, 1:], batch.input_ids[:, :1]], dim=1).reshape(-1).to(z.device)
+        rows = predicting.nonzero().squeeze(1)
+        picked = flat[rows, targets[rows]].double()
+        self.nll += float((lse[rows] - picked).sum())
+        self.n_targets += rows.numel()
+        self.bytes += int(sum(int(batch.scored_bytes[b]) for b in (lengths >= 2).nonzero().squeeze(1).tolist()))
 
     def merge(self, other: LogitAccumulator) -> LogitAccumulator:
         for key in ("n", "entropy", "top1", "confident", "nll", "n_targets", "bytes"):

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .base import MetricValues, Number, ProbeBatch, to_number
-from .reference import SAMPLE_SIZE, pooled_states, rows_of, sequence_keys
+from .reference import SAMPLE_SIZE, batch_pooled, rows_of, sequence_keys
 from .spec import MetricSpec, Range, Tolerance
 
 K_NEIGHBOURS = 10
@@ -99,7 +99,7 @@ class NeighbourAccumulator:
         sel = (rows.pooled_mask.cpu() & (batch.keep.sum(1).cpu() > 0)).nonzero().squeeze(1)
         if sel.numel() == 0:
             return
-        own = pooled_states(batch.hidden, batch.keep, rows.layers).cpu()[sel]
+        own = batch_pooled(batch, rows.layers).cpu()[sel]
         keys = sequence_keys(self.seed, batch.seq_ids.cpu()[sel])
         self._insert(keys, own, rows.pooled.cpu()[sel].float(), tuple(rows.layers))
 

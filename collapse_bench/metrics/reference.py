@@ -18,6 +18,7 @@ A pooled state is the float64 mean of the kept positions' states, rounded to flo
 
 from __future__ import annotations
 
+import itertools
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,9 @@ from .reservoir import token_keys
 
 TOP_K = 64  # top-K of the reference cache
 SAMPLE_SIZE = 512  # sequences of the neighbourhood sample
-_CHUNK = 8  # rows per exp pass (stays in cache, as logits.row_stats)
+_CHUNK = 16  # rows per exp pass (stays in cache; 16 measured fastest here, benchmarks/probe_overhead.py)
+_BLOCK = 64  # vocabulary block of the two-level top-k
+_TOPK_ROWS = 256  # rows per top-k call (per-call overhead vs memory)
 
 
 @dataclass
@@ -60,11 +63,14 @@ def rows_of(batch: ProbeBatch, role: str) -> ReferenceRows | None:
 
 @dataclass
 class KeepLogits:
-    """Per kept position of a batch (flat index b*T+t): log-sum-exp (float64), max logit, top-k ids, their float32
-    log-probs, the log tail mass, and the log mass outside each reference role's top-K ids (``ref_log_tail``)."""
+    """Per kept position of a batch (flat index b*T+t): log-sum-exp, entropy and top-1 probability (float64), max
+    logit, top-k ids, their float32 log-probs, the log tail mass, and the log mass outside each reference role's
+    top-K ids (``ref_log_tail``). ``metrics.logits`` reads its entropy / top-1 / NLL sums from the same pass."""
 
     index: torch.Tensor
     lse: torch.Tensor
+    entropy: torch.Tensor
+    top1: torch.Tensor
     zmax: torch.Tensor
     topk_index: torch.Tensor
     topk_logp: torch.Tensor
@@ -79,17 +85,48 @@ def to_logp(z: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
 
 def _log_tail(total: torch.Tensor, e: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """float32 log of the share of ``total`` = Σ_v e_v outside ``ids`` (−inf when ids cover the vocabulary or the
-    share is 0): total minus the gathered head, or, where that difference is under 1e-4 of the total (cancellation),
-    the sum of e with the head zeroed."""
+    share is 0): total minus the gathered head (float64: relative error ~1e-16 / share), or, where that difference is
+    under 1e-7 of the total, the sum of e with the head zeroed."""
     if ids.shape[-1] >= e.shape[-1]:
         return torch.full(total.shape, float("-inf"), dtype=torch.float32, device=total.device)
     tail = total - e.gather(1, ids).sum(-1, dtype=torch.float64)
-    small = (tail < 1e-4 * total).nonzero().squeeze(1)
+    small = (tail < 1e-7 * total).nonzero().squeeze(1)
     if small.numel():
         masked = e.index_select(0, small).scatter_(1, ids.index_select(0, small), 0.0)
         tail[small] = masked.sum(-1, dtype=torch.float64)
     share = tail / total
     return torch.where(share > 0, share.clamp_min(1e-300).log(), torch.full_like(share, float("-inf"))).float()
+
+
+def block_topk(z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(row max, top-k values descending, their ids) of each row of ``z`` (n, V); the values equal torch.topk's.
+
+    Own code for speed (~5x less than torch.topk over a 49k vocabulary on CPU): the row is cut into blocks of 64;
+    the k blocks with the largest maxima hold the k largest values (any block left out has a max <= the k-th chosen
+    block max, itself <= each chosen block's max, so <= the k-th largest candidate); top-k of those k·64 candidates.
+    Among tied values the ids may differ from torch.topk's. Falls back to torch.topk when V is not a multiple of 64
+    or has fewer than 2k blocks."""
+    n, V = z.shape
+    nb = V // _BLOCK
+    if V % _BLOCK or nb < 2 * k:
+        values, ids = torch.topk(z, k, dim=-1)
+        return z.amax(dim=-1), values, ids
+    blocks = z.reshape(n, nb, _BLOCK)
+    bmax = blocks.amax(dim=-1)
+    top_blocks = torch.topk(bmax, k, dim=-1).indices  # (n, k)
+    cand = blocks.gather(1, top_blocks[:, :, None].expand(n, k, _BLOCK)).reshape(n, k * _BLOCK)
+    values, where = torch.topk(cand, k, dim=-1)
+    ids = top_blocks.gather(1, where // _BLOCK) * _BLOCK + where % _BLOCK
+    return bmax.amax(dim=-1), values, ids
+
+
+def _runs(index: torch.Tensor) -> list[tuple[int, int]]:
+    """[lo, hi) spans of ``index`` (sorted) whose values are consecutive integers."""
+    if index.numel() == 0:
+        return []
+    breaks = ((index[1:] - index[:-1]) != 1).nonzero().squeeze(1).add(1).tolist()
+    edges = [0, *breaks, index.numel()]
+    return list(itertools.pairwise(edges))
 
 
 _CACHE: list[tuple[weakref.ref, int, KeepLogits]] = []
@@ -98,8 +135,9 @@ _CACHE: list[tuple[weakref.ref, int, KeepLogits]] = []
 @torch.inference_mode()
 def keep_logits(batch: ProbeBatch, k: int = TOP_K) -> KeepLogits | None:
     """The kept positions' logit summary of ``batch`` (None without logits), in one chunked exp pass over the
-    vocabulary; the tails outside every reference role's ids (``batch.references``) are taken in the same pass.
-    The last few summaries are cached."""
+    vocabulary (``logits.row_stats``' formulas: with m = max z, e = exp(z − m), s = Σe: lse = m + log s,
+    H = lse − (e·z)/s, max p = 1/s); the tails outside every reference role's ids (``batch.references``) are taken
+    in the same pass. The last few summaries are cached."""
     if batch.logits is None:
         return None
     for ref, kk, value in _CACHE:
@@ -112,11 +150,18 @@ def keep_logits(batch: ProbeBatch, k: int = TOP_K) -> KeepLogits | None:
     n, k = index.numel(), min(k, V)
     refs = {role: r.topk_index.to(z.device) for role, r in (getattr(batch, "references", None) or {}).items()}
     lse = torch.empty(n, dtype=torch.float64, device=z.device)
+    ent = torch.empty_like(lse)
+    top1 = torch.empty_like(lse)
     zmax = torch.empty(n, dtype=z.dtype, device=z.device)
     top_i = torch.empty((n, k), dtype=torch.int64, device=z.device)
     top_v = torch.empty((n, k), dtype=z.dtype, device=z.device)
     tail = torch.empty(n, dtype=torch.float32, device=z.device)
     ref_tail = {role: torch.empty_like(tail) for role in refs}
+    for lo, hi in _runs(index):  # top-k per run of consecutive kept positions: few large calls, no copy
+        for a in range(lo, hi, _TOPK_ROWS):
+            b = min(a + _TOPK_ROWS, hi)
+            first = int(index[a])
+            zmax[a:b], top_v[a:b], top_i[a:b] = block_topk(flat[first : first + b - a], k)
     buf = torch.empty((min(_CHUNK, max(n, 1)), V), dtype=z.dtype, device=z.device)
     for s in range(0, n, _CHUNK):
         rows = slice(s, s + _CHUNK)
@@ -125,16 +170,16 @@ def keep_logits(batch: ProbeBatch, k: int = TOP_K) -> KeepLogits | None:
         contiguous = int(picked[-1]) - first == c - 1  # kept positions of one sequence: a view, no copy
         zz = flat[first : first + c] if contiguous else flat.index_select(0, picked)
         e = buf[: zz.shape[0]]
-        m = zz.amax(dim=-1, keepdim=True)
+        m = zmax[rows][:, None]
         torch.sub(zz, m, out=e).exp_()
         total = e.sum(-1, dtype=torch.float64)
         lse[rows] = m.squeeze(-1).double() + total.log()
-        zmax[rows] = m.squeeze(-1)
-        torch.topk(zz, k, dim=-1, out=(top_v[rows], top_i[rows]))
+        ent[rows] = lse[rows] - torch.linalg.vecdot(e.float(), zz.float()).double() / total
+        top1[rows] = 1.0 / total
         tail[rows] = _log_tail(total, e, top_i[rows])
         for role, ids in refs.items():
             ref_tail[role][rows] = _log_tail(total, e, ids[rows])
-    value = KeepLogits(index, lse, zmax, top_i, to_logp(top_v, lse).float(), tail, ref_tail)
+    value = KeepLogits(index, lse, ent, top1, zmax, top_i, to_logp(top_v, lse).float(), tail, ref_tail)
     _CACHE[:] = [*[c for c in _CACHE if c[0]() is not None][-3:], (weakref.ref(batch), k, value)]
     return value
 
@@ -156,3 +201,17 @@ def pooled_states(hidden: Sequence[torch.Tensor], keep: torch.Tensor, layers: Se
     w = keep.to(hidden[0].device, torch.float64)
     count = w.sum(1).clamp_min(1.0)[:, None]
     return torch.stack([(torch.einsum("bt,btd->bd", w, hidden[l].double()) / count).float() for l in layers], dim=1)
+
+
+_POOLED: list[tuple[weakref.ref, tuple[int, ...], torch.Tensor]] = []
+
+
+def batch_pooled(batch: ProbeBatch, layers: Sequence[int]) -> torch.Tensor:
+    """pooled_states of ``batch`` (its hidden states and keep mask), cached for the last few batches."""
+    key = tuple(layers)
+    for ref, k, value in _POOLED:
+        if ref() is batch and k == key:
+            return value
+    value = pooled_states(batch.hidden, batch.keep, key)
+    _POOLED[:] = [*[c for c in _POOLED if c[0]() is not None][-3:], (weakref.ref(batch), key, value)]
+    return value

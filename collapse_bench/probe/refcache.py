@@ -4,7 +4,7 @@ writes one, streamed from the same forward pass; it is never part of a result.
 
 Key and layout (one directory, built under a temporary name and renamed into place when complete)::
 
-    <cache_dir>/reference/v1/<task hash>/<corpus sha256[:16]>/<checkpoint sha256>/
+    <reference dir>/v2/<task hash>/<corpus sha256[:16]>/<checkpoint sha256>/   (paths.reference_cache_dir)
         meta.json          task, hashes, checkpoint name, K, vocab size, layers, sample, counts, dtype, harness
         topk_index.i32     (positions, K) int32   the top-K next-token ids at every kept position, descending
         topk_logp.f32      (positions, K) float32 their log-probabilities
@@ -35,10 +35,10 @@ import torch
 
 from ..io import sha256_bytes, sha256_json
 from ..metrics.base import ProbeBatch
-from ..metrics.reference import TOP_K, keep_logits, pooled_states
-from ..paths import cache_dir
+from ..metrics.reference import TOP_K, batch_pooled, keep_logits
+from ..paths import reference_cache_dir
 
-FORMAT = 1
+FORMAT = 2  # 2: top-k by reference.block_topk (ids among tied values may differ from format 1)
 _FILES = {
     "topk_index": ("topk_index.i32", "<i4"),
     "topk_logp": ("topk_logp.f32", "<f4"),
@@ -54,7 +54,7 @@ class CacheError(Exception):
 
 
 def cache_path(task_hash: str, corpus_sha256: str, sha256: str) -> Path:
-    return cache_dir() / "reference" / f"v{FORMAT}" / task_hash / corpus_sha256[:16] / sha256
+    return reference_cache_dir() / f"v{FORMAT}" / task_hash / corpus_sha256[:16] / sha256
 
 
 def corpus_sha256(texts: Sequence[str]) -> str:
@@ -115,7 +115,7 @@ class CacheWriter:
         seqs = batch.seq_ids.tolist()
         picked = [b for b, s in enumerate(seqs) if int(s) in self.sample]
         if picked:
-            pooled = pooled_states(batch.hidden, batch.keep, self.layers).cpu().numpy()
+            pooled = batch_pooled(batch, self.layers).cpu().numpy()
             self.pooled += [pooled[b] for b in picked]
             self.pooled_seq += [int(seqs[b]) for b in picked]
 

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,16 +30,12 @@ from ..metrics.reference import SAMPLE_SIZE, ReferenceRows, keep_logits, pooled_
 from ..models import load_model
 from .corpus import ProbeCorpus, tokenize
 from .refcache import CacheError, CacheWriter, ReferenceCache, cache_path, corpus_sha256, tokens_sha256
-from .runner import ProbeInputs, align_layers, run_probe
+from .runner import ProbeInputs, RowsProvider, align_layers, run_probe
 
 NOTE_CHARS = 100  # a count string's limit in the result schema
 
 
 CardLayers = Callable[[int], list[int]]
-
-
-class Provider(Protocol):
-    def rows(self, first_seq: int, keep: torch.Tensor, ref_batch: ProbeBatch | None) -> ReferenceRows: ...
 
 
 @dataclass
@@ -93,7 +89,7 @@ class References:
     """Set up by :func:`prepare`: the providers per role, the writers, and the notes for the result's counts."""
 
     roles: tuple[str, ...]
-    providers: dict[str, Provider]
+    providers: dict[str, RowsProvider]
     writers: dict[str, CacheWriter]  # "model" (this checkpoint) and maybe "reference"
     notes: dict[str, str]
 
@@ -217,10 +213,10 @@ def prepare(task: Any, corpus: ProbeCorpus, inputs: ProbeInputs, ctx: RunContext
     """Resolve every reference role of ``ctx`` (module docstring); runs a reference's own pass where needed.
     ``card_layers(n_hidden)``: the card layers of a model with ``n_hidden`` hidden-state entries."""
     setup = _Setup(task, corpus, inputs, ctx, card_layers)
-    providers: dict[str, Provider] = {}
+    providers: dict[str, RowsProvider] = {}
     writers: dict[str, CacheWriter] = {}
     notes: dict[str, str] = {}
-    by_sha: dict[str, Provider] = {}
+    by_sha: dict[str, RowsProvider] = {}
     failed: dict[str, str] = {}  # sha256 -> why (a second role of the same checkpoint is not retried)
     for target in ctx.references:
         try:
@@ -233,7 +229,7 @@ def prepare(task: Any, corpus: ProbeCorpus, inputs: ProbeInputs, ctx: RunContext
                 continue
             cache = setup.cached(target.sha256)
             if cache is not None:
-                provider: Provider = setup.provider(cache)
+                provider: RowsProvider = setup.provider(cache)
             elif target.role == "reference" and ctx.reference is not None:
                 ref_info = ctx.reference.info
                 ref_cards = card_layers(int(ref_info["num_layers"]) + 1)
