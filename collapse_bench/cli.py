@@ -1,8 +1,11 @@
-"""Command line: ``collapse-bench <command> [options]``; every command has ``--help``.
+"""Command line: ``collapse-bench <command> [options]``; every command has ``--help``, ``--version`` prints the
+installed version.
 
-User errors print one line (``collapse-bench: error: ...``) and exit 1; usage errors exit 2. Any OSError
-that escapes a command (disk full, file size limit, permissions) is one such line too, naming the file; values
-quoted in a message are cut to 200 characters.
+User errors print one line (``collapse-bench: error: ...``) and exit 1; usage errors exit 2 (an unknown command
+is one line with the closest commands, as unknown tasks, suites and models are). Any OSError that escapes a
+command (disk full, file size limit, permissions) is one such line too, naming the file; values quoted in a
+message are cut to 200 characters. ``evaluate`` accepts lm-eval's spellings of its options too (``--output_path``,
+``--batch_size``, ``--include_path``) and ends with the command to run next.
 """
 
 from __future__ import annotations
@@ -10,11 +13,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import re
+import shlex
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
 
-from .cliutil import add_common, positive_int, quiet_libraries
-from .errors import CollapseBenchError
+from . import __version__
+from .cliutil import add_common, batch_size_arg, positive_int, quiet_libraries
+from .errors import CollapseBenchError, did_you_mean
 from .models import DEFAULT_MODEL
 
 Handler = Callable[[argparse.Namespace], int]
@@ -45,6 +52,25 @@ def backend_options(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
+class CliParser(argparse.ArgumentParser):
+    """argparse with one change: an unknown (sub)command is one line naming the closest commands (exit 2).
+
+    ``add_subparsers`` makes every subcommand parser of this class too."""
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        if isinstance(action, argparse._SubParsersAction) and action.choices is not None and value not in action.choices:
+            prefix = self.prog.split(" ", 1)[1] + " " if " " in self.prog else ""  # "tasks " for `collapse-bench tasks`
+            self.one_line_error(
+                f"unknown command '{prefix}{value}'{did_you_mean(str(value), action.choices, prefix)} "
+                f"(run `{self.prog} --help` for the list)"
+            )
+        super()._check_value(action, value)
+
+    def one_line_error(self, message: str) -> NoReturn:
+        """``collapse-bench: error: <message>`` alone (no usage block), exit 2."""
+        self.exit(2, f"collapse-bench: error: {message}\n")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import EvaluateRequest, evaluate
 
@@ -59,6 +85,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         suite=args.suite,
         tasks=tasks,
         tasks_dirs=args.tasks_dir or [],
+        lm_eval_dirs=args.include_path or [],
         data_dir=args.data_dir,
         reference=args.reference,
         output=args.output,
@@ -78,13 +105,36 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         shown = dict(list(block["metrics"].items())[:6])
         print(f"{name}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
     print(f"result written to {path}")
+    print(next_step(path, result))
     return 0
+
+
+def parent_result(parent: str, suite: str) -> Path | None:
+    """The newest result of ``parent`` (a display name) in evaluate's default place, ``results/<parent>/<suite>-*.json``."""
+    from .evaluate import slug
+
+    found = sorted((Path("results") / slug(parent)).glob(f"{suite}-*.json"))
+    return found[-1] if found else None
+
+
+def next_step(path: Path, result: dict[str, Any]) -> str:
+    """The line ``evaluate`` ends with: the command to run next on the result it wrote."""
+    shown = shlex.quote(str(path))
+    submit = f"collapse-bench submit {shown}"
+    parent = result["model"].get("parent")
+    if parent:
+        earlier = parent_result(parent, result["suite"]["name"])
+        theirs = shlex.quote(str(earlier)) if earlier else f"<result of {parent}>"
+        return f"next: collapse-bench compare {theirs} {shown}  (this checkpoint vs. its parent); then {submit}"
+    if not result["suite"]["complete"]:
+        return f"next: {submit}  (not the whole suite: it is listed on the leaderboard but not ranked)"
+    return f"next: {submit}  (validates it and files it under submissions/ for the leaderboard)"
 
 
 def cmd_tasks_list(args: argparse.Namespace) -> int:
     from .tasks import TaskRegistry
 
-    reg = TaskRegistry(args.tasks_dir or [])
+    reg = TaskRegistry(args.tasks_dir or [], args.include_path or [])
     print(f"{'task':28} {'kind':12} {'ver':>3}  description")
     for name in sorted(reg.tasks):
         t = reg.tasks[name]
@@ -110,8 +160,14 @@ def cmd_data_pull(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="collapse-bench", description="Representation-collapse benchmark for LLM checkpoints.")
+    parser = CliParser(prog="collapse-bench", description="Representation-collapse benchmark for LLM checkpoints.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"collapse-bench {__version__}",  # the installed distribution's metadata
+        help="print the installed version and exit",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     ev = sub.add_parser(
@@ -124,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--suite", default="quick", help="suite name: quick | standard | full (default: quick)")
     ev.add_argument("--tasks", help="comma-separated task names (default: all tasks of the suite)")
-    add_common(ev, "tasks_dir", "data_dir")
+    add_common(ev, "tasks_dir", "include_path", "data_dir")
     ev.add_argument(
         "--reference", metavar="MODEL", help="reference checkpoint for CKA, KL and neighbourhood agreement (same tokenizer)"
     )
@@ -135,9 +191,22 @@ def build_parser() -> argparse.ArgumentParser:
         "lora task measures (with --tasks lora)",
     )
     ev.add_argument("--stage", metavar="NAME", help="post-training stage of MODEL (recorded in the result's lineage)")
-    ev.add_argument("--output", metavar="PATH", help="result file (default: results/<model>/<suite>-<time>.json)")
+    ev.add_argument(
+        "--output",
+        "--output_path",
+        metavar="PATH",
+        help="result file (default: results/<model>/<suite>-<time>.json); its directories are created, but an existing "
+        "directory, a file on the way or an unwritable place is refused before the model loads",
+    )
     add_common(ev, "device", "dtype")
-    ev.add_argument("--batch-size", type=positive_int, metavar="N", help="override the tasks' batch size")
+    ev.add_argument(
+        "--batch-size",
+        "--batch_size",
+        type=batch_size_arg,
+        metavar="N|auto",
+        help="override the tasks' batch size; auto: lm-eval finds the largest batch that fits for lm_eval/diversity "
+        "tasks (halving on out-of-memory), the other tasks keep their own",
+    )
     ev.add_argument("--limit", type=positive_int, metavar="N", help="at most N items per data source (for quick checks)")
     ev.add_argument("--seed", type=int, default=0, help="seed for stochastic tasks (default: 0)")
     ev.add_argument("--trust-remote-code", action="store_true", help="allow model code from the checkpoint (off by default)")
@@ -157,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     tl = tsub.add_parser(
         "list", help="list tasks and suites", description="List every task and suite (built-in and --tasks-dir)."
     )
-    add_common(tl, "tasks_dir")
+    add_common(tl, "tasks_dir", "include_path")
     tl.set_defaults(func=cmd_tasks_list)
 
     data = sub.add_parser("data", help="manage the data dir", description="Manage the local data dir.")

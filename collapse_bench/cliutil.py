@@ -16,6 +16,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def batch_size_arg(text: str) -> int | str:
+    """``--batch-size``: a positive integer or ``auto``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from None
+
+
 def quiet_libraries() -> None:
     """Library noise off for CLI runs: transformers' info logs and load bars, deprecation notices."""
     import warnings
@@ -43,6 +53,16 @@ COMMON_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, object]]] = {
     "tasks_dir": (
         ("--tasks-dir",),
         {"action": "append", "metavar": "DIR", "help": "extra directory of task YAMLs (repeatable)"},
+    ),
+    "include_path": (
+        ("--include-path", "--include_path"),
+        {
+            "action": "append",
+            "dest": "include_path",
+            "metavar": "DIR",
+            "help": "lm-eval's --include_path: a directory of lm-eval task YAMLs, each task usable by name in --tasks "
+            "(as DIR/lm_eval/ of a --tasks-dir is; repeatable)",
+        },
     ),
     "no_progress": (("--no-progress",), {"action": "store_true", "help": "no progress bars"}),
 }

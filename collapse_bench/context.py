@@ -25,6 +25,7 @@ class RunContext:
     model: LoadedModel
     seed: int = 0
     batch_size: int | None = None  # None: the task's own default
+    auto_batch_size: bool = False  # --batch-size auto: lm-eval finds the largest batch that fits (other kinds: their own)
     reference: LoadedModel | None = None
     progress: bool = True
     options: dict[str, Any] = field(default_factory=dict)  # kind-specific CLI options (e.g. backend)

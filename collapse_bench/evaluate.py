@@ -1,9 +1,10 @@
-"""``collapse-bench evaluate``: resolve tasks and data and check the output location first (fail fast),
-load the model, run every task, and commit the provenance-stamped result JSON together with its samples
-file (all or nothing: a failed write leaves the previous result + samples pair intact).
+"""``collapse-bench evaluate``: resolve tasks, check ``--batch-size``, ``--device``, ``--dtype`` and the output
+location, then lineage and data (fail fast: before a model is hashed, converted or loaded), load the model, run
+every task, and commit the provenance-stamped result JSON together with its samples file (all or nothing: a
+failed write leaves the previous result + samples pair intact).
 
 No absolute path of the user's disk goes into a result: models are recorded by display name
-(``models.resolve.display_name``), ``--tasks-dir`` dirs by their leaf name."""
+(``models.resolve.display_name``), ``--tasks-dir`` and ``--include_path`` dirs by their leaf name."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from .lineage import reference_targets, resolve_lineage
 from .lineagefile import is_adapter_dir
 from .lora.task import TASK_NAME as LORA_TASK
 from .models import load_model
+from .models.resolve import check_device_dtype
 from .ood.samples import samples_path
 from .results import SCHEMA_VERSION
 from .results.complete import incompleteness
@@ -40,12 +42,13 @@ class EvaluateRequest:
     suite: str = "quick"
     tasks: list[str] | None = None
     tasks_dirs: list[str] = field(default_factory=list)
+    lm_eval_dirs: list[str] = field(default_factory=list)  # lm-eval include dirs (``--include_path``)
     data_dir: str | None = None
     reference: str | None = None
     output: str | None = None
     device: str = "auto"
     dtype: str = "auto"
-    batch_size: int | None = None
+    batch_size: int | str | None = None  # None: each task's own; "auto": lm-eval finds it, other kinds their own
     limit: int | None = None
     seed: int = 0
     trust_remote_code: bool = False
@@ -56,6 +59,16 @@ class EvaluateRequest:
     # task -> params replacing the YAML's (validated against the kind's schema; the task hash records them):
     # how `collapse-bench noise` re-runs the stochastic parts with other seeds
     param_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+AUTO = "auto"  # --batch-size auto
+
+
+def check_batch_size(batch_size: int | str | None) -> None:
+    """A positive int, None (each task's own) or ``"auto"``."""
+    ok = batch_size is None or batch_size == AUTO or (type(batch_size) is int and batch_size >= 1)
+    if not ok:
+        raise CollapseBenchError(f"--batch-size {batch_size!r}: expected a positive integer or 'auto'")
 
 
 def slug(text: str) -> str:
@@ -91,24 +104,28 @@ def seed_everything(seed: int) -> None:
 def evaluate(req: EvaluateRequest) -> tuple[Path, dict[str, Any]]:
     started = time.perf_counter()
     created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
-    registry = TaskRegistry(req.tasks_dirs)
+    registry = TaskRegistry(req.tasks_dirs, req.lm_eval_dirs)
     suite = registry.suite(req.suite)
     names = req.tasks or list(suite.tasks)
     tasks = [with_params(registry.task(n), req.param_overrides.get(n)) for n in names]
     if is_adapter_dir(req.model) and not any(t.kind == "lora" for t in tasks):  # a PEFT adapter: measure its update
         tasks, names = [*tasks, registry.task(LORA_TASK)], [*names, LORA_TASK]
-    lineage = resolve_lineage(req.model, req.parent, req.stage)
-    data_dir = resolve_data_dir(req.data_dir)
-    prepared = {}
-    for task in tasks:  # everything that can fail on input fails before the model is loaded
-        limit = req.limit or suite.limits.get(task.name)
-        module = kind_module(task.kind)
-        prepared[task.name] = module.prepare(task, data_dir, limit)
-        module.preflight(task, req.model, lineage.parent_source)  # the model's files (e.g. adapter fits its base)
+    # everything that can fail on input fails before the model is resolved (hashed, converted) or loaded:
+    # flags first, then the output location, lineage, data and each task's own checks
+    check_batch_size(req.batch_size)
+    check_device_dtype(req.device, req.dtype)
     output = Path(req.output) if req.output else default_output(req.model, suite.name)
     check_writable(output)
     if samples_path(output).is_dir():
         raise CollapseBenchError(f"{samples_path(output)} is a directory; the result's samples file goes there")
+    lineage = resolve_lineage(req.model, req.parent, req.stage)
+    data_dir = resolve_data_dir(req.data_dir)
+    prepared = {}
+    for task in tasks:
+        limit = req.limit or suite.limits.get(task.name)
+        module = kind_module(task.kind)
+        prepared[task.name] = module.prepare(task, data_dir, limit)
+        module.preflight(task, req.model, lineage.parent_source)  # the model's files (e.g. adapter fits its base)
 
     seed_everything(req.seed)
     loaded = load_model(req.model, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code)
@@ -119,7 +136,8 @@ def evaluate(req: EvaluateRequest) -> tuple[Path, dict[str, Any]]:
     ctx = RunContext(
         loaded,
         seed=req.seed,
-        batch_size=req.batch_size,
+        batch_size=req.batch_size if isinstance(req.batch_size, int) else None,
+        auto_batch_size=req.batch_size == AUTO,
         reference=reference,
         progress=req.progress,
         options=req.options,
@@ -160,7 +178,7 @@ def evaluate(req: EvaluateRequest) -> tuple[Path, dict[str, Any]]:
             "device": loaded.info["device"],
             "dtype": loaded.info["dtype"],
             "trust_remote_code": req.trust_remote_code,
-            "tasks_dirs": [d.name for d in registry.dirs[1:]],
+            "tasks_dirs": [d.name for d in [*registry.dirs[1:], *registry.lm_eval_dirs]],
             "reference": reference.info if reference else None,
             **req.options,
         },

@@ -1,10 +1,11 @@
 """``collapse-bench noise MODEL --suite S``: the noise floor of every metric of one checkpoint.
 
-The suite runs R + 1 times: run 0 as recorded (the tasks' own seeds), runs k = 1..R with every stochastic part
-re-seeded — the probe's position/reservoir ``seed`` + k, each plasticity seed + 1000 k, the generation seed
-(``--seed``) k — so a metric's spread over the runs is its seed noise (deterministic metrics: 0). The
-lm_eval metrics are deterministic given the items; their noise is item resampling, the SD of the
-item-bootstrap replicates of run 0 (``stats.N_BOOT``; acc, and ECE over 15 equal-mass bins).
+The suite runs once as recorded (run 0, the tasks' own seeds); runs k = 1..R re-run only its stochastic tasks
+(kinds in ``STOCHASTIC_KINDS``) with every stochastic part re-seeded — the probe's position/reservoir ``seed`` + k,
+each plasticity seed + 1000 k, the generation seed (``--seed``) k — so a metric's spread over the runs is its seed
+noise. The lm_eval metrics are deterministic given the items (not re-run); their noise is item resampling, the SD
+of the item-bootstrap replicates of run 0 (``stats.N_BOOT``; acc, and ECE over 15 equal-mass bins); their other
+metrics get no floor.
 
 Per metric: ``sd`` (ddof 1 over runs; the bootstrap SD for item metrics) and the minimum detectable effect of
 a paired comparison of two checkpoints measured once each, at α = 0.05 two-sided and 80 % power, normal
@@ -32,6 +33,7 @@ from .metrics.calibration import ece_mass_rows
 from .ood.samples import samples_path
 from .tasks import Task, TaskRegistry
 
+STOCHASTIC_KINDS = ("probe", "plasticity", "diversity")  # what a seed changes (lm_eval, lora: deterministic)
 Z_80 = 2.8015852181129683  # z_0.975 + z_0.8 (scipy.stats.norm.ppf; tests/test_noise.py recomputes it)
 
 
@@ -51,7 +53,7 @@ def item_sd(samples: Path) -> dict[str, float]:
     out: dict[str, float] = {}
     if not samples.is_file():
         return out
-    for task, (conf, correct, _) in outcomes_with_ids(list(read_jsonl(samples))).items():
+    for task, (conf, correct, _, _) in outcomes_with_ids(list(read_jsonl(samples))).items():
         if len(conf) < 2:
             continue
         idx = stats.bootstrap_indices(len(conf), stats.N_BOOT, stats.seed_of("noise", task))
@@ -73,7 +75,7 @@ def noise_floor(runs: list[dict[str, Any]], items: dict[str, float]) -> dict[str
         vals = values[key]
         if key in items:
             sd, source = items[key], "item_bootstrap"
-        elif len(vals) == len(runs) and len(vals) >= 2:
+        elif len(vals) == len(runs) and len(vals) >= 2:  # a stochastic task's metric, in every run
             sd, source = float(np.std(vals, ddof=1)), "reseeded_runs"
         else:
             continue
@@ -93,12 +95,15 @@ def run_noise(args: argparse.Namespace) -> dict[str, Any]:
     runs = []
     for k in range(args.replicates + 1):
         target = work / f"run{k}.json"
+        mine = [t for t in tasks if k == 0 or t.kind in STOCHASTIC_KINDS]
+        if not mine:
+            break
         if not target.is_file():  # resumable: finished runs are kept
-            overrides = {t.name: o for t in tasks if (o := reseeded(t, k))}
+            overrides = {t.name: o for t in mine if (o := reseeded(t, k))}
             req = EvaluateRequest(
                 model=args.model,
                 suite=args.suite,
-                tasks=names,
+                tasks=[t.name for t in mine],
                 data_dir=args.data_dir,
                 output=str(target),
                 device=args.device,
@@ -117,8 +122,9 @@ def run_noise(args: argparse.Namespace) -> dict[str, Any]:
         "sha256": runs[0]["model"]["sha256"],
         "suite": {"name": suite.name, "version": suite.version},
         "replicates": args.replicates,
-        "method": "runs 1..R re-seed the probe (seed + k), plasticity (seeds + 1000 k) and generation (--seed k); "
-        "lm_eval metrics: SD of item-bootstrap replicates; MDE = (z0.975 + z0.8) * sqrt(2) * sd",
+        "method": "runs 1..R re-run the probe, plasticity and diversity tasks re-seeded (probe seed + k, plasticity "
+        "seeds + 1000 k, generation --seed k); lm_eval acc/ece: SD of run 0's item-bootstrap replicates; "
+        "MDE = (z0.975 + z0.8) * sqrt(2) * sd",
         "metrics": floor,
     }
     atomic_write_json(out, doc)

@@ -39,6 +39,7 @@ def entry(
     tasks: dict[str, tuple[str, dict[str, Any]]],
     base_sha: str | None = None,
     items: dict | None = None,
+    chance: dict | None = None,
     **model: Any,
 ) -> Entry:
     lineage = (
@@ -56,7 +57,7 @@ def entry(
             for t, (k, ms) in tasks.items()
         },
     }
-    return Entry(f"submissions/{eid}.json", doc, items or {})
+    return Entry(f"submissions/{eid}.json", doc, items or {}, chance=chance or {})
 
 
 FULL_TASKS = {
@@ -68,10 +69,20 @@ FULL_TASKS = {
 }
 
 
-def test_composite_with_known_weights_and_deltas() -> None:
+def _items(n_correct: int, n: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    return np.linspace(0.4, 0.9, n), np.array([1.0] * n_correct + [0.0] * (n - n_correct))
+
+
+# arc: 4 choices, 6 of 10 right; piqa: 2 choices, 7 of 10 right (the recorded acc 0.6 and 0.7)
+ITEMS = {"arc": _items(6), "piqa": _items(7)}
+CHANCE = {"arc": np.full(10, 1 / 4), "piqa": np.full(10, 1 / 2)}
+
+
+def test_score_and_v1_composite_with_known_weights_and_deltas() -> None:
     base = entry("org/base", "a" * 64, {"probe_standard": ("probe", GEOM_BASE)})
-    child = entry("org/child", "b" * 64, FULL_TASKS, base_sha="a" * 64)
-    nodiv = entry("org/nodiv", "c" * 64, {k: v for k, v in FULL_TASKS.items() if k != "div"}, base_sha="a" * 64)
+    child = entry("org/child", "b" * 64, FULL_TASKS, base_sha="a" * 64, items=ITEMS, chance=CHANCE)
+    nodiv_tasks = {k: v for k, v in FULL_TASKS.items() if k != "div"}
+    nodiv = entry("org/nodiv", "c" * 64, nodiv_tasks, base_sha="a" * 64, items=ITEMS, chance=CHANCE)
     orphan = entry("org/orphan", "d" * 64, {"probe_standard": ("probe", GEOM_CHILD)}, base_sha="e" * 64)
     t = build_tables([orphan, nodiv, child, base], n_boot=200)
     m = t.models.set_index("id")
@@ -79,32 +90,39 @@ def test_composite_with_known_weights_and_deltas() -> None:
     # 0.5-0.5*0.1/0.1, prompt entropy unchanged, dormant 0.5-0.5*0.02/0.005 -> clipped to 0
     geometry = (0.3 + 1.0 + 0.0 + 0.5 + 0.0) / 5
     ood, calib, plast, div = (0.6 + 0.7) / 2, (0.9 + 0.7) / 2, (2.0 - 1.5) / 2.0, (0.4 + 0.6 + 0.7) / 3
-    full = 0.30 * geometry + 0.20 * plast + 0.20 * ood + 0.15 * calib + 0.15 * div
+    ood_chance = ((0.6 - 1 / 4) / (1 - 1 / 4) + (0.7 - 1 / 2) / (1 - 1 / 2)) / 2  # Open LLM Leaderboard v2 style
+    v1 = 0.30 * geometry + 0.20 * plast + 0.20 * ood + 0.15 * calib + 0.15 * div
+    score = (0.20 * plast + 0.20 * ood_chance + 0.15 * calib + 0.15 * div) / 0.70  # outcomes only
     c = m.loc["submissions/org/child.json"]
     assert c["c.geometry"] == pytest.approx(geometry) and c["c.diversity"] == pytest.approx(div)
-    assert c["composite"] == pytest.approx(full) and not c["partial"]
+    assert c["c.ood_accuracy_chance"] == pytest.approx(ood_chance) and c["c.ood_accuracy"] == pytest.approx(ood)
+    assert c["composite"] == pytest.approx(v1) and c["score"] == pytest.approx(score) and not c["partial"]
+    assert c["score_lo"] < c["score"] < c["score_hi"]  # the items resampled
     n = m.loc["submissions/org/nodiv.json"]
-    assert n["composite"] == pytest.approx((full - 0.15 * div) / 0.85) and n["partial"] and n["missing"] == "diversity"
-    b = m.loc["submissions/org/base.json"]
-    assert b["composite"] == pytest.approx(0.5) and b["missing"] == "plasticity,ood_accuracy,calibration,diversity"
+    assert n["score"] == pytest.approx((0.20 * plast + 0.20 * ood_chance + 0.15 * calib) / 0.55)
+    assert n["partial"] and n["missing"] == "diversity"
+    assert n["composite"] == pytest.approx((v1 - 0.15 * div) / 0.85)
+    b = m.loc["submissions/org/base.json"]  # geometry alone: a v1 composite (0.5), no score, unranked
+    assert b["composite"] == pytest.approx(0.5) and pd_isna(b["score"]) and pd_isna(b["rank"])
     o = m.loc["submissions/org/orphan.json"]  # base not submitted: no geometry, no composite, unranked
     assert pd_isna(o["base_id"]) and pd_isna(o["composite"]) and pd_isna(o["rank"])
+    # without the items' numbers of choices there is no chance-normalised accuracy (and no score from it)
+    bare = entry("org/bare", "f" * 64, nodiv_tasks, base_sha="a" * 64)
+    assert components(bare, base, 50)["ood_accuracy_chance"] is None
     # deltas vs base
     d = t.deltas
     assert d.at["submissions/org/child.json", "probe_standard.effective_rank"] == pytest.approx(-10.0)
     assert d.at["submissions/org/base.json", "probe_standard.effective_rank"] == 0.0
     assert math.isnan(d.at["submissions/org/orphan.json", "probe_standard.effective_rank"])
     assert math.isnan(d.at["submissions/org/child.json", "arc.acc"])  # the base has no arc
-    # order: composite desc, unranked last; constant components -> zero-width CIs, distinct ranks
+    # order: score desc, unscored last (by model)
     assert list(t.models["id"]) == [
-        "submissions/org/base.json",
-        "submissions/org/child.json",  # 0.5, 0.493,
+        "submissions/org/child.json",
         "submissions/org/nodiv.json",
+        "submissions/org/base.json",
         "submissions/org/orphan.json",
-    ]  # 0.48, null
-    ranked = t.models.dropna(subset=["composite"])
-    assert list(ranked["composite"]) == sorted(ranked["composite"], reverse=True)
-    assert list(ranked["rank"]) == [1, 2, 3] and list(ranked["group"]) == [1, 2, 3]
+    ]
+    assert list(t.models["rank"][:2]) == [1, 2]
 
 
 def test_ranks_are_per_suite_and_chain_stages_show_their_lineage_name() -> None:
@@ -116,8 +134,9 @@ def test_ranks_are_per_suite_and_chain_stages_show_their_lineage_name() -> None:
     stage.doc["model"]["lineage"][-1]["name"] = "base/rec/none/s0/01-sft"
     m = build_tables([base, child, quick, stage], n_boot=50).models
     assert list(m["suite"]) == ["quick", "standard", "standard", "standard"]
-    assert m.iloc[0]["rank"] == 1 and m.iloc[0]["composite"] == pytest.approx(0.95)  # alone in its suite
-    assert sorted(m[m["suite"] == "standard"]["rank"]) == [1, 2, 2]  # base 0.5; child and stage identical (tied)
+    assert m.iloc[0]["rank"] == 1 and m.iloc[0]["score"] == pytest.approx(0.95)  # alone in its suite
+    standard = m[m["suite"] == "standard"]
+    assert sorted(standard["rank"].dropna()) == [1, 1]  # child and stage identical (tied); the base has no score
     assert "base/rec/none/s0/01-sft" in set(m["model"])
 
 
@@ -190,17 +209,20 @@ def test_item_and_seed_bootstrap() -> None:
     t = build_tables([e], n_boot=300)
     row = t.models.iloc[0]
     assert row["composite_lo"] < row["composite"] < row["composite_hi"]
+    assert row["score_lo"] < row["score"] < row["score_hi"]
 
 
 def test_interventions_view() -> None:
     base = entry("org/base", "a" * 64, {"probe_standard": ("probe", GEOM_BASE)})
     common = dict(base_sha="a" * 64, recipe="r1", stage="sft")
-    plain = entry("org/plain", "b" * 64, {"probe_standard": ("probe", GEOM_CHILD)}, intervention=None, **common)
-    reg = entry("org/reg", "c" * 64, {"probe_standard": ("probe", GEOM_BASE)}, intervention="replay", **common)
+    probe_base, probe_child = ("probe", GEOM_BASE), ("probe", GEOM_CHILD)
+    low, high = ("plasticity", {"gain": 0.25}), ("plasticity", {"gain": 0.5})
+    plain = entry("org/plain", "b" * 64, {"probe_standard": probe_child, "plast": low}, intervention=None, **common)
+    reg = entry("org/reg", "c" * 64, {"probe_standard": probe_base, "plast": high}, intervention="replay", **common)
     lone = entry(
         "org/lone",
         "d" * 64,
-        {"probe_standard": ("probe", GEOM_BASE)},
+        {"probe_standard": probe_base, "plast": high},
         base_sha="a" * 64,
         recipe="r2",
         stage="sft",
@@ -209,26 +231,29 @@ def test_interventions_view() -> None:
     fuller = entry(
         "org/fuller",
         "e" * 64,
-        {"probe_standard": ("probe", GEOM_BASE), **{k: FULL_TASKS[k] for k in ("plast",)}},
+        {"probe_standard": probe_base, "plast": high, "div": FULL_TASKS["div"]},
         intervention="lora_decorrelation",
         **common,
     )
     t = build_tables([base, plain, reg, lone, fuller], n_boot=50)
     v = t.interventions.set_index("id")
     assert list(t.interventions["recipe"]) == ["r1", "r1", "r1", "r2"]
-    # a row with a task its baseline lacks: compared on the common tasks only (here the probe -> geometry)
+    # a row with a task its baseline lacks: compared on the common tasks only (probe and plasticity)
+    div = (0.4 + 0.6 + 0.7) / 3
     f = v.loc["submissions/org/fuller.json"]
-    assert f["compared_on"] == "1 common tasks" and f["composite"] > f["delta_composite"]
-    assert f["delta_composite"] == pytest.approx(0.5 - 0.36) and f["within_noise"] is False
-    assert f["delta_c.geometry"] == pytest.approx(0.5 - 0.36) and pd_isna(f["delta_c.plasticity"])
+    assert f["score"] == pytest.approx((0.20 * 0.5 + 0.15 * div) / 0.35)  # its own score, with diversity
+    assert f["compared_on"] == "2 common tasks" and f["delta_score"] == pytest.approx(0.5 - 0.25)
+    assert f["within_noise"] is False  # constant components: zero-width CIs that do not overlap
+    # geometry is not in the score, but its component delta is shown (the collapse profile)
+    assert f["delta_c.geometry"] == pytest.approx(0.5 - 0.36) and f["delta_c.plasticity"] == pytest.approx(0.25)
     assert v.at["submissions/org/reg.json", "compared_on"] == ""
     assert v.at["submissions/org/reg.json", "baseline_id"] == "submissions/org/plain.json"
-    assert v.at["submissions/org/reg.json", "delta_composite"] == pytest.approx(0.5 - 0.36)
+    assert v.at["submissions/org/reg.json", "delta_score"] == pytest.approx(0.5 - 0.25)
     assert v.at["submissions/org/reg.json", "within_noise"] is False
     assert v.at["submissions/org/plain.json", "intervention"] == "none"
-    assert v.at["submissions/org/plain.json", "delta_composite"] == 0.0
+    assert v.at["submissions/org/plain.json", "delta_score"] == 0.0
     assert pd_isna(v.at["submissions/org/lone.json", "baseline_id"])
-    # ranked within (recipe, stage, suite) by Δ composite; equal Δ share the best rank; no baseline -> no rank
+    # ranked within (recipe, stage, suite) by Δ score; equal Δ share the best rank; no baseline -> no rank
     assert list(t.interventions["id"]) == [
         "submissions/org/fuller.json",
         "submissions/org/reg.json",
@@ -255,25 +280,34 @@ def test_hypothesis_panel_numbers_and_flags() -> None:
         )
         for i in range(10)
     ]
-    panel = hypothesis_panel(build_tables(entries, n_boot=50), n_boot=300)
-    row = panel[(panel["metric"] == "probe_standard.effective_rank") & (panel["target"] == "ood_accuracy")].iloc[0]
-    assert row["n"] == 10 and row["flag"] == ""
+    panel, hidden = hypothesis_panel(build_tables(entries, n_boot=50), n_boot=300)
+    across = panel[panel["analysis"] == "across_rows"]
+    row = across[(across["metric"] == "probe_standard.effective_rank") & (across["target"] == "ood_accuracy")].iloc[0]
+    assert row["n"] == 10 and row["flag"] == "" and row["n_clusters"] == 10 and row["n_effective"] == 10.0
     assert row["pearson"] == pytest.approx(np.corrcoef(er, acc)[0, 1], abs=1e-6)
     assert row["spearman"] == pytest.approx(scipy.stats.spearmanr(er, acc).statistic, abs=1e-6)
+    # independent rows (every row its own base): the p-value is scipy's
+    assert row["p_value"] == pytest.approx(scipy.stats.spearmanr(er, acc).pvalue, rel=1e-5, abs=1e-12)
     assert row["pearson_lo"] <= row["pearson"] <= row["pearson_hi"] and row["family"] == "spectral"
+    assert row["expected_sign"] == 1 and row["verdict"] == "agrees" and row["rank_within_target"] == 1
+    # partial Spearman on KL: Pearson r of the OLS residuals of the ranks; ten singleton families: too few rows
+    rx, ry, rk = (scipy.stats.rankdata(v) for v in (er, acc, kl))
+    design = np.column_stack([np.ones(10), rk])
+    res = [v - design @ np.linalg.lstsq(design, v, rcond=None)[0] for v in (rx, ry)]
+    assert row["partial_kl"] == pytest.approx(np.corrcoef(*res)[0, 1], abs=1e-6) and pd_isna(row["partial_family"])
     # the literature's rival predictors sit next to the spectral ones, each in its family
     for metric, family, x in (
         ("probe_standard.kl_to_base", "divergence", kl),
         ("plasticity_quick.grad_snr", "gradient_signal", snr),
     ):
-        rival = panel[(panel["metric"] == metric) & (panel["target"] == "ood_accuracy")].iloc[0]
+        rival = across[(across["metric"] == metric) & (across["target"] == "ood_accuracy")].iloc[0]
         assert rival["family"] == family and rival["n"] == 10
         assert rival["pearson"] == pytest.approx(np.corrcoef(x, acc)[0, 1], abs=1e-6)
-    ece = panel[(panel["metric"] == "probe_standard.effective_rank") & (panel["target"] == "ece")].iloc[0]
-    assert ece["flag"] == "undefined (constant)" and pd_isna(ece["pearson"])
-    small = hypothesis_panel(build_tables(entries[:5], n_boot=50), n_boot=100)
-    assert set(small[small["target"] == "ood_accuracy"]["flag"]) == {"n too small"}
-    assert set(small[small["target"] == "plasticity"]["flag"]) == {"no data"}
+    # ECE is constant (no correlation), plasticity absent and there are no lineage edges: counted, not listed
+    assert set(panel["target"]) == {"ood_accuracy"} and set(panel["analysis"]) == {"across_rows"}
+    assert (hidden["constant"], hidden["n_below_min"]) == (3, 3 + 9)
+    small, hidden = hypothesis_panel(build_tables(entries[:5], n_boot=50), n_boot=100)
+    assert small.empty and (hidden["n_below_min"], hidden["constant"]) == (18, 0)
 
 
 QUICK = sorted(

@@ -91,7 +91,13 @@ def test_site_contents(built: Path) -> None:
     assert "suite quick v1" in index and "http://" not in index and "https://" not in index and "<link" not in index
     assert "collapse-bench reproduce submissions/local/tiny-sft/quick-b.json" in index
     data = json.loads((built / "data.json").read_text())
-    assert data["models"][0]["id"] == "submissions/local/tiny-sft-reg/quick-c.json"  # healthier geometry
+    # probe-only rows: geometry is not scored, so none of them has a score (unranked, listed by model name); the
+    # geometry component (the collapse profile) and the v1 composite still tell them apart
+    models = {m["id"]: m for m in data["models"]}
+    assert all(m["score"] is None and m["rank"] is None for m in data["models"])
+    assert [m["model"] for m in data["models"]] == sorted(m["model"] for m in data["models"])
+    b, c = models["submissions/local/tiny-sft/quick-b.json"], models["submissions/local/tiny-sft-reg/quick-c.json"]
+    assert c["c.geometry"] > 0.5 > b["c.geometry"] and c["composite"] > b["composite"]
     assert data["interventions"][1]["baseline_id"] == "submissions/local/tiny-sft/quick-b.json"
     csv = (built / "data.csv").read_text().splitlines()
     assert csv[0].startswith("id,page,model,") and len(csv) == 4 and "delta.probe_quick.effective_rank" in csv[0]

@@ -1,5 +1,5 @@
-"""Leaderboard tables (pandas) from validated submissions: scalars, deltas vs base, the composite with
-bootstrap CIs, rank intervals and tied groups, and the interventions view (formulas in
+"""Leaderboard tables (pandas) from validated submissions: scalars, deltas vs base, the headline score (outcomes)
+and the v1 composite with bootstrap CIs, rank intervals and tied groups by the score, and the interventions view (formulas in
 ``composite.yaml`` and :mod:`.stats`; the hypothesis panel is in :mod:`.hypothesis`).
 
 Generic over the result schema: scalars are ``tasks.<task>.metrics``, one column ``<task>.<metric>``
@@ -75,16 +75,32 @@ def per_seed_rows(block: dict[str, Any]) -> list[dict[str, Any]]:
     return []
 
 
+def chance_normalised(entry: Entry, task: str) -> np.ndarray | None:
+    """Per item (correct − 1/k) / (1 − 1/k) (composite.yaml), or None without every item's number of choices."""
+    chance = entry.chance.get(task)
+    if task not in entry.items or chance is None or not len(chance) or not np.isfinite(chance).all() or (chance >= 1).any():
+        return None
+    return (entry.items[task][1] - chance) / (1.0 - chance)
+
+
 def item_stat_reps(entry: Entry, task: str, metric: str, n_boot: int) -> np.ndarray | None:
-    """Bootstrap replicates over items of ``acc`` (mean correct) or ``ece`` (15 equal-mass bins, the same
+    """Bootstrap replicates over items of ``acc`` (mean correct), ``acc_chance`` (mean chance-normalised correct,
+    the same item indices as ``acc``) or ``ece`` (15 equal-mass bins, the same
     :func:`collapse_bench.metrics.calibration.ece` the lm_eval kind reports) from the samples records."""
-    if task not in entry.items or metric not in ("acc", "ece"):
+    if task not in entry.items or metric not in ("acc", "acc_chance", "ece"):
         return None
     key = (task, metric, n_boot)
     if key not in entry.reps:  # computed once per row: components, CIs and the interventions view share them
         conf, correct = entry.items[task]
-        idx = stats.bootstrap_indices(len(conf), n_boot, stats.seed_of(entry.id, task, metric))
-        entry.reps[key] = correct[idx].mean(axis=1) if metric == "acc" else ece_mass_rows(conf[idx], correct[idx])
+        seed = stats.seed_of(entry.id, task, "acc" if metric == "acc_chance" else metric)  # acc_chance: acc's items
+        idx = stats.bootstrap_indices(len(conf), n_boot, seed)
+        if metric == "acc_chance":
+            norm = chance_normalised(entry, task)
+            if norm is None:
+                return None
+            entry.reps[key] = norm[idx].mean(axis=1)
+        else:
+            entry.reps[key] = correct[idx].mean(axis=1) if metric == "acc" else ece_mass_rows(conf[idx], correct[idx])
     return entry.reps[key]
 
 
@@ -92,7 +108,7 @@ def score_reps(
     entry: Entry, task: str, metric: str, rule: dict[str, Any], spec: dict[str, Any], base_value: float | None, n_boot: int
 ) -> np.ndarray | None:
     """Bootstrap replicates of one metric's score (items, or seeds resampled jointly), or None."""
-    reps = item_stat_reps(entry, task, metric, n_boot)
+    reps = item_stat_reps(entry, task, "acc_chance" if rule.get("chance_normalised") else metric, n_boot)
     if reps is not None:
         return np.array([metric_score(rule, spec, float(r), base_value) for r in reps])
     seeds = per_seed_rows(entry.result.tasks[task].raw)
@@ -116,6 +132,11 @@ def components(entry: Entry, base: Entry | None, n_boot: int = stats.N_BOOT) -> 
                 for metric, value in sorted(entry.metrics[task].items()):
                     if value is None or not fnmatch.fnmatchcase(metric, rule["metric"]):
                         continue
+                    if rule.get("chance_normalised"):
+                        norm = chance_normalised(entry, task)
+                        if norm is None:
+                            continue
+                        value = float(norm.mean())
                     bval = base.metrics.get(task, {}).get(metric) if base is not None else None
                     s = metric_score(rule, spec, value, bval)
                     if s is None:
@@ -127,10 +148,16 @@ def components(entry: Entry, base: Entry | None, n_boot: int = stats.N_BOOT) -> 
     return out
 
 
-def composite(comps: dict[str, tuple[float, np.ndarray] | None]) -> tuple[float | None, np.ndarray | None, list[str]]:
-    """(composite, replicates, missing components): weights renormalised over the present components."""
-    weights = {k: float(v["weight"]) for k, v in composite_config()["components"].items()}
-    present = {k: v for k, v in comps.items() if v is not None}
+SCORES = ("score", "composite")  # the headline (ranked) and the v1 composite (kept for comparison)
+
+
+def composite(
+    comps: dict[str, tuple[float, np.ndarray] | None], score: str = "score"
+) -> tuple[float | None, np.ndarray | None, list[str]]:
+    """(``score``, replicates, missing components) of the score named in composite.yaml ``scores``: weights
+    renormalised over its present components."""
+    weights = {k: float(w) for k, w in composite_config()["scores"][score]["weights"].items()}
+    present = {k: v for k, v in comps.items() if v is not None and k in weights}
     missing = [k for k in weights if k not in present]
     if not present:
         return None, None, missing
@@ -176,35 +203,29 @@ def build_tables(entries: list[Entry], n_boot: int = stats.N_BOOT) -> Tables:
     base_ids = {e.id: find_base(e, entries) for e in entries}
     names = list(composite_config()["components"])
     rows: list[dict[str, Any]] = []
-    reps: dict[str, np.ndarray] = {}
     for e in entries:
         bid = base_ids[e.id]
         with guard(e.id):
             comps = components(e, by_id[bid] if bid else None, n_boot)
-        point, r, missing = composite(comps)
         row = meta_row(e, bid)
         row.update({f"c.{k}": (c[0] if (c := comps[k]) else None) for k in names})
-        row.update(
-            {
-                "composite": point,
-                "partial": bool(missing) and point is not None,
-                "missing": ",".join(missing) if point is not None else "",
-            }
-        )
-        if r is not None:
-            row["composite_lo"], row["composite_hi"] = stats.percentile_ci(r)
-            reps[e.id] = r
+        for name in SCORES:
+            point, r, missing = composite(comps, name)
+            row[name], row[f"{name}_lo"], row[f"{name}_hi"] = point, None, None
+            if r is not None:
+                row[f"{name}_lo"], row[f"{name}_hi"] = stats.percentile_ci(r)
+            if name == "score":  # the flag the site shows next to the headline
+                shown = ",".join(missing) if point is not None else ""
+                row.update({"partial": bool(missing) and point is not None, "missing": shown})
         rows.append(row)
-    for suite in sorted({r["suite"] for r in rows}):  # composites are comparable within a suite only
-        ranked = [r for r in rows if r["composite"] is not None and r["suite"] == suite and r["complete"]]
-        intervals = stats.rank_intervals([r["composite_lo"] for r in ranked], [r["composite_hi"] for r in ranked])
-        groups = stats.tied_groups(
-            [r["composite"] for r in ranked], [r["composite_lo"] for r in ranked], [r["composite_hi"] for r in ranked]
-        )
+    for suite in sorted({r["suite"] for r in rows}):  # scores are comparable within a suite only
+        ranked = [r for r in rows if r["score"] is not None and r["suite"] == suite and r["complete"]]
+        intervals = stats.rank_intervals([r["score_lo"] for r in ranked], [r["score_hi"] for r in ranked])
+        groups = stats.tied_groups([r["score"] for r in ranked], [r["score_lo"] for r in ranked], [r["score_hi"] for r in ranked])
         for ranked_row, (best, worst), g in zip(ranked, intervals, groups):
             ranked_row.update(
                 {
-                    "rank": 1 + sum(o["composite"] > ranked_row["composite"] for o in ranked),
+                    "rank": 1 + sum(o["score"] > ranked_row["score"] for o in ranked),
                     "rank_best": best,
                     "rank_worst": worst,
                     "group": g,
@@ -230,15 +251,18 @@ def build_tables(entries: list[Entry], n_boot: int = stats.N_BOOT) -> Tables:
         "rank_best",
         "rank_worst",
         "group",
+        "score",
+        "score_lo",
+        "score_hi",
+        "partial",
+        "missing",
         "composite",
         "composite_lo",
         "composite_hi",
-        "partial",
-        "missing",
     ] + [f"c.{k}" for k in names]
     models = pd.DataFrame(rows).reindex(columns=columns)
     models = (
-        models.assign(_k=models["composite"].fillna(-np.inf))
+        models.assign(_k=models["score"].fillna(-np.inf))
         .sort_values(["suite", "_k", "model", "id"], ascending=[True, False, True, True], kind="mergesort")
         .drop(columns="_k")
         .reset_index(drop=True)
@@ -256,16 +280,17 @@ def build_tables(entries: list[Entry], n_boot: int = stats.N_BOOT) -> Tables:
 def restricted(entry: Entry, tasks: AbstractSet[str]) -> Entry:
     """The entry with only ``tasks`` (to compare two rows on the tasks both have)."""
     kept = {t: b for t, b in entry.doc["tasks"].items() if t in tasks}  # a new document: the typed view follows
-    return Entry(entry.id, {**entry.doc, "tasks": kept}, entry.items, entry.complete, entry.reps, entry.item_ids)
+    return Entry(entry.id, {**entry.doc, "tasks": kept}, entry.items, entry.complete, entry.reps, entry.item_ids, entry.chance)
 
 
 def interventions_view(
     models: pd.DataFrame, by_id: dict[str, Entry], base_ids: dict[str, str | None], n_boot: int = stats.N_BOOT
 ) -> pd.DataFrame:
     """Rows with a recipe, each against the baseline chain (intervention null/"none") of the same recipe,
-    stage and suite, on the tasks both rows have: Δ composite (re-computed over those tasks), whether the two
-    composite CIs overlap, and Δ of every component; ``compared_on`` names the task subset when it is not all;
-    ``rank`` orders the rows of one (recipe, stage, suite) by Δ composite, the baseline (Δ 0) among them."""
+    stage and suite, on the tasks both rows have: Δ score (the headline, re-computed over those tasks), whether
+    the two score CIs overlap, and Δ of every component; ``compared_on`` names the task subset when it is not all;
+    ``rank`` orders the rows of one (recipe, stage, suite) by Δ score, the baseline (Δ 0) among them. The paired
+    comparisons (:mod:`.comparisons`) are the finer test."""
     names = list(composite_config()["components"])
     cols = [
         "recipe",
@@ -275,9 +300,9 @@ def interventions_view(
         "id",
         "model",
         "baseline_id",
-        "composite",
+        "score",
         "compared_on",
-        "delta_composite",
+        "delta_score",
         "within_noise",
     ] + [f"delta_c.{c}" for c in names]
     out, cache = [], {}  # (id, common tasks) -> components: a baseline is compared with many rows
@@ -296,10 +321,10 @@ def interventions_view(
         ]
         base = peers[peers["intervention"].map(lambda v: v in BASELINE or pd.isna(v))].sort_values("id")
         b = base.iloc[0] if len(base) else None
-        rec = {k: row[k] for k in ("recipe", "stage", "suite", "intervention", "id", "model", "composite")}
+        rec = {k: row[k] for k in ("recipe", "stage", "suite", "intervention", "id", "model", "score")}
         rec["intervention"] = "none" if row["intervention"] in BASELINE or pd.isna(row["intervention"]) else row["intervention"]
         rec["baseline_id"] = None if b is None else b["id"]
-        rec.update({"compared_on": "", "delta_composite": None, "within_noise": None, **{f"delta_c.{c}": None for c in names}})
+        rec.update({"compared_on": "", "delta_score": None, "within_noise": None, **{f"delta_c.{c}": None for c in names}})
         if b is not None:
             mine, theirs = by_id[row["id"]], by_id[b["id"]]
             common = frozenset(mine.result.tasks) & frozenset(theirs.result.tasks)
@@ -309,15 +334,15 @@ def interventions_view(
             (pr, rr, _), (pb, rb, _) = composite(comps[0]), composite(comps[1])
             if pr is not None and pb is not None and rr is not None and rb is not None:
                 (lo_r, hi_r), (lo_b, hi_b) = stats.percentile_ci(rr), stats.percentile_ci(rb)
-                rec["delta_composite"], rec["within_noise"] = pr - pb, bool(lo_r <= hi_b and lo_b <= hi_r)
+                rec["delta_score"], rec["within_noise"] = pr - pb, bool(lo_r <= hi_b and lo_b <= hi_r)
             for c in names:
                 if comps[0][c] is not None and comps[1][c] is not None:
                     rec[f"delta_c.{c}"] = comps[0][c][0] - comps[1][c][0]
         out.append(rec)
     frame = pd.DataFrame(out, columns=cols)
-    # rank within (recipe, stage, suite) by Δ composite vs the baseline (ties share the best rank; no baseline: none)
+    # rank within (recipe, stage, suite) by Δ score vs the baseline (ties share the best rank; no baseline: none)
     group = [frame[k].fillna("") for k in ("recipe", "stage", "suite")]
-    delta = pd.to_numeric(frame["delta_composite"], errors="coerce").round(12)
+    delta = pd.to_numeric(frame["delta_score"], errors="coerce").round(12)
     frame.insert(3, "rank", delta.groupby(group).rank(method="min", ascending=False).astype("Int64"))
     frame = frame.sort_values(["recipe", "stage", "suite", "rank", "intervention", "id"], kind="mergesort", na_position="last")
     return frame.reset_index(drop=True)

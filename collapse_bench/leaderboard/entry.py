@@ -44,6 +44,7 @@ class Entry:
     complete: bool = True  # recomputed by `validate`; only complete rows are ranked
     reps: dict[tuple[Any, ...], np.ndarray] = field(default_factory=dict, repr=False, compare=False)  # bootstrap replicates
     item_ids: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)  # task -> ids, as ``items``
+    chance: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)  # task -> 1/k per item
 
     @functools.cached_property
     def result(self) -> Result:
@@ -92,13 +93,13 @@ def guard(entry_id: str, what: str = "aggregate") -> Any:
 
 def item_outcomes(records: list[dict[str, Any]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """task -> (confidence = max softmax of the choice log-likelihoods, correct) from samples records."""
-    return {t: (c, k) for t, (c, k, _) in outcomes_with_ids(records).items()}
+    return {t: (c, k) for t, (c, k, _, _) in outcomes_with_ids(records).items()}
 
 
-def outcomes_with_ids(records: list[dict[str, Any]]) -> dict[str, tuple[np.ndarray, np.ndarray, list[str]]]:
+def outcomes_with_ids(records: list[dict[str, Any]]) -> dict[str, tuple[np.ndarray, np.ndarray, list[str], np.ndarray]]:
     """:func:`item_outcomes` plus each item's ``id`` (``doc_id`` when it has none), in the same order: what pairs
-    two rows' items for a paired comparison."""
-    grouped: dict[str, tuple[list[float], list[float], list[str]]] = {}
+    two rows' items for a paired comparison; and its chance level 1/k (k choices; NaN without log-likelihoods)."""
+    grouped: dict[str, tuple[list[float], list[float], list[str], list[float]]] = {}
     for rec in records:
         if not isinstance(rec, dict):
             continue
@@ -120,11 +121,12 @@ def outcomes_with_ids(records: list[dict[str, Any]]) -> dict[str, tuple[np.ndarr
             continue
         if not (math.isfinite(conf) and 0.0 <= conf <= 1.0):
             continue
-        c, k, ids = grouped.setdefault(str(rec.get("task", "")), ([], [], []))
+        c, k, ids, chance = grouped.setdefault(str(rec.get("task", "")), ([], [], [], []))
         c.append(conf)
         k.append(correct)
         ids.append(str(rec.get("id", rec.get("doc_id", len(ids)))))
-    return {t: (np.array(c), np.array(k), ids) for t, (c, k, ids) in sorted(grouped.items())}
+        chance.append(1.0 / len(lls) if lls is not None else math.nan)
+    return {t: (np.array(c), np.array(k), ids, np.array(ch)) for t, (c, k, ids, ch) in sorted(grouped.items())}
 
 
 def entries_from(subs: list[Submission], root: Path) -> list[Entry]:
@@ -138,8 +140,10 @@ def entries_from(subs: list[Submission], root: Path) -> list[Entry]:
             for name in sorted({ref["path"] for _, ref in samples_refs(sub.doc)}):
                 records += list(read_jsonl(sub.path.parent / name))
             found = outcomes_with_ids(records)
-            items = {t: (c, k) for t, (c, k, _) in found.items()}
-            out.append(Entry(eid, sub.doc, items, sub.complete, item_ids={t: ids for t, (_, _, ids) in found.items()}))
+            items = {t: (c, k) for t, (c, k, _, _) in found.items()}
+            ids = {t: i for t, (_, _, i, _) in found.items()}
+            chance = {t: ch for t, (_, _, _, ch) in found.items()}
+            out.append(Entry(eid, sub.doc, items, sub.complete, item_ids=ids, chance=chance))
     return sorted(out, key=lambda e: e.id)
 
 

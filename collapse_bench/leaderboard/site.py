@@ -212,7 +212,7 @@ def render(entries: list[Entry], out: Path) -> None:
     """Write the whole site into ``out`` (an empty or new dir)."""
     entries = sorted(entries, key=lambda e: e.id)
     tables = build_tables(entries)
-    hyp = hypothesis_panel(tables)
+    hyp, hyp_hidden = hypothesis_panel(tables)
     env = environment()
     models = records(tables.models)
     pages = {r["id"]: r["page"] for r in models}
@@ -241,9 +241,11 @@ def render(entries: list[Entry], out: Path) -> None:
             glossary=glossary(),
             interventions=records(tables.interventions),
             hypothesis=records(hyp),
+            hypothesis_hidden=hyp_hidden,
             pages=pages,
             min_n=cfg["hypothesis"]["min_n"],
-            weights=[(k, v["weight"]) for k, v in cfg["components"].items()],
+            weights=list(cfg["scores"]["score"]["weights"].items()),
+            legacy_weights=list(cfg["scores"]["composite"]["weights"].items()),
             **common,
         )
         .encode()
@@ -264,6 +266,7 @@ def render(entries: list[Entry], out: Path) -> None:
         "cis": tables.cis,
         "interventions": records(tables.interventions),
         "hypothesis": records(hyp),
+        "hypothesis_hidden": hyp_hidden,
         "comparisons": clean(comparisons(tables)),
     }
     files["data.json"] = (json.dumps(clean(data), indent=1, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n").encode()

@@ -357,6 +357,7 @@ SPECS = (
         range=Range(0, 1),
         tolerance=Tolerance(0.01, 0.0),
         label="SCE",
+        reference="Nixon et al., 'Measuring Calibration in Deep Learning', arXiv 1904.01685; checked against netcal",
     ),
     MetricSpec(
         id="aurc*",
@@ -366,6 +367,7 @@ SPECS = (
         range=Range(0, 1),
         tolerance=Tolerance(0.02, 0.0),
         label="AURC",
+        reference="Geifman et al., ICLR 2019, arXiv 1805.08206",
     ),
     MetricSpec(
         id="eaurc*",
@@ -375,6 +377,7 @@ SPECS = (
         range=Range(0, 1),
         tolerance=Tolerance(0.02, 0.0),
         label="E-AURC",
+        reference="Geifman et al., ICLR 2019, arXiv 1805.08206",
     ),
     MetricSpec(
         id="brier*",

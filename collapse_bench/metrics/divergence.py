@@ -127,6 +127,7 @@ SPECS = (
         range=Range(0),
         tolerance=Tolerance(1e-4, 0.05),
         label="KL quantile",
+        reference="Shenfeld et al., 'RL's Razor', arXiv 2509.04259",
     ),
     MetricSpec(
         id="kl_to_*",
@@ -136,6 +137,7 @@ SPECS = (
         range=Range(0),
         tolerance=Tolerance(1e-4, 0.02),
         label="KL to reference",
+        reference="Shenfeld et al., 'RL's Razor', arXiv 2509.04259",
     ),
     MetricSpec(
         id="top1_agreement_*",
@@ -145,5 +147,6 @@ SPECS = (
         range=Range(0, 1),
         tolerance=Tolerance(0.01, 0.0),
         label="top-1 agreement",
+        reference="Shenfeld et al., 'RL's Razor', arXiv 2509.04259",
     ),
 )

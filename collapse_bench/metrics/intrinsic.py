@@ -103,6 +103,7 @@ SPECS = (
         range=Range(0, None, lo_open=True),
         tolerance=Tolerance(0.0, 0.05),
         label="intrinsic dimension (TwoNN)",
+        reference="TwoNN, Facco et al., Sci. Rep. 2017; checked against scikit-dimension",
     ),
     MetricSpec(
         id="id_peak_layer",
@@ -112,6 +113,7 @@ SPECS = (
         range=Range(1, "num_layers"),
         tolerance=Tolerance(1.0, 0.0),
         label="ID peak layer",
+        reference="the mid-layer ID peak, Cheng et al., ICLR 2025",
     ),
     MetricSpec(
         id="id_peak_value",
@@ -121,5 +123,6 @@ SPECS = (
         range=Range(0, None, lo_open=True),
         tolerance=Tolerance(0.0, 0.05),
         label="ID peak value",
+        reference="the mid-layer ID peak, Cheng et al., ICLR 2025",
     ),
 )

@@ -131,6 +131,7 @@ SPECS = (
         range=Range(0, 1),
         tolerance=Tolerance(0.02, 0.0),
         label="mutual k-NN to reference",
+        reference="Huh et al., ICML 2024 (minyoungg/platonic-rep metrics.py)",
     ),
     MetricSpec(
         id="cknna_*",
@@ -139,5 +140,6 @@ SPECS = (
         definition="CKA restricted to mutual 10-nearest neighbours (CKNNA, Huh et al. 2024) to the reference",
         tolerance=Tolerance(0.02, 0.0),
         label="CKNNA to reference",
+        reference="Huh et al., ICML 2024 (minyoungg/platonic-rep metrics.py)",
     ),
 )

@@ -94,6 +94,7 @@ class MetricSpec:
     reservoir: bool = False  # uses the token reservoir (a sample of token states)
     backward: bool = False  # needs a backward pass (training)
     label: str = ""  # plot / glossary label; empty = the id
+    reference: str = ""  # where the definition comes from (paper; the library a test checks it against)
     module: str = field(default="", compare=False)  # the declaring module, filled in by the registry
 
     def __post_init__(self) -> None:

@@ -366,6 +366,7 @@ SPECS = (
         range=Range(1, "hidden_size"),
         tolerance=Tolerance(0.0, 0.05),
         label="ε-rank (99 % of Σσ)",
+        reference="srank, Kumar et al., ICLR 2021; the 99%-mass rank of Dohare et al., Nature 2024",
     ),
     MetricSpec(
         id="massive_channels",

@@ -30,7 +30,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from ..errors import CollapseBenchError
+from ..errors import CollapseBenchError, did_you_mean
 from ..hub import require_hub
 from ..io import clip, sha256_file, sha256_json
 from ..paths import cache_dir
@@ -187,6 +187,7 @@ def _find(name: str, adapters: tuple[str, ...]) -> ModelSource:
     known = ", ".join(sorted(ALIASES))
     raise CollapseBenchError(
         f"unknown model '{name}': not a registry alias ({known}), a local path, a .gguf file or an org/model hub id"
+        f"{did_you_mean(name, ALIASES)}"
     )
 
 
@@ -251,15 +252,23 @@ def _hub_source(name: str) -> ModelSource:
     )
 
 
+DEVICE = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?)$")
+
+
 def pick_device(device: str) -> str:
+    """``auto`` = cuda when available, else cpu; ``cuda``/``cuda:N`` must exist here (one-line error otherwise)."""
+    if not DEVICE.match(device):
+        raise CollapseBenchError(f"unknown device '{device}' (use auto, cpu, cuda or cuda:N)")
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise CollapseBenchError("--device cuda requested but no CUDA device is available")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise CollapseBenchError(f"unknown device '{device}' (use auto, cpu or cuda)")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CollapseBenchError(f"--device {device} requested but no CUDA device is available (use --device cpu or auto)")
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        visible = f"{n} CUDA devices are visible (cuda:0 to cuda:{n - 1})" if n > 1 else "1 CUDA device is visible (cuda:0)"
+        raise CollapseBenchError(f"--device {device} requested but only {visible}")
     return device
 
 
@@ -270,6 +279,12 @@ def pick_dtype(dtype: str, device: str) -> str:
     if dtype not in _DTYPES:
         raise CollapseBenchError(f"unknown dtype '{dtype}' (use auto, float32, bfloat16 or float16)")
     return _DTYPES[dtype]
+
+
+def check_device_dtype(device: str, dtype: str) -> tuple[str, str]:
+    """``--device`` and ``--dtype`` checked before any model work: (device, dtype) as :func:`load_model` will pick them."""
+    picked = pick_device(device)
+    return picked, pick_dtype(dtype, picked)
 
 
 def load_model(

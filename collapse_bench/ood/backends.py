@@ -4,6 +4,8 @@
 tokenizer (no second load; PEFT adapters are already merged). ``vllm``: lm-eval's ``VLLM`` model on the
 checkpoint's local directory (the GGUF alias cache, a local or hub snapshot dir); a PEFT checkpoint is
 saved merged to a temp dir first. ``tensor_parallel_size`` / ``data_parallel_size`` are passed through.
+Batch size: ``--batch-size N`` or the task's own for ``hf``; ``--batch-size auto`` passes ``batch_size="auto"``
+(lm-eval tries the largest batch that fits, halving on out-of-memory); ``vllm`` always batches automatically.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from importlib.util import find_spec
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CollapseBenchError
 from ..models import SourceKind
+
+if TYPE_CHECKING:
+    from ..context import RunContext
 
 BACKENDS = ("hf", "vllm")
 VLLM_GPU_MEMORY_UTILIZATION = 0.8  # leaves room for the HF copy that `evaluate` loads for the probe
@@ -65,7 +70,13 @@ def model_dir(loaded: Any) -> str:
     return _MERGED[key].name
 
 
-def get_lm(loaded: Any, config: BackendConfig, *, batch_size: int, seed: int = 1234) -> Any:
+def lm_batch_size(ctx: RunContext, default: int) -> int | str:
+    """The batch size lm-eval gets: ``"auto"`` under ``--batch-size auto`` (lm-eval's own search for the largest
+    batch that fits), else ``--batch-size N`` or the task's ``default``."""
+    return "auto" if ctx.auto_batch_size else ctx.batch_size or default
+
+
+def get_lm(loaded: Any, config: BackendConfig, *, batch_size: int | str, seed: int = 1234) -> Any:
     """The lm-eval model for ``loaded`` (one cached instance: vLLM engines are expensive to start)."""
     key = (id(loaded.model), config, batch_size if config.backend == "hf" else None)
     if _CACHE.get("key") == key:

@@ -105,7 +105,7 @@ def run(task: Task, prep: Prepared, ctx: RunContext) -> dict[str, Any]:
     p = task.params
     config = backends.BackendConfig.from_options(ctx.options)
     with lmeval.quiet(ctx.progress):
-        lm = backends.get_lm(ctx.model, config, batch_size=ctx.batch_size or p["batch_size"], seed=ctx.seed)
+        lm = backends.get_lm(ctx.model, config, batch_size=backends.lm_batch_size(ctx, p["batch_size"]), seed=ctx.seed)
     chat = bool(p["chat_template"]) and (config.backend == "vllm" or backends.has_chat_template(ctx.model))
     out = lmeval.run(lm, prep.resolved, apply_chat_template=chat, torch_seed=ctx.seed, progress=ctx.progress)
     records = gen_records(task.name, out["samples"][prep.resolved.name])

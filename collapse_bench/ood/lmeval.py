@@ -163,29 +163,37 @@ def resolve(name: str, tmp: tempfile.TemporaryDirectory, yaml_rel: Path, overrid
 _ENV_INFO: dict[str, Any] = {}
 
 
+def no_git_hash() -> None:
+    """Stands in for lm-eval's ``get_git_commit_hash`` during a run (see :func:`env_info_once`)."""
+    return None
+
+
 @contextlib.contextmanager
 def env_info_once() -> Iterator[None]:
-    """lm-eval's ``add_env_info`` computed once per process and then reused.
+    """lm-eval's ``add_env_info`` computed once per process and then reused, and no git hash of the cwd.
 
-    It runs torch's ``collect_env`` (~0.5 s of subprocesses) on every ``simple_evaluate``; collapse-bench makes
-    one call per task and records its own environment block, so repeating it is pure overhead.
+    ``add_env_info`` runs torch's ``collect_env`` (~0.5 s of subprocesses) on every ``simple_evaluate``;
+    collapse-bench makes one call per task and records its own environment block, so repeating it is pure
+    overhead. ``get_git_commit_hash`` runs ``git describe`` in the current directory with git's stderr not
+    captured: outside a git repository that prints ``fatal: not a git repository`` into the user's terminal, and
+    inside one it records a hash that is not the harness's (collapse-bench records its own, ``harness.git_sha``).
     """
     import lm_eval.evaluator as evaluator
 
-    original = evaluator.add_env_info
+    original = evaluator.add_env_info, evaluator.get_git_commit_hash
 
     def cached(storage: dict[str, Any]) -> None:
         if not _ENV_INFO:
             fresh: dict[str, Any] = {}
-            original(fresh)
+            original[0](fresh)
             _ENV_INFO.update(fresh)
         storage.update(_ENV_INFO)
 
-    evaluator.add_env_info = cached
+    evaluator.add_env_info, evaluator.get_git_commit_hash = cached, no_git_hash
     try:
         yield
     finally:
-        evaluator.add_env_info = original
+        evaluator.add_env_info, evaluator.get_git_commit_hash = original
 
 
 def run(

@@ -116,7 +116,7 @@ def run(task: Task, prep: Prepared, ctx: RunContext) -> dict[str, Any]:
     p = task.params
     config = backends.BackendConfig.from_options(ctx.options)
     with lmeval.quiet(ctx.progress):
-        lm = backends.get_lm(ctx.model, config, batch_size=ctx.batch_size or p["batch_size"])
+        lm = backends.get_lm(ctx.model, config, batch_size=backends.lm_batch_size(ctx, p["batch_size"]))
     chat = bool(p["apply_chat_template"]) and (config.backend == "vllm" or backends.has_chat_template(ctx.model))
     out = lmeval.run(
         lm, prep.resolved, limit=prep.lm_limit, num_fewshot=p["num_fewshot"], apply_chat_template=chat, progress=ctx.progress

@@ -183,6 +183,7 @@ SPECS = (
         tolerance=Tolerance(0.0, 0.02),
         backward=True,
         label="gradient SNR at step 0",
+        reference="'optimization readiness', arXiv 2605.09044",
     ),
     MetricSpec(
         id="grad_norm0",
@@ -192,6 +193,7 @@ SPECS = (
         tolerance=Tolerance(0.0, 0.02),
         backward=True,
         label="gradient norm at step 0",
+        reference="'optimization readiness', arXiv 2605.09044",
     ),
     MetricSpec(
         id="bpb*",

@@ -3,9 +3,10 @@
 
 Layout of a tasks dir: ``<kind>/*.yaml`` (any depth) for tasks, ``suites/*.yaml`` for suites.
 Directories named ``chains`` and ``lm_eval`` hold other formats and are skipped here, except that user lm-eval
-YAMLs under ``<tasks-dir>/lm_eval/`` become tasks of kind ``lm_eval`` without code: each lm-eval task defined
-there (a YAML with a string ``task:``) gets a synthetic wrapper task of the same name (``params: {lm_eval_task:
-<name>, include: <that lm_eval dir>}``), unless a wrapper YAML of kind ``lm_eval`` with that name already exists.
+YAMLs under ``<tasks-dir>/lm_eval/`` (or directly in a dir given as ``--include_path``, lm-eval's spelling) become
+tasks of kind ``lm_eval`` without code: each lm-eval task defined there (a YAML with a string ``task:``) gets a
+synthetic wrapper task of the same name (``params: {lm_eval_task: <name>, include: <that lm_eval dir>}``), unless a
+wrapper YAML of kind ``lm_eval`` with that name already exists.
 Its local ``dataset_kwargs.data_files`` (relative to the YAML) are hashed into the result; multiple-choice tasks
 get calibration scores like the built-in ones. A YAML that does not parse is a one-line error when the tasks are
 listed or loaded.
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CollapseBenchError
+from ..errors import CollapseBenchError, did_you_mean
 from ..io import sha256_json
 from ..paths import builtin_tasks_dir
 from ..schemas import validate, with_defaults
@@ -104,13 +105,19 @@ def _yaml_files(root: Path, suites: bool) -> Iterable[Path]:
 class TaskRegistry:
     """All tasks and suites visible to a run: built-ins first, then each ``--tasks-dir`` in order."""
 
-    def __init__(self, extra_dirs: Iterable[str | Path] = ()) -> None:
+    def __init__(self, extra_dirs: Iterable[str | Path] = (), lm_eval_dirs: Iterable[str | Path] = ()) -> None:
         self.dirs = [builtin_tasks_dir()]
         for d in extra_dirs:
             path = Path(d).expanduser()
             if not path.is_dir():
                 raise CollapseBenchError(f"--tasks-dir {path} is not a directory")
             self.dirs.append(path.resolve())
+        self.lm_eval_dirs: list[Path] = []  # lm-eval include dirs given as such (``--include-path``)
+        for d in lm_eval_dirs:
+            path = Path(d).expanduser()
+            if not path.is_dir():
+                raise CollapseBenchError(f"--include-path {path} is not a directory")
+            self.lm_eval_dirs.append(path.resolve())
         self.tasks: dict[str, Task] = {}
         self.suites: dict[str, Suite] = {}
         for root in self.dirs:
@@ -118,10 +125,11 @@ class TaskRegistry:
                 self._add(self.tasks, load_task(path), path)
             for path in _yaml_files(root, suites=True):
                 self._add(self.suites, load_suite(path), path)
-        for root in self.dirs[1:]:  # user lm-eval YAMLs (<dir>/lm_eval/) become kind lm_eval tasks
-            if (root / "lm_eval").is_dir():
-                for task in user_lm_eval_tasks(root / "lm_eval", self.tasks):
-                    self._add(self.tasks, task, task.path)
+        # user lm-eval YAMLs (<dir>/lm_eval/, or an --include_path dir itself) become kind lm_eval tasks
+        lm_dirs = [root / "lm_eval" for root in self.dirs[1:] if (root / "lm_eval").is_dir()] + self.lm_eval_dirs
+        for lm_dir in lm_dirs:
+            for task in user_lm_eval_tasks(lm_dir, self.tasks):
+                self._add(self.tasks, task, task.path)
 
     @staticmethod
     def _add(table: dict[str, Any], item: Task | Suite, path: Path) -> None:
@@ -131,12 +139,14 @@ class TaskRegistry:
 
     def task(self, name: str) -> Task:
         if name not in self.tasks:
-            raise CollapseBenchError(f"unknown task '{name}' (run `collapse-bench tasks list`)")
+            raise CollapseBenchError(f"unknown task '{name}'{did_you_mean(name, self.tasks)} (run `collapse-bench tasks list`)")
         return self.tasks[name]
 
     def suite(self, name: str) -> Suite:
         if name not in self.suites:
-            raise CollapseBenchError(f"unknown suite '{name}' (known: {', '.join(sorted(self.suites))})")
+            raise CollapseBenchError(
+                f"unknown suite '{name}'{did_you_mean(name, self.suites)} (known: {', '.join(sorted(self.suites))})"
+            )
         return self.suites[name]
 
 
