@@ -29,7 +29,7 @@ from .errors import CollapseBenchError
 from .evaluate import EvaluateRequest, evaluate
 from .io import atomic_write_json, check_writable, read_jsonl
 from .leaderboard import stats
-from .metrics.calibration import ece_mass_rows
+from .metrics.calibration import acc_ece_rows
 from .ood.samples import samples_path
 from .tasks import Task, TaskRegistry
 
@@ -56,9 +56,8 @@ def item_sd(samples: Path) -> dict[str, float]:
     for task, (conf, correct, _, _) in outcomes_with_ids(list(read_jsonl(samples))).items():
         if len(conf) < 2:
             continue
-        idx = stats.bootstrap_indices(len(conf), stats.N_BOOT, stats.seed_of("noise", task))
-        out[f"{task}.acc"] = float(correct[idx].mean(axis=1).std(ddof=1))
-        out[f"{task}.ece"] = float(ece_mass_rows(conf[idx], correct[idx]).std(ddof=1))
+        acc, ece = acc_ece_rows(conf, correct, stats.bootstrap_indices(len(conf), stats.N_BOOT, stats.seed_of("noise", task)))
+        out[f"{task}.acc"], out[f"{task}.ece"] = float(acc.std(ddof=1)), float(ece.std(ddof=1))
     return out
 
 

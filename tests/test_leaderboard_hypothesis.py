@@ -287,3 +287,11 @@ def test_every_row_has_q_sign_and_n_effective_and_is_deterministic_json(built: t
     for r in json.loads(text)["hypothesis"]:
         assert r["expected_sign"] in (None, 1, -1) and isinstance(r["rank_within_target"], int) and isinstance(r["n"], int)
         assert not isinstance(r["expected_sign"], float)
+
+
+def test_family_dummies_of_no_and_one_lineage() -> None:
+    """One column per lineage but the first; no rows or one lineage: no column (a 1,000-row build hit the empty case)."""
+    from collapse_bench.leaderboard.hypothesis import family_dummies
+
+    assert family_dummies([]).shape == (0, 0) and family_dummies(["a", "a"]).shape == (2, 0)
+    assert family_dummies(["b", "a", "c", "b"]).tolist() == [[1.0, 0.0], [0.0, 0.0], [0.0, 1.0], [1.0, 0.0]]

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..lineagefile import TRAINING_KINDS
-from ..metrics.calibration import ece_mass_rows
+from ..metrics.calibration import acc_ece_rows, ece_mass_rows
 from . import paired, stats
 from .aggregate import Tables, per_seed_rows
 from .entry import BASELINE, Entry, _num, seed_order
@@ -59,7 +59,7 @@ def _replicates(
     items share the matrix (seeded by the task and the item ids), so each row's replicates are computed once."""
     key = ("paired", task, "acc+ece", seed)
     if key not in e.reps:
-        e.reps[key] = np.stack([correct[idx].mean(axis=1), ece_mass_rows(conf[idx], correct[idx])])
+        e.reps[key] = np.stack(acc_ece_rows(conf, correct, idx))
     return e.reps[key][0], e.reps[key][1]
 
 
@@ -71,8 +71,8 @@ def _item_metrics(a: Entry, b: Entry, task: str, n_boot: int) -> list[dict[str, 
     seed = stats.seed_of(task, *ids)  # one matrix for every pair of rows on exactly these items
     idx = stats.bootstrap_indices(len(ca), n_boot, seed)
     full = len(ids) == len(a.item_ids[task]) == len(b.item_ids[task])  # cacheable: the rows' whole item lists
-    acc_a, ece_a = _replicates(a, task, ca, ka, idx, seed) if full else (ka[idx].mean(axis=1), ece_mass_rows(ca[idx], ka[idx]))
-    acc_b, ece_b = _replicates(b, task, cb, kb, idx, seed) if full else (kb[idx].mean(axis=1), ece_mass_rows(cb[idx], kb[idx]))
+    acc_a, ece_a = _replicates(a, task, ca, ka, idx, seed) if full else acc_ece_rows(ca, ka, idx)
+    acc_b, ece_b = _replicates(b, task, cb, kb, idx, seed) if full else acc_ece_rows(cb, kb, idx)
     mc = paired.mcnemar(ka, kb)
     point = float(ece_mass_rows(ca[None], ka[None])[0] - ece_mass_rows(cb[None], kb[None])[0])
     return [

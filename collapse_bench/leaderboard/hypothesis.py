@@ -142,7 +142,10 @@ def spearman_p(rho: float, n_eff: float) -> float | None:
 def family_dummies(labels: Sequence[str]) -> np.ndarray:
     """One 0/1 column per lineage label but the first (sorted): the model family as a categorical covariate."""
     levels = sorted(set(labels))[1:]
-    return np.array([[float(lab == lev) for lev in levels] for lab in labels], dtype=np.float64).reshape(len(labels), -1)
+    out = np.zeros((len(labels), len(levels)), dtype=np.float64)
+    for j, lev in enumerate(levels):
+        out[:, j] = [lab == lev for lab in labels]
+    return out
 
 
 def kl_covariate(tables: Tables, task: str, own_base: pd.Series) -> pd.Series:

@@ -111,6 +111,14 @@ def ece_mass_rows(conf: np.ndarray, correct: np.ndarray, n_bins: int = N_BINS) -
     return (sizes / n * gap).sum(axis=1)
 
 
+def acc_ece_rows(conf: np.ndarray, correct: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(accuracy, ECE over 15 equal-mass bins) of every item-bootstrap replicate: row r of the index matrix ``idx``
+    (B, n) resamples the items ``conf`` / ``correct``. The one implementation the leaderboard's CIs, its paired
+    comparisons and ``collapse-bench noise`` share."""
+    c, k = conf[idx], correct[idx]
+    return k.mean(axis=1), ece_mass_rows(c, k)
+
+
 def reliability_bins(conf: np.ndarray, correct: np.ndarray, n_bins: int = N_BINS, scheme: str = "width") -> list[dict[str, Any]]:
     """Reliability-diagram bins: lo, hi, count, mean confidence, accuracy (null for empty bins)."""
     out = []
