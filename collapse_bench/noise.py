@@ -121,6 +121,7 @@ def run_noise(args: argparse.Namespace) -> dict[str, Any]:
         "sha256": runs[0]["model"]["sha256"],
         "suite": {"name": suite.name, "version": suite.version},
         "replicates": args.replicates,
+        "tasks": {t: b["hash"] for t, b in sorted(runs[0]["tasks"].items())},  # run 0's configs: what the floor is of
         "method": "runs 1..R re-run the probe, plasticity and diversity tasks re-seeded (probe seed + k, plasticity "
         "seeds + 1000 k, generation --seed k); lm_eval acc/ece: SD of run 0's item-bootstrap replicates; "
         "MDE = (z0.975 + z0.8) * sqrt(2) * sd",

@@ -21,6 +21,7 @@ from collapse_bench.leaderboard import reproduce as R
 from collapse_bench.leaderboard import site
 from collapse_bench.leaderboard import validate as V
 from collapse_bench.leaderboard.entry import composite_config
+from collapse_bench.leaderboard.submission import submission_files
 from collapse_bench.metrics import spec as metric_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +31,7 @@ NOT_METRICS = ("layers", "post_final_norm")  # per_layer entries that are not me
 
 def committed() -> list[tuple[str, dict[str, Any]]]:
     out = []
-    for path in sorted((ROOT / "submissions").rglob("*.json")):
+    for path in submission_files([ROOT / "submissions"]):  # the result files (noise floors are not results)
         doc = json.loads(path.read_text(encoding="utf-8"))
         for task, block in (doc.get("tasks") or {}).items():
             out.append((task, block))

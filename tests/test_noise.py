@@ -36,6 +36,7 @@ def test_noise_floor_of_the_tiny_model(data_dir: Path, tmp_path: Path, capsys: p
     runs = [json.loads((tmp_path / "noise.runs" / f"run{k}.json").read_text()) for k in range(3)]
     seeds = [r["tasks"]["probe_quick"]["hash"] for r in runs]
     assert len(set(seeds)) == 3  # three differently seeded probe configs
+    assert doc["tasks"] == {t: b["hash"] for t, b in runs[0]["tasks"].items()}  # the floor is of run 0's configs
     z = norm.ppf(0.975) + norm.ppf(0.8)
     from collapse_bench.noise import Z_80
 

@@ -28,6 +28,7 @@ from ..metrics.calibration import acc_ece_rows, ece_mass_rows
 from . import paired, stats
 from .aggregate import Tables, per_seed_rows
 from .entry import BASELINE, Entry, _num, seed_order
+from .noisefloor import NoiseFloor, annotate
 from .signs import expected_sign
 
 
@@ -152,8 +153,9 @@ def _with_verdicts(rows: list[dict[str, Any]], kind: str | None, by_kind: dict[s
         )
 
 
-def comparisons(tables: Tables, n_boot: int = stats.N_BOOT) -> list[dict[str, Any]]:
-    """All paired comparisons of the leaderboard, ordered by (row id, relation)."""
+def comparisons(tables: Tables, n_boot: int = stats.N_BOOT, floors: dict[str, NoiseFloor] | None = None) -> list[dict[str, Any]]:
+    """All paired comparisons of the leaderboard, ordered by (row id, relation); each metric with the noise floor
+    of the row's lineage root where one was committed (:mod:`.noisefloor`)."""
     by_id, models = tables.entries, tables.models
     by_sha: dict[tuple[str, str | None], str] = {
         (e.result.suite.name, e.result.model.sha256): i for i, e in by_id.items() if e.result.model.sha256
@@ -177,9 +179,13 @@ def comparisons(tables: Tables, n_boot: int = stats.N_BOOT) -> list[dict[str, An
             if len(match):
                 refs.append(("baseline", str(match.iloc[0]["baseline_id"])))
         kinds = {t: b.kind for t, b in e.result.tasks.items()}
+        root = lineage[0].sha256 if lineage else e.result.model.sha256
+        floor = (floors or {}).get(root or "")
+        hashes: dict[str, str | None] = {t: b.hash or None for t, b in e.result.tasks.items()}
         for relation, ref in refs:
             metrics = compare_rows(e, by_id[ref], n_boot)
             if relation in ("parent", "base"):
                 _with_verdicts(metrics, stage_kind(e) if relation == "parent" else None, kinds)
+            annotate(metrics, floor, hashes)
             out.append({"id": rid, "relation": relation, "reference": ref, "metrics": metrics})
     return out

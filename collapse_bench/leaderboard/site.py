@@ -32,6 +32,7 @@ from .aggregate import Tables, build_tables
 from .comparisons import comparisons
 from .entry import Entry, composite_config, entries_from, guard
 from .hypothesis import hypothesis_panel
+from .noisefloor import NoiseFloor, load_noise_floors
 from .plots import entry_plots
 from .validate import validate_paths
 
@@ -208,8 +209,8 @@ def model_page(
     )
 
 
-def render(entries: list[Entry], out: Path) -> None:
-    """Write the whole site into ``out`` (an empty or new dir)."""
+def render(entries: list[Entry], out: Path, floors: dict[str, NoiseFloor] | None = None) -> None:
+    """Write the whole site into ``out`` (an empty or new dir); ``floors``: the committed noise floors by sha256."""
     entries = sorted(entries, key=lambda e: e.id)
     tables = build_tables(entries)
     hyp, hyp_hidden = hypothesis_panel(tables)
@@ -267,7 +268,8 @@ def render(entries: list[Entry], out: Path) -> None:
         "interventions": records(tables.interventions),
         "hypothesis": records(hyp),
         "hypothesis_hidden": hyp_hidden,
-        "comparisons": clean(comparisons(tables)),
+        "comparisons": clean(comparisons(tables, floors=floors)),
+        "noise_floors": sorted(f.path for f in (floors or {}).values()),
     }
     files["data.json"] = (json.dumps(clean(data), indent=1, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n").encode()
     for rel in sorted(files):
@@ -312,11 +314,11 @@ def check_out(submissions: Path, out: Path) -> None:
 def build(submissions: Path, out: Path) -> None:
     """Render into a temp dir next to ``out``, then replace ``out`` (only if it is empty or a leaderboard)."""
     check_out(submissions, out)
-    entries = load_entries(submissions)
+    entries, floors = load_entries(submissions), load_noise_floors(submissions)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        render(entries, tmp / "site")
+        render(entries, tmp / "site", floors)
         (tmp / "site").mkdir(exist_ok=True)
         if out.exists():
             out.rename(tmp / "old")
@@ -357,9 +359,9 @@ def compare_trees(fresh: Path, out: Path, submissions: Path) -> int:
 
 def check(submissions: Path, out: Path) -> int:
     """Rebuild into a temp dir and compare with ``out`` (:func:`compare_trees`)."""
-    entries = load_entries(submissions)
+    entries, floors = load_entries(submissions), load_noise_floors(submissions)
     with tempfile.TemporaryDirectory(prefix="collapse-bench-check-") as tmp:
-        render(entries, Path(tmp))
+        render(entries, Path(tmp), floors)
         return compare_trees(Path(tmp), out, submissions)
 
 

@@ -55,10 +55,14 @@ def _refuse_link(p: Path) -> None:
         raise SubmissionError(p, "(file)", "is a symbolic link; submissions and samples files must be regular files")
 
 
-def submission_files(paths: Iterable[str | Path]) -> list[Path]:
+NOISE_SUFFIX = ".noise.json"  # a noise floor (``collapse-bench noise``), read by :mod:`.noisefloor`, not a result
+
+
+def submission_files(paths: Iterable[str | Path], suffix: str = ".json") -> list[Path]:
     """Result files among ``paths``, in the order given (a dir contributes its ``*.json`` files in sorted
-    order, hidden ones skipped); each file once. Earlier files win duplicate checks. A symbolic link
-    anywhere in a given tree (file or directory) is refused: it could point outside the submissions."""
+    order, hidden ones and noise floors (``*.noise.json``) skipped; with ``suffix=NOISE_SUFFIX`` only the noise
+    floors); each file once. Earlier files win duplicate checks. A symbolic link anywhere in a given tree (file
+    or directory) is refused: it could point outside the submissions."""
     found: dict[Path, None] = {}
     for p in map(Path, paths):
         _refuse_link(p)
@@ -68,13 +72,19 @@ def submission_files(paths: Iterable[str | Path]) -> list[Path]:
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for entry in [*dirs, *names]:
                     _refuse_link(Path(root) / entry)
-                inner += [Path(root) / n for n in names if n.endswith(".json") and not n.startswith(".")]
+                inner += [Path(root) / n for n in names if _wanted(n, suffix)]
             found.update(dict.fromkeys(sorted(inner, key=lambda f: f.as_posix())))
         elif p.is_file():
             found[p] = None
         else:
             raise SubmissionError(p, "(file)", "no such file or directory")
     return list(found)
+
+
+def _wanted(name: str, suffix: str) -> bool:
+    if name.startswith(".") or not name.endswith(suffix):
+        return False
+    return suffix == NOISE_SUFFIX or not name.endswith(NOISE_SUFFIX)
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
