@@ -327,3 +327,31 @@ def test_temperature_at_the_search_bound_is_shown_as_a_bound(tmp_path: Path) -> 
     assert cell == "≥ 20"
     cell = re.search(rf"<td>{inside[0]}</td><td>temperature_opt</td>\s*<td[^>]*>([^<]*)</td>", page).group(1)
     assert cell == site.fmt_num(t[inside[0]]["metrics"]["temperature_opt"])
+
+
+def test_model_page_shows_paired_comparisons_with_the_noise_floor(subs: Path, tmp_path: Path) -> None:
+    """A chain stage's page lists its comparison with the parent; a metric with a floor shows its MDE and whether
+    |Δ| exceeds it (the floor of the lineage root, on the same task config)."""
+    from collapse_bench.leaderboard.noisefloor import NoiseFloor
+
+    entries = entries_from(validate_paths([subs]).ok, subs)
+    base = next(e for e in entries if e.id.endswith("quick-a.json"))
+    task_hash = base.doc["tasks"]["probe_quick"]["hash"]
+    floor = NoiseFloor(
+        "x.noise.json", base.doc["model"]["sha256"], {"probe_quick": task_hash}, {"probe_quick.effective_rank": (1.0, 4.0)}
+    )
+    site.render(entries, tmp_path / "lb", {floor.sha256: floor})
+    child = next(e for e in entries if e.id.endswith("quick-b.json"))
+    delta = (
+        child.doc["tasks"]["probe_quick"]["metrics"]["effective_rank"]
+        - base.doc["tasks"]["probe_quick"]["metrics"]["effective_rank"]
+    )
+    page = next((tmp_path / "lb" / "models").glob("local--tiny-sft--quick-b*.html")).read_text()
+    assert "Paired comparisons" in page and "vs parent:" in page and "1 metrics with a paired CI or a noise floor" in page
+    cell = page[page.index("<td>effective_rank</td>") :].split("</tr>")[0]
+    assert f'data-v="{site.data_value(4.0)}"' in cell  # the MDE cell
+    assert ("beyond" in cell) is (abs(delta) > 4.0)
+    data = json.loads((tmp_path / "lb" / "data.json").read_text())
+    assert data["noise_floors"] == ["x.noise.json"]
+    rows = [m for c in data["comparisons"] if c["id"] == child.id for m in c["metrics"] if m["metric"] == "effective_rank"]
+    assert rows and rows[0]["mde_80"] == 4.0 and rows[0]["beyond_mde"] is (abs(delta) > 4.0)

@@ -168,6 +168,7 @@ def model_page(
     pages: dict[str, str],
     plots: list[dict[str, str]],
     common: dict[str, Any],
+    paired_rows: list[dict[str, Any]] | None = None,
 ) -> str:
     entry = tables.entries[row["id"]]
     doc, bid = entry.doc, row["base_id"]
@@ -204,9 +205,21 @@ def model_page(
         config=config,
         metrics=metrics,
         plots=plots,
+        paired=shown_comparisons(paired_rows or [], tables, pages),
         base_page=pages.get(bid) if bid and bid != row["id"] else None,
         **common,
     )
+
+
+def shown_comparisons(found: list[dict[str, Any]], tables: Tables, pages: dict[str, str]) -> list[dict[str, Any]]:
+    """A row's paired comparisons for its page: per relation the reference's name and page, and the metrics that
+    carry a statistic (a paired CI or a noise floor), in (task, metric) order."""
+    names = dict(zip(tables.models["id"], tables.models["model"]))
+    out = []
+    for c in found:
+        rows = [m for m in c["metrics"] if m.get("ci_lo") is not None or m.get("mde_80") is not None]
+        out.append({**c, "name": names.get(c["reference"], c["reference"]), "page": pages.get(c["reference"]), "rows": rows})
+    return out
 
 
 def render(entries: list[Entry], out: Path, floors: dict[str, NoiseFloor] | None = None) -> None:
@@ -221,6 +234,10 @@ def render(entries: list[Entry], out: Path, floors: dict[str, NoiseFloor] | None
     cfg = composite_config()
     common = {"stamp": stamp(entries), "components": list(cfg["components"])}
     files: dict[str, bytes] = {MARKER: MARKER_TEXT}
+    found = clean(comparisons(tables, floors=floors))
+    by_row: dict[str, list[dict[str, Any]]] = {}
+    for c in found:
+        by_row.setdefault(c["id"], []).append(c)
     for row in models:
         entry = tables.entries[row["id"]]
         base = tables.entries.get(row["base_id"]) if row["base_id"] else None
@@ -230,7 +247,8 @@ def render(entries: list[Entry], out: Path, floors: dict[str, NoiseFloor] | None
                 name = f"{row['page']}--{task}-{kind}.svg"
                 files[f"plots/{name}"] = svg
                 plots.append({"file": name, "alt": f"{task}: {kind}"})
-            files[f"models/{row['page']}.html"] = model_page(env, row, tables, pages, plots, common).encode()
+            page = model_page(env, row, tables, pages, plots, common, by_row.get(row["id"]))
+            files[f"models/{row['page']}.html"] = page.encode()
     cols = headline_columns(tables)
     files["index.html"] = (
         env.get_template("index.html.j2")
@@ -268,7 +286,7 @@ def render(entries: list[Entry], out: Path, floors: dict[str, NoiseFloor] | None
         "interventions": records(tables.interventions),
         "hypothesis": records(hyp),
         "hypothesis_hidden": hyp_hidden,
-        "comparisons": clean(comparisons(tables, floors=floors)),
+        "comparisons": found,
         "noise_floors": sorted(f.path for f in (floors or {}).values()),
     }
     files["data.json"] = (json.dumps(clean(data), indent=1, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n").encode()
