@@ -168,8 +168,9 @@ def model_page(
     pages: dict[str, str],
     plots: list[dict[str, str]],
     common: dict[str, Any],
-    paired_rows: list[dict[str, Any]] | None = None,
+    paired: list[dict[str, Any]] | None = None,
 ) -> str:
+    """``paired``: this row's comparisons as :func:`shown_comparisons` prepares them."""
     entry = tables.entries[row["id"]]
     doc, bid = entry.doc, row["base_id"]
     metrics = []
@@ -205,20 +206,21 @@ def model_page(
         config=config,
         metrics=metrics,
         plots=plots,
-        paired=shown_comparisons(paired_rows or [], tables, pages),
+        paired=paired or [],
         base_page=pages.get(bid) if bid and bid != row["id"] else None,
         **common,
     )
 
 
-def shown_comparisons(found: list[dict[str, Any]], tables: Tables, pages: dict[str, str]) -> list[dict[str, Any]]:
-    """A row's paired comparisons for its page: per relation the reference's name and page, and the metrics that
-    carry a statistic (a paired CI or a noise floor), in (task, metric) order."""
+def shown_comparisons(found: list[dict[str, Any]], tables: Tables, pages: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    """Row id -> its paired comparisons for its page: per relation the reference's name and page, and the metrics
+    that carry a statistic (a paired CI or a noise floor), in (task, metric) order."""
     names = dict(zip(tables.models["id"], tables.models["model"]))
-    out = []
+    out: dict[str, list[dict[str, Any]]] = {}
     for c in found:
         rows = [m for m in c["metrics"] if m.get("ci_lo") is not None or m.get("mde_80") is not None]
-        out.append({**c, "name": names.get(c["reference"], c["reference"]), "page": pages.get(c["reference"]), "rows": rows})
+        shown = {**c, "name": names.get(c["reference"], c["reference"]), "page": pages.get(c["reference"]), "rows": rows}
+        out.setdefault(c["id"], []).append(shown)
     return out
 
 
@@ -235,9 +237,7 @@ def render(entries: list[Entry], out: Path, floors: dict[str, NoiseFloor] | None
     common = {"stamp": stamp(entries), "components": list(cfg["components"])}
     files: dict[str, bytes] = {MARKER: MARKER_TEXT}
     found = clean(comparisons(tables, floors=floors))
-    by_row: dict[str, list[dict[str, Any]]] = {}
-    for c in found:
-        by_row.setdefault(c["id"], []).append(c)
+    by_row = shown_comparisons(found, tables, pages)
     for row in models:
         entry = tables.entries[row["id"]]
         base = tables.entries.get(row["base_id"]) if row["base_id"] else None
@@ -307,6 +307,11 @@ def load_entries(submissions: Path) -> list[Entry]:
     return entries_from(report.ok, submissions)
 
 
+def load_inputs(submissions: Path) -> tuple[list[Entry], dict[str, NoiseFloor]]:
+    """What a build reads: the validated submissions and the committed noise floors."""
+    return load_entries(submissions), load_noise_floors(submissions)
+
+
 def is_leaderboard(out: Path) -> bool:
     """``out`` holds the marker only :func:`render` writes (index.html or data.json alone prove nothing)."""
     marker = out / MARKER
@@ -332,7 +337,7 @@ def check_out(submissions: Path, out: Path) -> None:
 def build(submissions: Path, out: Path) -> None:
     """Render into a temp dir next to ``out``, then replace ``out`` (only if it is empty or a leaderboard)."""
     check_out(submissions, out)
-    entries, floors = load_entries(submissions), load_noise_floors(submissions)
+    entries, floors = load_inputs(submissions)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
@@ -377,7 +382,7 @@ def compare_trees(fresh: Path, out: Path, submissions: Path) -> int:
 
 def check(submissions: Path, out: Path) -> int:
     """Rebuild into a temp dir and compare with ``out`` (:func:`compare_trees`)."""
-    entries, floors = load_entries(submissions), load_noise_floors(submissions)
+    entries, floors = load_inputs(submissions)
     with tempfile.TemporaryDirectory(prefix="collapse-bench-check-") as tmp:
         render(entries, Path(tmp), floors)
         return compare_trees(Path(tmp), out, submissions)

@@ -97,7 +97,7 @@ class LogitAccumulator:
         picked = flat[rows, targets[rows]].double()
         self.nll += float((lse[rows] - picked).sum())
         self.n_targets += rows.numel()
-        self.bytes += int(sum(int(batch.scored_bytes[b]) for b in (lengths >= 2).nonzero().squeeze(1).tolist()))
+        self.bytes += int(batch.scored_bytes[(lengths >= 2).to(batch.scored_bytes.device)].sum())
 
     def merge(self, other: LogitAccumulator) -> LogitAccumulator:
         for key in ("n", "entropy", "top1", "confident", "nll", "n_targets", "bytes"):
