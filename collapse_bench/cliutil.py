@@ -16,6 +16,11 @@ def positive_int(text: str) -> int:
     return value
 
 
+def nonnegative_int(text: str) -> int:
+    """``0`` (off) or a positive integer."""
+    return 0 if text.strip() == "0" else positive_int(text)
+
+
 def batch_size_arg(text: str) -> int | str:
     """``--batch-size``: a positive integer or ``auto``."""
     if text.strip().lower() == "auto":

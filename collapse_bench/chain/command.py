@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cliutil import add_common, positive_int, quiet_libraries
+from ..cliutil import add_common, nonnegative_int, positive_int, quiet_libraries
 from .recipe import PROFILES
 
 
@@ -28,6 +28,7 @@ def cmd_chain_run(args: argparse.Namespace) -> int:
             data_dir=args.data_dir,
             device=args.device,
             progress=not args.no_progress,
+            checkpoint_steps=args.checkpoint_steps,
         )
     )
     print(f"chain written to {out}")
@@ -61,5 +62,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--limit", type=positive_int, metavar="N", help="evaluation --limit")
     run.add_argument("--seed", type=int, default=0, help="added to every stage's seed (default: 0)")
     run.add_argument("--base", metavar="MODEL", help="override the recipe's base model")
+    run.add_argument(
+        "--checkpoint-steps",
+        type=nonnegative_int,
+        metavar="N",
+        help="save a resumable checkpoint every N training steps (default: 1 for LoRA stages, 10 for full; 0: off)",
+    )
     add_common(run, "data_dir", "device", "no_progress")
     run.set_defaults(func=cmd_chain_run)

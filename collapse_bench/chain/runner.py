@@ -55,6 +55,7 @@ class ChainRequest:
     data_dir: str | None = None
     device: str = "auto"
     progress: bool = True
+    checkpoint_steps: int | None = None  # Trainer checkpoint every N steps (None: 1 for LoRA, 10 for full; 0: off)
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # intervention parameter overrides
 
 
@@ -139,7 +140,7 @@ def run_chain(req: ChainRequest) -> Path:
                 data_dir,
                 sdir,
                 device,
-                req.progress,
+                req,
                 torch,
             )
         info = _record(req, state, out, sdir, parent_ref, suite_tasks, last)
@@ -250,7 +251,7 @@ def _train(
     data_dir: Path | None,
     sdir: Path,
     device: str,
-    progress: bool,
+    req: ChainRequest,
     torch: Any,
 ) -> None:
     from transformers import AutoModelForCausalLM
@@ -285,20 +286,22 @@ def _train(
         held = heldout_refs(stage, stage_refs, recipe.path, data_dir, seed)
         target = HeldoutTarget(stage, held, tok, device, data_dir, seed)
         target.measure(model)  # the incoming model, before any intervention touches it
-    t_train = time.perf_counter()
     arranged = examples
     for intervention in interventions:
         arranged = intervention.arrange(arranged, ctx)
     for intervention in interventions:
         intervention.before_stage(model, ctx)
-    trained, log = train_stage(model, tok, stage, arranged, interventions, ctx, tmp / "trainer", device=device, progress=progress)
-    wall_train = time.perf_counter() - t_train
+    every = req.checkpoint_steps if req.checkpoint_steps is not None else (1 if stage.method == "lora" else 10)
+    key = {"recipe_hash": recipe.recipe_hash, "stage": stage.dirname, "seed": seed, "intervention": label}
+    ckpt = _checkpoint_dir(sdir, {**key, "parent_sha256": lineage[-1]["sha256"], "params": [i.params for i in interventions]})
+    trained, log = train_stage(
+        model, tok, stage, arranged, interventions, ctx, ckpt, device=device, progress=req.progress, checkpoint_steps=every
+    )
     if stage.method == "lora":
         trained.save_pretrained(tmp / "adapter")
         trained = trained.merge_and_unload()
     trained.save_pretrained(tmp / "model")
     tok.save_pretrained(tmp / "model")
-    shutil.rmtree(tmp / "trainer", ignore_errors=True)
     training: dict[str, Any] = {
         "method": stage.method,
         **({"lora_r": stage.lora["r"], "lora_alpha": stage.lora["alpha"]} if stage.method == "lora" else {}),
@@ -307,8 +310,10 @@ def _train(
         "max_length": stage.max_length,
         "lr": stage.optimizer["lr"],
         "tokens": log["tokens"],
-        "wall_s": round(wall_train, 1),
+        "wall_s": round(log.pop("wall_s"), 1),  # training time, summed over interrupted runs of the stage
+        **({"resumed_at_steps": log["resumed_at"]} if log["resumed_at"] else {}),
     }
+    del log["resumed_at"]
     if target is not None:
         target.measure(trained)
         training["target"] = target.block()
@@ -342,6 +347,20 @@ def _train(
         },
     )
     tmp.rename(sdir)
+    shutil.rmtree(ckpt, ignore_errors=True)
+
+
+def _checkpoint_dir(sdir: Path, key: dict[str, Any]) -> Path:
+    """``.NN-stage.ckpt``: the stage's Trainer checkpoints, kept across killed runs while ``key`` (its exact
+    inputs) is unchanged, emptied otherwise."""
+    ckpt = sdir.parent / f".{sdir.name}.ckpt"
+    stamp = ckpt / "key.json"
+    if ckpt.exists() and not (stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(key))):
+        shutil.rmtree(ckpt)
+    if not stamp.is_file():
+        ckpt.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(stamp, key)
+    return ckpt
 
 
 def _surgery(

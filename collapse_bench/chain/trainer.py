@@ -6,10 +6,19 @@ template), ``dpo`` stages ``trl.DPOTrainer`` (reference = the same model with ad
 Interventions add loss terms through ``compute_loss``; a replay-arranged example list is consumed in
 order (``train_sampling_strategy="sequential"``) and the replay share of every batch is measured from the
 token ids the trainer actually received.
+
+A stage survives a killed process: with a checkpoint dir, the Trainer saves every ``checkpoint_steps``
+steps (weights/adapter, optimiser, scheduler, RNG, log history) and this module adds ``chain_state.json``
+last (replay cursor and fractions, intervention running reports, training wall time), which marks the
+checkpoint complete; a re-run resumes from the newest complete one (``tests/test_chain_resume.py``: a
+resumed stage is bit-identical to an uninterrupted one).
 """
 
 from __future__ import annotations
 
+import json
+import shutil
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +27,7 @@ import torch
 
 from ..interventions import Intervention, StageContext
 from ..interventions.replay import REPLAY_KEY
+from ..io import atomic_write_json
 from .recipe import Stage
 
 if TYPE_CHECKING:
@@ -34,6 +44,33 @@ class _InterventionMixin(_TrainerBase):
     replay_fractions: list[float]
     _cursor = 0
     pairwise = False
+    wall_before = 0.0  # training seconds of earlier (interrupted) runs of this stage
+    resumed_at: list[int]
+    _t_start = 0.0
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        run_dir = Path(str(self.args.output_dir))
+        ckpt = run_dir / f"checkpoint-{self.state.global_step}"
+        atomic_write_json(ckpt / CHAIN_STATE, self.chain_state())  # last: marks the checkpoint complete
+        for old in run_dir.glob("checkpoint-*"):
+            if _step_of(old) < self.state.global_step:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def chain_state(self) -> dict[str, Any]:
+        return {
+            "cursor": self._cursor,
+            "replay_fractions": list(self.replay_fractions),
+            "interventions": {i.name: i.report() for i in self.interventions},
+            "wall_s": self.wall_before + time.perf_counter() - self._t_start,
+            "resumed_at": list(self.resumed_at),
+        }
+
+    def load_chain_state(self, state: dict[str, Any], step: int) -> None:
+        self._cursor, self.replay_fractions = state["cursor"], list(state["replay_fractions"])
+        for intervention in self.interventions:
+            intervention.load_report(state["interventions"][intervention.name])
+        self.wall_before, self.resumed_at = state["wall_s"], [*state["resumed_at"], step]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # return_outputs=True would make TRL recompute the logits with an extra forward: pass it through
@@ -54,6 +91,20 @@ class _InterventionMixin(_TrainerBase):
             self.replay_fractions.append(sum(flag for _, flag in expected) / len(keys))
             self._cursor += len(keys)
         return super().training_step(model, inputs, *args, **kwargs)
+
+
+CHAIN_STATE = "chain_state.json"
+
+
+def _step_of(path: Path) -> int:
+    tail = path.name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
+def last_complete_checkpoint(directory: Path) -> Path | None:
+    """The newest ``checkpoint-N`` under ``directory`` whose ``chain_state.json`` was written, or None."""
+    done = [p for p in directory.glob("checkpoint-*") if (p / CHAIN_STATE).is_file() and _step_of(p) >= 0]
+    return max(done, key=_step_of, default=None)
 
 
 def _row_keys(inputs: dict[str, torch.Tensor], pairwise: bool) -> list[tuple[int, ...]]:
@@ -84,8 +135,11 @@ def train_stage(
     *,
     device: str,
     progress: bool,
+    checkpoint_steps: int = 0,
 ) -> tuple[Any, dict[str, Any]]:
-    """Train ``model`` with TRL (a fresh LoRA adapter, or all weights); returns (trained model, training log)."""
+    """Train ``model`` with TRL (a fresh LoRA adapter, or all weights); returns (trained model, training log).
+    ``checkpoint_steps`` > 0: checkpoints in ``work_dir`` every that many steps, resuming from the newest
+    complete one found there (the caller keys ``work_dir`` to the stage's exact inputs)."""
     import datasets
     from peft import LoraConfig
     from transformers import PrinterCallback
@@ -111,7 +165,9 @@ def train_stage(
         seed=ctx.seed,
         data_seed=ctx.seed,
         report_to=[],
-        save_strategy="no",
+        save_strategy="steps" if checkpoint_steps else "no",
+        save_steps=checkpoint_steps or 500,
+        save_total_limit=None,  # older checkpoints are removed once the newer one is complete (_save_checkpoint)
         logging_steps=1,
         activation_checkpointing=False,
         disable_tqdm=not progress,
@@ -148,15 +204,19 @@ def train_stage(
         )
     trainer.remove_callback(PrinterCallback)  # per-step dicts on stdout; the log history is kept
     trainer.interventions = interventions
-    trainer.replay_fractions = []
+    trainer.replay_fractions, trainer.resumed_at = [], []
     if arranged:
         trainer.replay_rows = list(
             zip(_processed_keys(trainer.train_dataset, stage.max_length), trainer.train_dataset[REPLAY_KEY])
         )
     for intervention in interventions:
         intervention.attach(trainer.model, ctx)
+    resume = last_complete_checkpoint(work_dir) if checkpoint_steps else None
+    if resume is not None:
+        trainer.load_chain_state(json.loads((resume / CHAIN_STATE).read_text()), _step_of(resume))
+    trainer._t_start = time.perf_counter()
     try:
-        trainer.train()
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     finally:
         for intervention in interventions:
             intervention.detach()
@@ -167,6 +227,8 @@ def train_stage(
         "tokens": int(trainer.state.num_input_tokens_seen),
         "examples": len(rows),
         "trainer": type(trainer).__name__,
+        "wall_s": trainer.wall_before + time.perf_counter() - trainer._t_start,
+        "resumed_at": trainer.resumed_at,
     }
     if arranged:
         log["replay_fraction_measured"] = trainer.replay_fractions

@@ -69,3 +69,7 @@ class Intervention:
 
     def report(self) -> dict[str, Any]:
         return dict(self._report)
+
+    def load_report(self, report: dict[str, Any]) -> None:
+        """Restore the running report of an interrupted stage (called after ``attach``, before training)."""
+        self._report = dict(report)
