@@ -53,15 +53,22 @@ def delta_frame(scalars: pd.DataFrame, base_ids: dict[str, str | None]) -> pd.Da
 # --- composite -------------------------------------------------------------------------------------------
 
 
-def metric_score(rule: dict[str, Any], spec: dict[str, Any], value: float, base_value: float | None) -> float | None:
-    """Score in [0, 1] of one metric value (formulas in composite.yaml)."""
+def metric_scores(rule: dict[str, Any], spec: dict[str, Any], values: np.ndarray, base_value: float | None) -> np.ndarray | None:
+    """Scores in [0, 1] of metric values (formulas in composite.yaml), elementwise: a row's bootstrap
+    replicates are scored in one array operation (the same IEEE arithmetic as one value at a time)."""
     direction = 1.0 if rule.get("better", "higher") == "higher" else -1.0
     if spec.get("relative_to_base"):
         if base_value is None:
             return None
         denom = max(abs(base_value), float(rule.get("floor", 1e-12))) * float(spec.get("scale", 1.0))
-        return float(np.clip(0.5 + 0.5 * direction * (value - base_value) / denom, 0.0, 1.0))
-    return float(np.clip(value if direction > 0 else 1.0 - value, 0.0, 1.0))
+        return np.clip(0.5 + 0.5 * direction * (values - base_value) / denom, 0.0, 1.0)
+    return np.clip(values if direction > 0 else 1.0 - values, 0.0, 1.0)
+
+
+def metric_score(rule: dict[str, Any], spec: dict[str, Any], value: float, base_value: float | None) -> float | None:
+    """Score of one value (:func:`metric_scores`)."""
+    out = metric_scores(rule, spec, np.array([value], dtype=np.float64), base_value)
+    return None if out is None else float(out[0])
 
 
 def per_seed_rows(block: dict[str, Any]) -> list[dict[str, Any]]:
@@ -110,14 +117,13 @@ def score_reps(
     """Bootstrap replicates of one metric's score (items, or seeds resampled jointly), or None."""
     reps = item_stat_reps(entry, task, "acc_chance" if rule.get("chance_normalised") else metric, n_boot)
     if reps is not None:
-        return np.array([metric_score(rule, spec, float(r), base_value) for r in reps])
+        return metric_scores(rule, spec, np.asarray(reps, dtype=np.float64), base_value)
     seeds = per_seed_rows(entry.result.tasks[task].raw)
     if len(seeds) < 2 or not all(_num(s.get(metric)) for s in seeds):
         return None
     values = np.array([float(s[metric]) for s in seeds])
     idx = stats.bootstrap_indices(len(seeds), n_boot, stats.seed_of(entry.id, task, "seeds"))
-    out = [metric_score(rule, spec, float(m), base_value) for m in values[idx].mean(axis=1)]
-    return None if any(o is None for o in out) else np.array(out, dtype=np.float64)
+    return metric_scores(rule, spec, values[idx].mean(axis=1), base_value)
 
 
 def components(entry: Entry, base: Entry | None, n_boot: int = stats.N_BOOT) -> dict[str, tuple[float, np.ndarray] | None]:

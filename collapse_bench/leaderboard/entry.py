@@ -45,6 +45,7 @@ class Entry:
     reps: dict[tuple[Any, ...], np.ndarray] = field(default_factory=dict, repr=False, compare=False)  # bootstrap replicates
     item_ids: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)  # task -> ids, as ``items``
     chance: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)  # task -> 1/k per item
+    records: list[dict[str, Any]] = field(default_factory=list, repr=False, compare=False)  # samples records (item browser)
 
     @functools.cached_property
     def result(self) -> Result:
@@ -143,7 +144,7 @@ def entries_from(subs: list[Submission], root: Path) -> list[Entry]:
             items = {t: (c, k) for t, (c, k, _, _) in found.items()}
             ids = {t: i for t, (_, _, i, _) in found.items()}
             chance = {t: ch for t, (_, _, _, ch) in found.items()}
-            out.append(Entry(eid, sub.doc, items, sub.complete, item_ids=ids, chance=chance))
+            out.append(Entry(eid, sub.doc, items, sub.complete, item_ids=ids, chance=chance, records=records))
     return sorted(out, key=lambda e: e.id)
 
 

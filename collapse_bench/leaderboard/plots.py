@@ -1,16 +1,12 @@
-"""Per-model plots as deterministic SVG (matplotlib, Agg): layer-wise effective rank / anisotropy vs the
+"""Per-model plots as deterministic SVG (:mod:`.svgplot`): layer-wise effective rank / anisotropy vs the
 base model, reliability diagrams, plasticity curves — each drawn only when the result has the data.
 
-Determinism: fixed ``svg.hashsalt`` (element ids), no ``Date``/``Creator`` metadata (so no clock and no
-matplotlib version in the file), text kept as ``<text>`` (``svg.fonttype: none``) in the DejaVu Sans
-that ships with matplotlib (layout does not depend on system fonts). Labels are fixed strings, numbers
-and task names, never free-text keys from a submission ("seed ?" for a non-integer seed key), and
-mathtext is off (``text.parse_math``): no label is ever parsed.
+Labels are fixed strings, numbers and task names, never free-text keys from a submission ("seed ?" for a
+non-integer seed key); every text is XML-escaped and nothing is parsed as markup or math.
 """
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -18,23 +14,9 @@ from typing import Any
 import numpy as np
 
 from ..metrics import spec as metric_spec
+from . import svgplot
 from .entry import Entry, _num, seed_order
 
-RC: dict[str, Any] = {
-    "svg.hashsalt": "collapse-bench",
-    "svg.fonttype": "none",
-    "font.family": "DejaVu Sans",
-    "font.size": 9,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "figure.dpi": 100,
-    "savefig.dpi": 100,
-    "lines.linewidth": 1.5,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "text.parse_math": False,
-}
-METADATA = {"Date": None, "Creator": None}
 # the per-layer panels; their labels are the metric specs' (collapse_bench/metrics/spec.py)
 LAYER_PANELS = ("effective_rank", "anisotropy")
 
@@ -47,28 +29,12 @@ def spec_label(metric: str) -> str:
 LAYER_METRICS = tuple((m, spec_label(m)) for m in LAYER_PANELS)
 
 
-def _figure(ncols: int) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    plt.rcdefaults()
-    plt.rcParams.update(RC)  # type: ignore[arg-type]  # the stub types keys as a Literal of rc names
-    fig, axes = plt.subplots(1, ncols, figsize=(4.2 * ncols, 3.2), squeeze=False)
-    fig.subplots_adjust(
-        left=0.7 / (4.2 * ncols), right=1 - 0.15 / (4.2 * ncols), bottom=0.16, top=0.9, wspace=0.25
-    )  # fixed margins: cheaper than tight_layout and independent of the labels
-    return fig, list(axes[0])
+def _figure(ncols: int) -> list[svgplot.Axes]:
+    return [svgplot.Axes() for _ in range(ncols)]
 
 
-def _svg(fig: Any) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="svg", metadata=METADATA)
-    plt.close(fig)
-    return buf.getvalue()
+def _svg(axes: list[svgplot.Axes]) -> bytes:
+    return svgplot.render(axes)
 
 
 def _series(values: Any) -> np.ndarray:
@@ -83,19 +49,18 @@ def layer_plot(entry: Entry, base: Entry | None, task: str) -> bytes | None:
     panels = [(m, label) for m, label in LAYER_METRICS if np.isfinite(_series(per_layer.get(m))).any()]
     if not panels:
         return None
-    fig, axes = _figure(len(panels))
+    axes = _figure(len(panels))
     base_pl = (base.doc["tasks"].get(task, {}).get("per_layer") or {}) if base is not None and base.id != entry.id else {}
     base_pl = base_pl if isinstance(base_pl, dict) else {}
     for ax, (metric, label) in zip(axes, panels):
         y = _series(per_layer[metric])
-        ax.plot(np.arange(len(y)), y, marker="o", markersize=2.5, label="this checkpoint")
+        ax.plot(np.arange(len(y)), y, label="this checkpoint", size=2.5)
         if metric in base_pl:
             yb = _series(base_pl[metric])
-            ax.plot(np.arange(len(yb)), yb, linestyle="--", color="0.45", label="base model")
-        ax.set_xlabel("layer (hidden_states index; last = after final norm)")
-        ax.set_title(f"{task}: {label}")
-        ax.legend(loc="best", frameon=False)
-    return _svg(fig)
+            ax.plot(np.arange(len(yb)), yb, label="base model", color=svgplot.GREY, dash="5,3", marker=None)
+        ax.xlabel = "layer (hidden_states index; last = after final norm)"
+        ax.title, ax.legend = f"{task}: {label}", True
+    return _svg(axes)
 
 
 def _variant(block: dict[str, Any], variant: str) -> dict[str, Any] | None:
@@ -152,37 +117,32 @@ def reliability_plot(entry: Entry, task: str) -> bytes | None:
     bins = reliability_bins(block, items)
     if bins is None:
         return None
-    fig, (ax,) = _figure(1)
-    ax.plot([0, 1], [0, 1], linestyle=":", color="0.5", label="perfect calibration")
+    (ax,) = axes = _figure(1)
+    ax.plot([0, 1], [0, 1], label="perfect calibration", color=svgplot.GREY, dash="2,2", marker=None)
     if variant_bins(block, "primary") is not None:
         label = _label("primary", (_variant(block, "primary") or {}).get("ece"), bins[2])
     else:
         from ..metrics.calibration import ece
 
         label = _label("samples, equal-mass bins", ece(*items) if items is not None else None, bins[2])
-    ax.plot(bins[0], bins[1], marker="o", color="C0", label=label)
+    ax.plot(bins[0], bins[1], label=label, color=svgplot.PALETTE[0])
     for x, y, n in zip(*bins):
         if math.isfinite(n):
-            ax.annotate(f"{int(n)}", (x, y), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=6, color="C0")
+            ax.annotate(x, y, f"{int(n)}", color=svgplot.PALETTE[0])
     norm = variant_bins(block, "length_normalised")
     if norm is not None:
         ax.plot(
             norm[0],
             norm[1],
-            marker="s",
-            markersize=3,
-            linestyle="--",
-            color="C1",
-            alpha=0.8,
             label=_label("length-normalised", (_variant(block, "length_normalised") or {}).get("ece"), norm[2]),
+            color=svgplot.PALETTE[1],
+            dash="5,3",
+            marker="s",
         )
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.05)
-    ax.set_xlabel("confidence (bin mean; numbers: items per bin)")
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"{task}: reliability")
-    ax.legend(loc="upper left", frameon=False, fontsize=7)
-    return _svg(fig)
+    ax.xlim, ax.ylim = (0.0, 1.0), (0.0, 1.05)
+    ax.xlabel, ax.ylabel = "confidence (bin mean; numbers: items per bin)", "accuracy"
+    ax.title, ax.legend = f"{task}: reliability", True
+    return _svg(axes)
 
 
 def seed_label(key: Any) -> str:
@@ -212,14 +172,12 @@ def plasticity_plot(entry: Entry, task: str) -> bytes | None:
     found = list(curves(entry.doc["tasks"][task]))
     if not found:
         return None
-    fig, (ax,) = _figure(1)
+    (ax,) = axes = _figure(1)
     for seed, steps, bpb in found:
-        ax.plot(steps, bpb, marker="o", markersize=2.5, label=seed)
-    ax.set_xlabel("training step")
-    ax.set_ylabel("held-out bits per byte")
-    ax.set_title(f"{task}: plasticity")
-    ax.legend(loc="best", frameon=False)
-    return _svg(fig)
+        ax.plot(steps, bpb, label=seed, size=2.5)
+    ax.xlabel, ax.ylabel = "training step", "held-out bits per byte"
+    ax.title, ax.legend = f"{task}: plasticity", True
+    return _svg(axes)
 
 
 def entry_plots(entry: Entry, base: Entry | None) -> list[tuple[str, str, bytes]]:

@@ -25,13 +25,16 @@ import pandas as pd
 
 from ..errors import CollapseBenchError
 from ..io import atomic_write_bytes, sha256_json
-from ..metrics import spec as metric_spec
 from ..metrics.calibration import T_BOUNDS, temperature_at_bound
 from ..results.provenance import package_version
-from .aggregate import Tables, build_tables
+from .aggregate import build_tables
 from .comparisons import comparisons
 from .entry import Entry, composite_config, entries_from, guard
 from .hypothesis import hypothesis_panel
+from .index_view import glossary as glossary  # re-exported: the glossary rows (tests, docs)
+from .index_view import index_context, wbr
+from .lineages import lineage_pages
+from .model_view import model_page, shown_comparisons
 from .noisefloor import NoiseFloor, load_noise_floors
 from .plots import entry_plots
 from .validate import validate_paths
@@ -39,18 +42,6 @@ from .validate import validate_paths
 MARKER = ".collapse-bench-leaderboard"
 MARKER_TEXT = b"collapse-bench leaderboard: written by `collapse-bench leaderboard build`, which replaces this directory\n"
 CSV_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
-MODEL_KEYS = (
-    "parent",
-    "stage",
-    "recipe",
-    "intervention",
-    "lineage",
-    "architecture",
-    "num_layers",
-    "hidden_size",
-    "num_parameters",
-    "sha256_scheme",
-)  # model fields the model page shows ("—" when absent)
 
 
 def clean(obj: Any) -> Any:
@@ -107,48 +98,8 @@ def environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
-    env.filters.update(num=fmt_num, dv=data_value)
+    env.filters.update(num=fmt_num, dv=data_value, wbr=wbr)
     return env
-
-
-def headline_columns(tables: Tables) -> list[str]:
-    """The scalar columns the composite reads (shown on the index), in component order."""
-    import fnmatch
-
-    cols: list[str] = []
-    kinds = {t: k for e in tables.entries.values() for t, k in e.kinds.items()}
-    for spec in composite_config()["components"].values():
-        for rule in spec["metrics"]:
-            for col in tables.scalars.columns:
-                task, metric = col.split(".", 1)
-                if kinds.get(task) == spec["kind"] and fnmatch.fnmatchcase(metric, rule["metric"]) and col not in cols:
-                    cols.append(col)
-    return cols
-
-
-def glossary() -> list[dict[str, Any]]:
-    """One row per metric spec (collapse_bench/metrics/spec.py), in registry order: the site's glossary."""
-    return [
-        {
-            "id": s.id,
-            "label": s.display_label,
-            "kind": s.kind,
-            "arrow": s.arrow,
-            "direction": f"{s.direction} is healthier" if s.direction else "not scored as good or bad",
-            "definition": s.definition,
-            "range": s.range.show() if s.range is not None else "any finite number",
-        }
-        for s in metric_spec.all_specs()
-    ]
-
-
-def metric_titles(cols: list[str]) -> dict[str, str]:
-    """Tooltip of each ``task.metric`` column: its spec's one-line definition ("" without a spec)."""
-    out = {}
-    for col in cols:
-        s = metric_spec.spec_for(col.split(".", 1)[-1])
-        out[col] = s.definition if s is not None else ""
-    return out
 
 
 def stamp(entries: list[Entry]) -> dict[str, Any]:
@@ -159,69 +110,6 @@ def stamp(entries: list[Entry]) -> dict[str, Any]:
         "n": len(entries),
         "inputs": sha256_json([[e.id, e.doc] for e in entries]),
     }
-
-
-def model_page(
-    env: jinja2.Environment,
-    row: dict[str, Any],
-    tables: Tables,
-    pages: dict[str, str],
-    plots: list[dict[str, str]],
-    common: dict[str, Any],
-    paired: list[dict[str, Any]] | None = None,
-) -> str:
-    """``paired``: this row's comparisons as :func:`shown_comparisons` prepares them."""
-    entry = tables.entries[row["id"]]
-    doc, bid = entry.doc, row["base_id"]
-    metrics = []
-    for task in sorted(entry.metrics):
-        for metric in sorted(entry.metrics[task]):
-            col = f"{task}.{metric}"
-            value, base = tables.scalars.at[row["id"], col], tables.scalars.at[bid, col] if bid else None
-            bound = shown(metric, value) or shown(metric, base)
-            metrics.append(
-                {
-                    "task": task,
-                    "metric": metric,
-                    "value": value,
-                    "shown": shown(metric, value),
-                    "ci": tables.cis[row["id"]].get(col),
-                    "base": base,
-                    "base_shown": shown(metric, base),
-                    "delta": tables.deltas.at[row["id"], col],
-                    "delta_shown": "—" if bound else None,
-                }
-            )
-    env_items = sorted((k, v) for k, v in doc["environment"].items() if v is not None)
-    config = sorted(
-        (k, v if not isinstance(v, dict) else v.get("name")) for k, v in doc["config"].items() if not isinstance(v, list)
-    )
-    model = {**dict.fromkeys(MODEL_KEYS), **doc["model"]}
-    harness = {**dict.fromkeys(("git_sha", "git_dirty")), **doc["harness"]}
-    return env.get_template("model.html.j2").render(
-        row=row,
-        model=model,
-        harness=harness,
-        env=env_items,
-        config=config,
-        metrics=metrics,
-        plots=plots,
-        paired=paired or [],
-        base_page=pages.get(bid) if bid and bid != row["id"] else None,
-        **common,
-    )
-
-
-def shown_comparisons(found: list[dict[str, Any]], tables: Tables, pages: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
-    """Row id -> its paired comparisons for its page: per relation the reference's name and page, and the metrics
-    that carry a statistic (a paired CI or a noise floor), in (task, metric) order."""
-    names = dict(zip(tables.models["id"], tables.models["model"]))
-    out: dict[str, list[dict[str, Any]]] = {}
-    for c in found:
-        rows = [m for m in c["metrics"] if m.get("ci_lo") is not None or m.get("mde_80") is not None]
-        shown = {**c, "name": names.get(c["reference"], c["reference"]), "page": pages.get(c["reference"]), "rows": rows}
-        out.setdefault(c["id"], []).append(shown)
-    return out
 
 
 def render(entries: list[Entry], out: Path, floors: dict[str, NoiseFloor] | None = None) -> None:
@@ -249,15 +137,10 @@ def render(entries: list[Entry], out: Path, floors: dict[str, NoiseFloor] | None
                 plots.append({"file": name, "alt": f"{task}: {kind}"})
             page = model_page(env, row, tables, pages, plots, common, by_row.get(row["id"]))
             files[f"models/{row['page']}.html"] = page.encode()
-    cols = headline_columns(tables)
     files["index.html"] = (
         env.get_template("index.html.j2")
         .render(
-            models=models,
-            scalars=scalars,
-            metric_cols=cols,
-            metric_titles=metric_titles(cols),
-            glossary=glossary(),
+            **index_context(tables, models),  # the per-suite model tables, facets, column groups, glossary
             interventions=records(tables.interventions),
             hypothesis=records(hyp),
             hypothesis_hidden=hyp_hidden,
@@ -269,6 +152,8 @@ def render(entries: list[Entry], out: Path, floors: dict[str, NoiseFloor] | None
         )
         .encode()
     )
+    extra, found_data = lineage_pages(env, tables, found, records(hyp), common)  # lineages.html, findings.html
+    files.update(extra)
     wide = tables.models.set_index("id").join(tables.scalars).join(tables.deltas.add_prefix("delta."))
     wide = wide.reset_index().rename(columns={"index": "id"})
     for col in wide.columns:
@@ -288,6 +173,7 @@ def render(entries: list[Entry], out: Path, floors: dict[str, NoiseFloor] | None
         "hypothesis_hidden": hyp_hidden,
         "comparisons": found,
         "noise_floors": sorted(f.path for f in (floors or {}).values()),
+        "findings": found_data,
     }
     files["data.json"] = (json.dumps(clean(data), indent=1, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n").encode()
     for rel in sorted(files):
@@ -350,12 +236,6 @@ def build(submissions: Path, out: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _mpl_version() -> str:
-    import matplotlib
-
-    return matplotlib.__version__
-
-
 def tree(root: Path) -> dict[str, Path]:
     return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()} if root.is_dir() else {}
 
@@ -372,10 +252,8 @@ def compare_trees(fresh: Path, out: Path, submissions: Path) -> int:
         if rel not in new:
             raise CollapseBenchError(f"{shown}: not produced by a fresh build (stale file); rebuild and commit {out}")
         if committed[rel].read_bytes() != new[rel].read_bytes():
-            hint = f" (SVGs depend on the matplotlib version; this machine has {_mpl_version()})" if rel.endswith(".svg") else ""
             raise CollapseBenchError(
-                f"{shown}: differs from a fresh build of {submissions}{hint}; run `collapse-bench leaderboard build` "
-                f"and commit {out}"
+                f"{shown}: differs from a fresh build of {submissions}; run `collapse-bench leaderboard build` and commit {out}"
             )
     return len(new)
 

@@ -47,19 +47,38 @@ KNOWN_MODELS: dict[str, dict[str, int]] = {
 }
 
 
-def ranges() -> list[dict[str, Any]]:
+class Rules(list):
+    """The range rules in registry order, with the first rule matching a metric id memoised per id."""
+
+    def __init__(self, rules: list[dict[str, Any]]) -> None:
+        super().__init__(rules)
+        self._first: dict[str, dict[str, Any] | None] = {}
+
+    def first(self, metric: str) -> dict[str, Any] | None:
+        if metric not in self._first:
+            self._first[metric] = next((r for r in self if fnmatch.fnmatchcase(metric, r["metric"])), None)
+        return self._first[metric]
+
+
+_RULES: dict[int, tuple[tuple[metric_spec.MetricSpec, ...], Rules]] = {}  # id(specs) -> (specs, rules)
+
+
+def ranges() -> Rules:
     """The range rules, one per metric spec in registry order (:mod:`collapse_bench.metrics.spec`): the first
-    whose ``metric`` glob matches decides; a spec without a range allows any finite number."""
-    return _ranges_of(metric_spec.all_specs())
-
-
-@functools.lru_cache(maxsize=8)
-def _ranges_of(specs: tuple[metric_spec.MetricSpec, ...]) -> list[dict[str, Any]]:
-    rules: list[dict[str, Any]] = []
-    for s in specs:
-        r = s.range or metric_spec.Range()
-        rules.append({"metric": s.id, "min": r.lo, "max": r.hi, "min_exclusive": r.lo_open, "max_exclusive": r.hi_open})
-    return rules
+    whose ``metric`` glob matches decides; a spec without a range allows any finite number. Built once per
+    registry state (keyed by the identity of the specs tuple, which is kept alive here, so no hashing of
+    ~100 specs per metric value)."""
+    specs = metric_spec.all_specs()
+    hit = _RULES.get(id(specs))
+    if hit is None or hit[0] is not specs:
+        if len(_RULES) > 8:
+            _RULES.clear()
+        rules = []
+        for s in specs:
+            r = s.range or metric_spec.Range()
+            rules.append({"metric": s.id, "min": r.lo, "max": r.hi, "min_exclusive": r.lo_open, "max_exclusive": r.hi_open})
+        hit = _RULES[id(specs)] = (specs, Rules(rules))
+    return hit[1]
 
 
 def released_path() -> Path:
@@ -90,9 +109,8 @@ def _bound(value: Any, model: dict[str, Any]) -> float | None:
 
 def range_problem(metric: str, value: float, model: dict[str, Any]) -> str | None:
     """Why ``value`` is outside the documented range of ``metric`` (first matching glob), or None."""
-    for rule in ranges():
-        if not fnmatch.fnmatchcase(metric, rule["metric"]):
-            continue
+    rule = ranges().first(metric)
+    if rule is not None:
         lo, hi = _bound(rule.get("min"), model), _bound(rule.get("max"), model)
         lo_open, hi_open = rule.get("min_exclusive", False), rule.get("max_exclusive", False)
         bad_lo = lo is not None and (value <= lo if lo_open else value < lo - SLACK * max(1.0, abs(lo)))

@@ -7,6 +7,8 @@ lm-eval YAMLs are read with ``yaml.SafeLoader`` plus one tag: ``!function`` is k
 
 from __future__ import annotations
 
+import copy
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,19 @@ def builtin_include_dir() -> Path:
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    """One lm-eval YAML as a dict; invalid YAML or a non-mapping is a one-line error naming the file."""
+    """One lm-eval YAML as a dict; invalid YAML or a non-mapping is a one-line error naming the file. Parsed
+    once per (file, mtime, size) in a process (``validate`` reads lm-eval's ~2,000 YAMLs for every lm_eval
+    task of every row); the caller gets its own copy."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise CollapseBenchError(f"cannot read {path}: {exc.strerror}") from None
+    return copy.deepcopy(_parse(str(path), st.st_mtime_ns, st.st_size))
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse(name: str, _mtime_ns: int, _size: int) -> dict[str, Any]:
+    path = Path(name)
     try:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
     except OSError as exc:
