@@ -105,6 +105,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         shown = dict(list(block["metrics"].items())[:6])
         print(f"{name}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
     print(f"result written to {path}")
+    from .leaderboard.scorecard import score_card
+
+    try:
+        for line in score_card(Path(path)):
+            print(line)
+    except CollapseBenchError as exc:  # the result is written; a score card that cannot be made is only reported
+        print(f"no score card: {exc}")
     print(next_step(path, result))
     return 0
 

@@ -376,10 +376,10 @@ def test_evaluate_outside_git_auto_batch_and_next_command(tiny_model_dir: Path, 
     assert proc.returncode == 0, proc.stderr
     assert "fatal" not in proc.stderr and "not a git repository" not in proc.stderr, proc.stderr
     lines = proc.stdout.strip().splitlines()
-    assert lines[-2:] == [
-        "result written to r.json",
-        "next: collapse-bench submit r.json  (not the whole suite: it is listed on the leaderboard but not ranked)",
-    ]
+    assert lines[-3] == "result written to r.json" and lines[-2].startswith("score ")  # the score card
+    assert lines[-1] == (
+        "next: collapse-bench submit r.json  (not the whole suite: it is listed on the leaderboard but not ranked)"
+    )
     doc = json.loads((cwd / "r.json").read_text())
     assert doc["config"]["batch_size"] == "auto"
 

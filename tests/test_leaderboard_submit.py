@@ -39,6 +39,17 @@ def test_canonical_path_and_pr_instructions(
     assert main(["submit", str(GOOD)]) == 1
     assert "duplicate of" in capsys.readouterr().err
     assert snapshot(tmp_path / "submissions") == before
+    assert "collapse-bench leaderboard build --submissions submissions/ --out leaderboard/" in out and "fork" in out
+
+
+def test_pr_instructions_follow_the_submissions_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["submit", str(GOOD), "--submissions-dir", "subs/mine"]) == 0
+    out = capsys.readouterr().out
+    folder = "subs/mine/local/tiny-random-llama"
+    assert f"wrote {folder}/quick-" in out and (tmp_path / folder).is_dir()
+    assert "collapse-bench validate subs/mine/" in out and "--submissions subs/mine/ --out leaderboard/" in out
+    assert f"git add {folder} leaderboard/" in out and "submissions/" not in out.replace("--submissions", "")
 
 
 @pytest.mark.parametrize(
@@ -120,3 +131,23 @@ def test_samples_file_copied_and_reference_rewritten(tmp_path: Path) -> None:
     assert copy.read_bytes() == samples.read_bytes() and sha256_file(copy) == ref["sha256"]
     assert target.name == f"quick-{identity(written)[:12]}.json"
     assert main(["validate", str(target)]) == 0
+
+
+def test_score_card_matches_the_leaderboard_row() -> None:
+    """``evaluate``'s score card on committed rows = the score, CI and Δ vs base of the committed leaderboard."""
+    from collapse_bench.leaderboard.scorecard import score_card
+
+    root = Path(__file__).resolve().parents[1]
+    rows = {m["id"]: m for m in json.loads((root / "leaderboard" / "data.json").read_text())["models"]}
+    rid = "submissions/local/smollm2-135m-instruct--sft_safety_math--none--s0--01-sft/standard-9fe52ea1f392.json"
+    child = rows[rid]
+    base = rows[child["base_id"]]
+    card = score_card(root / rid, root / "submissions")
+    names = ("plasticity", "ood_accuracy", "ood_accuracy_chance", "calibration", "diversity")
+    comps = ", ".join(f"{k} {child['c.' + k]:.3f}" for k in names)
+    assert card[0] == f"score {child['score']:.3f} (95% CI [{child['score_lo']:.3f}, {child['score_hi']:.3f}]; {comps})"
+    assert card[1] == (
+        f"vs base {(root / base['id']).as_posix()}: {base['score']:.3f}, Δ {child['score'] - base['score']:+.3f} "
+        "(CIs overlap: within noise)"
+    )
+    assert len(score_card(root / base["id"], root / "submissions")) == 1  # a base row: no "vs base" line

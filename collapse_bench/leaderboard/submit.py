@@ -119,20 +119,28 @@ def submit(result: Path, submissions_dir: Path, org: str | None = None) -> Path:
     return target
 
 
-def pr_instructions(target: Path, repo_root: Path, local: bool = False) -> str:
-    """The PR steps and the reproduce command (a local checkpoint is not found by name: ``--model PATH``)."""
+def _shown(path: Path, repo_root: Path) -> str:
     try:
-        rel = target.resolve().relative_to(repo_root.resolve()).as_posix()
+        return path.resolve().relative_to(repo_root.resolve()).as_posix()
     except ValueError:
-        rel = target.as_posix()
+        return path.as_posix()
+
+
+def pr_instructions(target: Path, repo_root: Path, local: bool = False, submissions_dir: Path | None = None) -> str:
+    """The PR steps for the arguments ``submit`` was given (``--submissions-dir``), a fork for contributors without
+    push access, and the reproduce command (a local checkpoint is not found by name: ``--model PATH``)."""
+    rel = _shown(target, repo_root)
+    subs = _shown(submissions_dir, repo_root) if submissions_dir is not None else "submissions"
     folder = rel.rsplit("/", 1)[0]
     branch = "submit/" + slug(Path(rel).stem + "-" + Path(folder).name)
     return "\n".join(
         [
             f"wrote {rel}",
-            "Next, open a pull request (CI runs `collapse-bench validate submissions/` and `collapse-bench leaderboard check`):",
+            f"Next, open a pull request (CI runs `collapse-bench validate {subs}/` and `collapse-bench leaderboard check`):",
+            "  (no push access to the repository: fork it on GitHub, then `git remote add fork <your fork's URL>`",
+            "   and push to `fork` instead of `origin` below; open the pull request from the fork)",
             f"  git checkout -b {branch}",
-            "  collapse-bench leaderboard build --submissions submissions/ --out leaderboard/",
+            f"  collapse-bench leaderboard build --submissions {subs}/ --out leaderboard/",
             f"  git add {folder} leaderboard/",
             f"  git commit -m 'Submit {Path(folder).name} ({Path(rel).stem})'",
             f"  git push -u origin {branch}",
@@ -145,7 +153,7 @@ def pr_instructions(target: Path, repo_root: Path, local: bool = False) -> str:
 def cmd_submit(args: argparse.Namespace) -> int:
     target = submit(Path(args.result), Path(args.submissions_dir), args.org)
     local = read_submission(target)["model"]["source"] in LOCAL_SOURCES
-    print(pr_instructions(target, Path.cwd(), local))
+    print(pr_instructions(target, Path.cwd(), local, Path(args.submissions_dir)))
     return 0
 
 
