@@ -231,3 +231,26 @@ def test_model_pages_load_with_plots(driver, site_dir: Path) -> None:
         assert imgs and all(
             driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", i) for i in imgs
         )
+
+
+def test_committed_model_lineage_and_findings_pages_fit(driver) -> None:
+    """lineages.html: follow a tree link to a stage's model page; that page, findings.html and lineages.html load
+    without console errors and do not scroll sideways at 400 px with every fold open, nor at 1400 px."""
+    site_root = REPO / "leaderboard"
+    driver.set_window_size(1400, 1000)
+    driver.get((site_root / "lineages.html").as_uri())
+    assert severe(driver) == [] and driver.find_elements("css selector", "#lineages")
+    links = driver.find_elements("css selector", "ul.tree ul a")  # a child of a root: a stage row
+    assert links, "lineages.html: no stage row in the tree"
+    target = links[0].get_attribute("href")
+    links[0].click()
+    assert driver.current_url == target and "/models/" in target and severe(driver) == []
+    pages = [target, (site_root / "findings.html").as_uri(), (site_root / "lineages.html").as_uri()]
+    for width in (400, 1400):
+        driver.set_window_size(width, 1000)
+        for url in pages:
+            driver.get(url)
+            driver.execute_script("document.querySelectorAll('details').forEach(d => d.open = true)")
+            assert severe(driver) == [], url
+            assert fits(driver), f"{url} scrolls sideways at {width} px"
+    driver.set_window_size(1400, 1000)
