@@ -3,14 +3,22 @@ location, then lineage and data (fail fast: before a model is hashed, converted 
 every task, and commit the provenance-stamped result JSON together with its samples file (all or nothing: a
 failed write leaves the previous result + samples pair intact).
 
+Task by task resumable: each finished task's block and samples records go to ``.<output name>.tasks/<task>.json``
+with a key over everything that can change its numbers (the model as loaded — sha256, lineage, device, dtype —,
+the task hash with its data hashes, seed, limit, batch size, options, reference, harness code sha256); a re-run
+of the same request reuses the blocks whose key matches (a crash in task 9 keeps tasks 1–8) and the directory is
+removed once the result is committed.
+
 No absolute path of the user's disk goes into a result: models are recorded by display name
 (``models.resolve.display_name``), ``--tasks-dir`` and ``--include_path`` dirs by their leaf name."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import random
 import re
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,17 +27,17 @@ from typing import Any
 from .context import RunContext
 from .data import resolve_data_dir
 from .errors import CollapseBenchError
-from .io import check_writable, commit_files, json_bytes
+from .io import atomic_write_json, check_writable, commit_files, json_bytes, sha256_json
 from .kinds import kind_module
 from .lineage import reference_targets, resolve_lineage
 from .lineagefile import is_adapter_dir
 from .lora.task import TASK_NAME as LORA_TASK
 from .models import load_model
 from .models.resolve import check_device_dtype
-from .ood.samples import samples_path
+from .ood.samples import SampleSink, samples_path, sink_for
 from .results import SCHEMA_VERSION
 from .results.complete import incompleteness
-from .results.provenance import environment_info, harness_info
+from .results.provenance import code_sha256, environment_info, harness_info
 from .results.schema import validate_result
 from .schemas import with_defaults
 from .tasks import Task, TaskRegistry
@@ -145,12 +153,32 @@ def evaluate(req: EvaluateRequest) -> tuple[Path, dict[str, Any]]:
         references=reference_targets(lineage, loaded, req.reference, reference),
     )
     blocks: dict[str, Any] = {}
+    done = partial_dir(output)
+    common = {
+        "model": loaded.info,
+        "seed": req.seed,
+        "limit": req.limit,
+        "batch_size": req.batch_size,
+        "options": req.options,
+        "reference": reference.info if reference else None,
+        "code": code_sha256(),
+    }
+    resumed = 0.0
     for task in tasks:
+        prep = prepared[task.name]
+        hashes = prep.data_hashes
+        task_id = {"task": task.name, "hash": task.task_hash(hashes), "limit_task": suite.limits.get(task.name)}
+        key = sha256_json({**common, **task_id})
+        saved = _finished(done, task.name, key)
+        if saved is not None:  # this task of this exact request finished in an earlier, interrupted run
+            blocks[task.name] = saved["block"]
+            if saved["records"]:
+                sink_for(ctx).records[task.name] = saved["records"]
+            resumed += float(saved["block"]["duration_s"])
+            continue
         seed_everything(req.seed)
         t0 = time.perf_counter()
-        prep = prepared[task.name]
         block = kind_module(task.kind).run(task, prep, ctx)
-        hashes = prep.data_hashes
         blocks[task.name] = {
             "kind": task.kind,
             "version": task.version,
@@ -159,6 +187,8 @@ def evaluate(req: EvaluateRequest) -> tuple[Path, dict[str, Any]]:
             **block,
             "duration_s": round(time.perf_counter() - t0, 3),
         }
+        records = next((h.records.get(task.name, []) for h in ctx.on_result if isinstance(h, SampleSink)), [])
+        atomic_write_json(done / f"{task.name}.json", {"key": key, "block": blocks[task.name], "records": records})
     result = {
         "schema_version": SCHEMA_VERSION,
         "model": loaded.info,
@@ -184,11 +214,28 @@ def evaluate(req: EvaluateRequest) -> tuple[Path, dict[str, Any]]:
         },
         "tasks": blocks,
         "created_at": created,
-        "duration_s": round(time.perf_counter() - started, 3),
+        "duration_s": round(time.perf_counter() - started + resumed, 3),  # + the resumed tasks' own time
     }
     files = [f for hook in ctx.on_result for f in (hook(result, output) or [])]
     validate_result(result, str(output))
     if not any(path == samples_path(output) for path, _ in files):
         files.append((samples_path(output), None))  # a replaced result's old samples file goes with it
     commit_files([*files, (output, json_bytes(result))])  # samples first, the result last
+    shutil.rmtree(done, ignore_errors=True)
     return output, result
+
+
+def partial_dir(output: Path) -> Path:
+    """Where the finished tasks of an unfinished run of ``output`` are kept."""
+    return output.with_name(f".{output.name}.tasks")
+
+
+def _finished(done: Path, task: str, key: str) -> dict[str, Any] | None:
+    """The saved block + records of ``task`` when its key matches (anything else: run the task again)."""
+    path = done / f"{task}.json"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(saved, dict) and saved.get("key") == key and isinstance(saved.get("block"), dict)
+    return saved if ok and isinstance(saved.get("records"), list) else None

@@ -127,3 +127,32 @@ def test_a_ladder_must_be_last(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"name": "r", "version": 1, "base": "tiny-random-llama", "stages": stages}))
     with pytest.raises(CollapseBenchError, match="must be the recipe's last stage"):
         load_recipe(path, "tiny")
+
+
+def test_rungs_that_leave_the_weights_are_evaluated_without_the_lora_task(data_dir: Path, tmp_path: Path) -> None:
+    """SVD at full rank and extrapolation at α = 1 change no weight: the lora task (which refuses identical
+    weights, and once cost a whole rung's evaluation) is left out for them and kept for every other rung."""
+    assert surgery.leaves_weights({"kind": "svd_truncate", "relative_error": [0.0, 0.0]})
+    assert not surgery.leaves_weights({"kind": "svd_truncate", "relative_error": [0.0, 0.3]})
+    assert surgery.leaves_weights({"kind": "extrapolate", "alpha": 1.0, "dose": 1})
+    assert not surgery.leaves_weights({"kind": "extrapolate", "alpha": 2.0, "dose": 2})
+    assert not surgery.leaves_weights({"kind": "permute", "dose": 0})
+    out = run_chain(
+        ChainRequest(
+            recipe="control_svd",
+            profile="tiny",
+            out=str(tmp_path / "svd"),
+            data_dir=str(data_dir),
+            progress=False,
+            evaluate="quick",
+            eval_tasks=["probe_quick"],
+            eval_limit=4,
+        )
+    )
+    seen = {}
+    for rung in sorted(p for p in out.iterdir() if p.is_dir()):
+        control = json.loads((rung / "stage.json").read_text())["control"]
+        tasks = set(json.loads((rung / "result.json").read_text())["tasks"])
+        seen[rung.name] = "lora" in tasks
+        assert seen[rung.name] == (not surgery.leaves_weights(control)), rung.name
+    assert seen["01-svd-rfull"] is False and seen["01-svd-r16"] is True

@@ -157,13 +157,15 @@ def _record(
     req: ChainRequest, state: dict[str, Any], out: Path, sdir: Path, parent_ref: str, suite_tasks: list[str], last: bool
 ) -> dict[str, Any]:
     """A finished stage dir into chain.json; with ``--evaluate``, its result (the suite plus the lora task: the
-    stage's weight update vs its parent, overlap with earlier stages). Returns the stage's ``stage.json``."""
+    stage's weight update vs its parent, overlap with earlier stages; not for a control rung that left the weights
+    unchanged). Returns the stage's ``stage.json``."""
     info: dict[str, Any] = json.loads((sdir / "stage.json").read_text())
     key = sdir.name.partition("-")[2]
     state["stages"][key] = {"dir": sdir.name, "status": "trained", "duration_s": info["duration_s"]}
     atomic_write_json(out / "chain.json", state)
     if req.evaluate and (req.evaluate_stages == "all" or last) and not (sdir / "result.json").is_file():
-        tasks = suite_tasks + [LORA_TASK] * (LORA_TASK not in suite_tasks)
+        lora = LORA_TASK not in suite_tasks and not surgery.leaves_weights(info.get("control") or {})
+        tasks = suite_tasks + [LORA_TASK] * lora
         evaluate(
             EvaluateRequest(
                 model=str(sdir / "model"),

@@ -86,6 +86,15 @@ def permute(model: Any, seed: int) -> dict[str, Any]:
     return {"seed": seed, "units_moved": moved}
 
 
+def leaves_weights(control: dict[str, Any]) -> bool:
+    """Whether a rung's surgery (its ``stage.json`` control report) left the incoming weights as they were: SVD at
+    full rank (every block's error 0) or extrapolation at α = 1. Such a rung has no weight update, so the chain
+    evaluates it without the ``lora`` task (which refuses identical weights)."""
+    if control.get("kind") == "svd_truncate":
+        return all(e == 0.0 for e in control.get("relative_error", [1.0]))
+    return control.get("kind") == "extrapolate" and float(control.get("alpha", control.get("dose", 0))) == 1.0
+
+
 def apply(kind: str, dose: Any, model: Any, base: Any | None = None) -> dict[str, Any]:
     """Run one surgery on ``model`` in place; returns its report for ``stage.json``."""
     if kind == "svd_truncate":
