@@ -3,17 +3,20 @@ location, then lineage and data (fail fast: before a model is hashed, converted 
 every task, and commit the provenance-stamped result JSON together with its samples file (all or nothing: a
 failed write leaves the previous result + samples pair intact).
 
-Task by task resumable: each finished task's block and samples records go to ``.<output name>.tasks/<task>.json``
-with a key over everything that can change its numbers (the model as loaded — sha256, lineage, device, dtype —,
-the task hash with its data hashes, seed, limit, batch size, options, reference, harness code sha256); a re-run
-of the same request reuses the blocks whose key matches (a crash in task 9 keeps tasks 1–8) and the directory is
-removed once the result is committed.
+Task by task resumable: each finished task's block and samples records go to the cache
+(``paths.unfinished_runs_dir()/<sha256 of the output path>/<task>.json``, never next to the result: a failed run
+leaves the user's directory as it was) with a key over everything that can change its numbers (the model as
+loaded — sha256, lineage, device, dtype —, the task hash with its data hashes, seed, limit, batch size, options,
+reference, harness code sha256); a re-run of the same request reuses the blocks whose key matches (a crash in
+task 9 keeps tasks 1–8) and the entry is removed once the result is committed. Saving is best effort: a cache
+that cannot be written never fails an evaluation.
 
 No absolute path of the user's disk goes into a result: models are recorded by display name
 (``models.resolve.display_name``), ``--tasks-dir`` and ``--include_path`` dirs by their leaf name."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import random
@@ -27,7 +30,7 @@ from typing import Any
 from .context import RunContext
 from .data import resolve_data_dir
 from .errors import CollapseBenchError
-from .io import atomic_write_json, check_writable, commit_files, json_bytes, sha256_json
+from .io import atomic_write_json, check_writable, commit_files, json_bytes, sha256_bytes, sha256_json
 from .kinds import kind_module
 from .lineage import reference_targets, resolve_lineage
 from .lineagefile import is_adapter_dir
@@ -35,6 +38,7 @@ from .lora.task import TASK_NAME as LORA_TASK
 from .models import load_model
 from .models.resolve import check_device_dtype
 from .ood.samples import SampleSink, samples_path, sink_for
+from .paths import unfinished_runs_dir
 from .results import SCHEMA_VERSION
 from .results.complete import incompleteness
 from .results.provenance import code_sha256, environment_info, harness_info
@@ -188,7 +192,8 @@ def evaluate(req: EvaluateRequest) -> tuple[Path, dict[str, Any]]:
             "duration_s": round(time.perf_counter() - t0, 3),
         }
         records = next((h.records.get(task.name, []) for h in ctx.on_result if isinstance(h, SampleSink)), [])
-        atomic_write_json(done / f"{task.name}.json", {"key": key, "block": blocks[task.name], "records": records})
+        with contextlib.suppress(OSError, CollapseBenchError):  # best effort (docstring): no resume point, no failure
+            atomic_write_json(done / f"{task.name}.json", {"key": key, "block": blocks[task.name], "records": records})
     result = {
         "schema_version": SCHEMA_VERSION,
         "model": loaded.info,
@@ -226,8 +231,8 @@ def evaluate(req: EvaluateRequest) -> tuple[Path, dict[str, Any]]:
 
 
 def partial_dir(output: Path) -> Path:
-    """Where the finished tasks of an unfinished run of ``output`` are kept."""
-    return output.with_name(f".{output.name}.tasks")
+    """Where the finished tasks of an unfinished run of ``output`` are kept (in the cache, keyed by its path)."""
+    return unfinished_runs_dir() / sha256_bytes(str(output.resolve()).encode())[:32]
 
 
 def _finished(done: Path, task: str, key: str) -> dict[str, Any] | None:

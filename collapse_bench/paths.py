@@ -21,6 +21,13 @@ def reference_cache_dir() -> Path:
     return Path(env).expanduser() if env else cache_dir() / "reference"
 
 
+def unfinished_runs_dir() -> Path:
+    """Where ``evaluate`` keeps the finished tasks of a run that has not written its result yet:
+    ``$COLLAPSE_BENCH_RUNS_CACHE``, else ``cache_dir()/runs``."""
+    env = os.environ.get("COLLAPSE_BENCH_RUNS_CACHE")
+    return Path(env).expanduser() if env else cache_dir() / "runs"
+
+
 def builtin_tasks_dir() -> Path:
     """The task YAMLs shipped with the package (wheel) or the repository's ``tasks/`` (editable install)."""
     pkg = Path(__file__).resolve().parent

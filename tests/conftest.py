@@ -21,6 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 # stale cache of an earlier run); subprocess CLI tests inherit it.
 _REFERENCE_CACHE = tempfile.TemporaryDirectory(prefix="cb-refcache-")
 os.environ["COLLAPSE_BENCH_REFERENCE_CACHE"] = _REFERENCE_CACHE.name
+# and the finished tasks of interrupted evaluate runs (collapse_bench/evaluate.py) likewise
+_RUNS_CACHE = tempfile.TemporaryDirectory(prefix="cb-runs-")
+os.environ["COLLAPSE_BENCH_RUNS_CACHE"] = _RUNS_CACHE.name
 
 
 def shared_data_dir() -> Path | None:
