@@ -165,8 +165,7 @@ def headline(entry: Entry, tables: Tables, row: dict[str, Any]) -> dict[str, Any
                 "title": f"{name}: {spec['kind']} metrics {rules}; in [0, 1], higher is healthier",
             }
         )
-    peers = [r for r in model_records(tables) if (r["suite"], r["suite_version"]) == (row["suite"], row["suite_version"])]
-    ranks = suite_ranks(peers)
+    ranks = ranks_in_suites(tables)[(row["suite"], row["suite_version"])]
     rank = ranks.get(row["id"])
     return {
         "score": rounded(row["score"], row["score_lo"], row["score_hi"]),
@@ -178,6 +177,18 @@ def headline(entry: Entry, tables: Tables, row: dict[str, Any]) -> dict[str, Any
         "unranked": "" if rank else "no score (no outcome component)" if row["score"] is None else "incomplete row",
         "components": shown,
     }
+
+
+def ranks_in_suites(tables: Tables) -> dict[tuple[Any, Any], dict[str, tuple[int, int, int, int]]]:
+    """(suite, version) -> :func:`suite_ranks` of its rows, computed once per build (kept on ``tables``: every
+    model page asks, and ranking all rows per page made the pages quadratic in the number of rows)."""
+    cached = tables.__dict__.get("_suite_ranks")
+    if cached is None:
+        groups: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+        for r in model_records(tables):
+            groups.setdefault((r["suite"], r["suite_version"]), []).append(r)
+        cached = tables.__dict__["_suite_ranks"] = {k: suite_ranks(v) for k, v in groups.items()}
+    return cached
 
 
 def model_records(tables: Tables) -> list[dict[str, Any]]:
