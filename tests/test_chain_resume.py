@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import transformers
 
-from collapse_bench.chain import runner, trainer
+from collapse_bench.chain import trainer
 from collapse_bench.chain.runner import ChainRequest, run_chain
 
 pytestmark = pytest.mark.train
@@ -101,10 +101,10 @@ def test_a_killed_stage_resumes_bit_identical(
 
 def test_checkpoints_of_other_inputs_are_discarded(tmp_path: Path) -> None:
     sdir = tmp_path / "02-dpo"
-    ckpt = runner._checkpoint_dir(sdir, {"recipe_hash": "a", "seed": 0})
+    ckpt = trainer.checkpoint_dir(sdir, {"recipe_hash": "a", "seed": 0})
     (ckpt / "checkpoint-3").mkdir()
-    assert runner._checkpoint_dir(sdir, {"recipe_hash": "a", "seed": 0}) == ckpt and (ckpt / "checkpoint-3").is_dir()
-    runner._checkpoint_dir(sdir, {"recipe_hash": "b", "seed": 0})  # another recipe: its steps are not ours
+    assert trainer.checkpoint_dir(sdir, {"recipe_hash": "a", "seed": 0}) == ckpt and (ckpt / "checkpoint-3").is_dir()
+    trainer.checkpoint_dir(sdir, {"recipe_hash": "b", "seed": 0})  # another recipe: its steps are not ours
     assert not (ckpt / "checkpoint-3").exists() and json.loads((ckpt / "key.json").read_text())["recipe_hash"] == "b"
 
 

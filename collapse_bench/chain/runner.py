@@ -37,7 +37,7 @@ from .leakage import check_no_leakage
 from .recipe import SURGERY_KINDS, Recipe, Stage, load_recipe
 from .surgery import dose_label
 from .target import HeldoutTarget, heldout_refs
-from .trainer import train_stage
+from .trainer import checkpoint_dir, train_stage
 
 
 @dataclass
@@ -295,7 +295,7 @@ def _train(
         intervention.before_stage(model, ctx)
     every = req.checkpoint_steps if req.checkpoint_steps is not None else (1 if stage.method == "lora" else 10)
     key = {"recipe_hash": recipe.recipe_hash, "stage": stage.dirname, "seed": seed, "intervention": label}
-    ckpt = _checkpoint_dir(sdir, {**key, "parent_sha256": lineage[-1]["sha256"], "params": [i.params for i in interventions]})
+    ckpt = checkpoint_dir(sdir, {**key, "parent_sha256": lineage[-1]["sha256"], "params": [i.params for i in interventions]})
     trained, log = train_stage(
         model, tok, stage, arranged, interventions, ctx, ckpt, device=device, progress=req.progress, checkpoint_steps=every
     )
@@ -350,19 +350,6 @@ def _train(
     )
     tmp.rename(sdir)
     shutil.rmtree(ckpt, ignore_errors=True)
-
-
-def _checkpoint_dir(sdir: Path, key: dict[str, Any]) -> Path:
-    """``.NN-stage.ckpt``: the stage's Trainer checkpoints, kept across killed runs while ``key`` (its exact
-    inputs) is unchanged, emptied otherwise."""
-    ckpt = sdir.parent / f".{sdir.name}.ckpt"
-    stamp = ckpt / "key.json"
-    if ckpt.exists() and not (stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(key))):
-        shutil.rmtree(ckpt)
-    if not stamp.is_file():
-        ckpt.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(stamp, key)
-    return ckpt
 
 
 def _surgery(

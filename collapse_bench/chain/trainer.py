@@ -101,6 +101,19 @@ def _step_of(path: Path) -> int:
     return int(tail) if tail.isdigit() else -1
 
 
+def checkpoint_dir(sdir: Path, key: dict[str, Any]) -> Path:
+    """``.NN-stage.ckpt``: the stage's Trainer checkpoints, kept across killed runs while ``key`` (its exact
+    inputs) is unchanged, emptied otherwise."""
+    ckpt = sdir.parent / f".{sdir.name}.ckpt"
+    stamp = ckpt / "key.json"
+    if ckpt.exists() and not (stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(key))):
+        shutil.rmtree(ckpt)
+    if not stamp.is_file():
+        ckpt.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(stamp, key)
+    return ckpt
+
+
 def last_complete_checkpoint(directory: Path) -> Path | None:
     """The newest ``checkpoint-N`` under ``directory`` whose ``chain_state.json`` was written, or None."""
     done = [p for p in directory.glob("checkpoint-*") if (p / CHAIN_STATE).is_file() and _step_of(p) >= 0]
