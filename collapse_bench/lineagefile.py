@@ -29,6 +29,7 @@ from .yamlio import read_yaml
 
 LINEAGE_FILE = "lineage.yaml"
 TRAINING_KINDS = ("sft", "dpo", "safety", "math", "code", "long_cot")  # the post-training stage kinds (``stage_kind``)
+CONTROL_KINDS = ("svd_truncate", "extrapolate", "permute")  # planted-collapse controls (chain/surgery.py)
 _LINE = r"^[^\n\r\t]*$"  # names and stages are single-line strings
 _SHA = {"type": ["string", "null"], "pattern": "^[0-9a-f]{64}$"}
 _NAME = {"type": "string", "minLength": 1, "maxLength": 300, "pattern": _LINE}

@@ -16,13 +16,13 @@ from typing import Any
 from ..data.sources import DataRef
 from ..errors import CollapseBenchError
 from ..io import sha256_json
-from ..lineagefile import TRAINING_KINDS
+from ..lineagefile import CONTROL_KINDS, TRAINING_KINDS
 from ..schemas import validate
 from ..tasks.schema import DATA_REF_SCHEMA, NAME_PATTERN
 from ..yamlio import read_yaml
 
 # planted-collapse controls (chain/surgery.py, which imports torch; the recipe schema must not): kind -> dose key
-SURGERY_KINDS = {"svd_truncate": "rank", "extrapolate": "alpha", "permute": "perm_seed"}
+SURGERY_KINDS = dict(zip(CONTROL_KINDS, ("rank", "alpha", "perm_seed")))
 STAGE_KINDS = (*TRAINING_KINDS, *SURGERY_KINDS)  # surgery kinds: planted-collapse controls (chain/surgery.py)
 PROFILES = ("tiny", "cpu", "reference")
 METHODS = ("lora", "full")  # a fresh LoRA adapter per stage (merged afterwards), or full fine-tuning

@@ -19,9 +19,9 @@ from typing import Any
 
 from scipy.stats import norm
 
+from ..lineagefile import CONTROL_KINDS
 from .aggregate import Tables
 
-CONTROL_KINDS = ("svd_truncate", "extrapolate", "permute")
 # (metric, sign): +1 = must rise with the dose's "more representation" direction (rank r), -1 = must fall
 SVD_CHECKS = (
     ("effective_rank", 1),

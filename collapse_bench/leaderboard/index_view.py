@@ -23,6 +23,7 @@ from typing import Any
 import markupsafe
 import numpy as np
 
+from ..lineagefile import CONTROL_KINDS
 from ..metrics import spec as metric_spec
 from . import stats
 from .aggregate import Tables, chance_normalised, item_stat_reps
@@ -38,8 +39,6 @@ FACETS: tuple[tuple[str, str], ...] = (
     ("suite", "suite"), ("base", "base model"), ("recipe", "recipe"), ("stage", "stage"),
     ("intervention", "intervention"), ("control", "control"),
 )  # fmt: skip
-# the surgery stage kinds of collapse_bench/chain/recipe.py (SURGERY_KINDS; the leaderboard may not import chain)
-CONTROL_KINDS = ("svd_truncate", "extrapolate", "permute")
 CALIBRATION_MODULE = "collapse_bench.metrics.calibration"
 NONE = "—"
 DIRECTION = {"higher": "↑ higher is healthier", "lower": "↓ lower is healthier", None: "– not scored as good or bad"}
