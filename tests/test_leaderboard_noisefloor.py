@@ -87,3 +87,21 @@ def test_comparison_metrics_carry_the_root_floor(tmp_path: Path) -> None:
     moved = {"a" * 64: read_floor(write(tmp_path / "g.noise.json", floor_doc(probe="h-other")), tmp_path)}
     got = {(m["task"], m["metric"]): m for m in comparisons(build_tables([base, stage], 200), 200, moved)[0]["metrics"]}
     assert got[("probe", "kl_to_base")]["mde_80"] is None and got[("arc", "acc")]["mde_80"] == 0.04
+
+
+def test_the_index_names_each_tables_noise_floor() -> None:
+    """The committed index: under the standard v2 table, the SmolLM2 floor with its size, the share of the row's
+    tasks it applies to (same task hashes) and its MDE of MMLU accuracy, as in the floor file."""
+    import re
+
+    from collapse_bench.leaderboard import site
+
+    root = Path(__file__).resolve().parents[1]
+    rel = "huggingfacetb/smollm2-135m-instruct/noise-floor.standard-v2.noise.json"
+    floor = json.loads((root / "submissions" / rel).read_text())
+    page = (root / "leaderboard" / "index.html").read_text()
+    v2 = page[page.index("<h3>standard v2") : page.index("<h3>standard v1")]
+    note = re.search(r'<p class="muted floor">(.*?)</p>', v2, re.S).group(1)
+    assert f'href="../submissions/{rel}"' in note and (root / "submissions" / rel).is_file()
+    assert f"{len(floor['metrics'])} metrics" in note and "16 of this row's 16 tasks" in note
+    assert f"mmlu.acc {site.fmt_num(floor['metrics']['mmlu.acc']['mde_paired_80'])}" in note

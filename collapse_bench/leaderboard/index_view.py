@@ -29,6 +29,7 @@ from . import stats
 from .aggregate import Tables, chance_normalised, item_stat_reps
 from .comparisons import stage_kind
 from .entry import BASELINE, Entry, base_ref, composite_config, display_name
+from .noisefloor import NoiseFloor, row_floors
 
 # (id, button label): the column groups a reader opens; None = the default view
 GROUPS: tuple[tuple[str, str], ...] = (
@@ -168,6 +169,7 @@ class Board:
     n_ranked: int
     columns: list[Column]
     rows: list[dict[str, Any]] = field(default_factory=list)  # {"facets": {name: value}, "cells": [Cell]}
+    floors: list[dict[str, Any]] = field(default_factory=list)  # the noise floors of this table's checkpoints
 
 
 def metric_columns(tables: Tables, ids: list[str]) -> list[Column]:
@@ -402,7 +404,14 @@ def glossary() -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def index_context(tables: Tables, models: list[dict[str, Any]]) -> dict[str, Any]:
-    """What ``index.html.j2`` reads for the model tables and the glossary."""
+def index_context(tables: Tables, models: list[dict[str, Any]], floors: dict[str, NoiseFloor] | None = None) -> dict[str, Any]:
+    """What ``index.html.j2`` reads for the model tables, their noise floors and the glossary."""
     bs = boards(tables, models)
+    for b, ids in zip(bs, board_row_ids(models, bs)):
+        b.floors = row_floors([tables.entries[i] for i in ids], floors or {})
     return {"boards": bs, "facets": facet_options(bs), "groups": group_buttons(bs), "glossary": glossary()}
+
+
+def board_row_ids(models: list[dict[str, Any]], bs: list[Board]) -> list[list[str]]:
+    """The row ids of each board, in board order (boards are labelled "<suite> v<version>")."""
+    return [[r["id"] for r in models if f"{r['suite']} v{r['suite_version']}" == b.label] for b in bs]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CollapseBenchError
+from .entry import Entry, display_name
 from .submission import NOISE_SUFFIX, submission_files
 
 SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -79,3 +80,22 @@ def annotate(rows: list[dict[str, Any]], floor: NoiseFloor | None, task_hashes: 
         got = floor.of(row["task"], row["metric"], task_hashes.get(row["task"])) if floor else None
         row["noise_sd"], row["mde_80"] = got if got else (None, None)
         row["beyond_mde"] = None if got is None or row["delta"] is None else bool(abs(row["delta"]) > got[1])
+
+
+FLOOR_EXAMPLES = ("probe_standard.effective_rank", "plasticity_standard_gsm8k.gain", "mmlu.acc")
+
+
+def row_floors(entries: list[Entry], floors: dict[str, NoiseFloor]) -> list[dict[str, Any]]:
+    """The committed noise floors that apply to these rows (one index table): a row's checkpoint (sha256) with at
+    least one task of the same hash; with the floor's size and the minimum detectable paired effect of a few metrics."""
+    out = []
+    for entry in entries:
+        floor = floors.get(str(entry.doc["model"].get("sha256")))
+        hashes = {t: b.get("hash") for t, b in entry.doc["tasks"].items()}
+        same = sum(floor.task_hashes.get(t) == h for t, h in hashes.items()) if floor is not None else 0
+        if floor is None or not same:
+            continue
+        examples = [(k, floor.metrics[k][1]) for k in FLOOR_EXAMPLES if k in floor.metrics]
+        model = display_name(entry.result.model)
+        out.append({"path": floor.path, "model": model, "n": len(floor.metrics), "mde": examples, "tasks": (same, len(hashes))})
+    return out

@@ -140,7 +140,7 @@ def render(entries: list[Entry], out: Path, floors: dict[str, NoiseFloor] | None
     files["index.html"] = (
         env.get_template("index.html.j2")
         .render(
-            **index_context(tables, models),  # the per-suite model tables, facets, column groups, glossary
+            **index_context(tables, models, floors),  # the per-suite model tables, facets, column groups, glossary
             interventions=records(tables.interventions),
             hypothesis=records(hyp),
             hypothesis_hidden=hyp_hidden,
