@@ -37,7 +37,7 @@ from .lineagefile import is_adapter_dir
 from .lora.task import TASK_NAME as LORA_TASK
 from .models import load_model
 from .models.resolve import check_device_dtype
-from .ood.samples import SampleSink, samples_path, sink_for
+from .ood.samples import samples_path, sink_for
 from .paths import unfinished_runs_dir
 from .results import SCHEMA_VERSION
 from .results.complete import incompleteness
@@ -171,7 +171,8 @@ def evaluate(req: EvaluateRequest) -> tuple[Path, dict[str, Any]]:
     for task in tasks:
         prep = prepared[task.name]
         hashes = prep.data_hashes
-        task_id = {"task": task.name, "hash": task.task_hash(hashes), "limit_task": suite.limits.get(task.name)}
+        task_hash = task.task_hash(hashes)
+        task_id = {"task": task.name, "hash": task_hash, "limit_task": suite.limits.get(task.name)}
         key = sha256_json({**common, **task_id})
         saved = _finished(done, task.name, key)
         if saved is not None:  # this task of this exact request finished in an earlier, interrupted run
@@ -186,12 +187,12 @@ def evaluate(req: EvaluateRequest) -> tuple[Path, dict[str, Any]]:
         blocks[task.name] = {
             "kind": task.kind,
             "version": task.version,
-            "hash": task.task_hash(hashes),
+            "hash": task_hash,
             "data": dict(sorted(hashes.items())),
             **block,
             "duration_s": round(time.perf_counter() - t0, 3),
         }
-        records = next((h.records.get(task.name, []) for h in ctx.on_result if isinstance(h, SampleSink)), [])
+        records = sink_for(ctx).records.get(task.name, [])
         with contextlib.suppress(OSError, CollapseBenchError):  # best effort (docstring): no resume point, no failure
             atomic_write_json(done / f"{task.name}.json", {"key": key, "block": blocks[task.name], "records": records})
     result = {

@@ -61,6 +61,11 @@ class Entry:
     def kinds(self) -> dict[str, str]:
         return {t: b.kind for t, b in self.result.tasks.items()}
 
+    @property
+    def probe_task(self) -> str | None:
+        """The first (by name) task of kind ``probe``, or None."""
+        return next((t for t, k in sorted(self.kinds.items()) if k == "probe"), None)
+
 
 def derived_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     t = metrics.get("temperature_opt")
@@ -68,6 +73,12 @@ def derived_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
         return metrics
     assert t is not None  # _num above
     return {**metrics, "temperature_opt_at_bound": 0.0 if temperature_at_bound(float(t)) is None else 1.0}
+
+
+def finite_float(x: Any) -> float | None:
+    """``x`` as a float when it is a finite real number (numpy scalars too; bools and strings are not), else None."""
+    ok = isinstance(x, (int, float, np.floating, np.integer)) and not isinstance(x, bool)
+    return float(x) if ok and math.isfinite(float(x)) else None
 
 
 def _num(x: Any) -> bool:
@@ -176,15 +187,17 @@ def find_base(entry: Entry, entries: list[Entry]) -> str | None:
     ref = base_ref(entry.result.model)
     if ref is None or ref == (None, None):
         return entry.id
-    sha, name = ref
     suite = entry.result.suite
-    cands = [
-        e
-        for e in entries
-        if e.result.suite.name == suite.name and (e.result.model.sha256 == sha if sha else e.result.model.name == name)
-    ]
+    cands = [e for e in entries if is_base_row(ref, suite.name, e.result.suite.name, e.result.model.sha256, e.result.model.name)]
     cands.sort(key=lambda e: (e.result.suite.version != suite.version, e.id))
     return cands[0].id if cands else None
+
+
+def is_base_row(ref: tuple[str | None, str | None], suite: str, row_suite: Any, row_sha256: Any, row_name: Any) -> bool:
+    """Whether a row (its suite name, checkpoint sha256 and model name) is the base ``ref`` = (sha256, name) of a
+    row on ``suite``: the same suite, matched by sha256 when the reference has one, else by name."""
+    sha, name = ref
+    return row_suite == suite and (row_sha256 == sha if sha else row_name == name)
 
 
 def meta_row(entry: Entry, base_id: str | None) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from scipy.stats import norm
 
 from ..lineagefile import CONTROL_KINDS
 from .aggregate import Tables
+from .entry import finite_float
 
 # (metric, sign): +1 = must rise with the dose's "more representation" direction (rank r), -1 = must fall
 SVD_CHECKS = (
@@ -59,7 +60,7 @@ def _control(tables: Tables, rid: str) -> dict[str, Any] | None:
 
 def _probe(tables: Tables, rid: str) -> dict[str, Any]:
     entry = tables.entries[rid]
-    task = next((t for t, k in sorted(entry.kinds.items()) if k == "probe"), None)
+    task = entry.probe_task
     return entry.metrics.get(task, {}) if task else {}
 
 
@@ -93,7 +94,7 @@ def edges(tables: Tables, found: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _dose_key(kind: str, dose: Any) -> float:
+def _dose_key(dose: Any) -> float:
     return math.inf if dose == "full" else float(dose)
 
 
@@ -105,22 +106,21 @@ def strictly_monotone(values: list[float | None], sign: int) -> bool:
 def ladders(tables: Tables) -> list[dict[str, Any]]:
     """Control rows grouped by (lineage root, recipe, kind, suite), rungs in dose order, with their checks."""
     models = tables.models.set_index("id")
+    controls = {rid: c for rid in models.index if (c := _control(tables, rid)) is not None}
     groups: dict[tuple[Any, ...], list[str]] = {}
-    for rid in models.index:
-        c = _control(tables, rid)
-        if c is not None:
-            key = (
-                models.at[rid, "base_id"],
-                models.at[rid, "recipe"],
-                c["kind"],
-                models.at[rid, "suite"],
-                models.at[rid, "suite_version"],
-            )
-            groups.setdefault(key, []).append(rid)
+    for rid, c in controls.items():
+        key = (
+            models.at[rid, "base_id"],
+            models.at[rid, "recipe"],
+            c["kind"],
+            models.at[rid, "suite"],
+            models.at[rid, "suite_version"],
+        )
+        groups.setdefault(key, []).append(rid)
     by_name = {(m, s, v): rid for rid, m, s, v in zip(models.index, models["model"], models["suite"], models["suite_version"])}
     out = []
     for (base_id, recipe, kind, suite, version), rids in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
-        rids.sort(key=lambda r: _dose_key(kind, _control(tables, r)["dose"]))  # type: ignore[index]
+        rids.sort(key=lambda r: _dose_key(controls[r]["dose"]))
         rungs = []
         for rid in rids:
             probe = _probe(tables, rid)
@@ -128,9 +128,9 @@ def ladders(tables: Tables) -> list[dict[str, Any]]:
                 {
                     "id": rid,
                     "model": models.at[rid, "model"],
-                    "dose": _control(tables, rid)["dose"],  # type: ignore[index]
+                    "dose": controls[rid]["dose"],
                     "probe": {m: probe.get(m) for m, _ in SVD_CHECKS},
-                    "outcomes": {k: _clean(models.at[rid, k]) for k in OUTCOMES if k in models.columns},
+                    "outcomes": {k: finite_float(models.at[rid, k]) for k in OUTCOMES if k in models.columns},
                 }
             )
         parent_id = by_name.get((models.at[rids[0], "parent"], suite, version))
@@ -141,10 +141,6 @@ def ladders(tables: Tables) -> list[dict[str, Any]]:
 
 def _flag(x: Any) -> bool | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else bool(x)
-
-
-def _clean(x: Any) -> Any:
-    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
 
 
 def _checks(tables: Tables, kind: str, rungs: list[dict[str, Any]], parent_id: str | None) -> dict[str, Any]:
@@ -204,7 +200,7 @@ def _status(pro: int, con: int, tested: int) -> str:
 def claims(tables: Tables, found: list[dict[str, Any]], hypothesis: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The target paper's claims, each with the counts that decide its status (see :func:`_status`)."""
     out = []
-    probe = {rid: next((t for t, k in tables.entries[rid].kinds.items() if k == "probe"), None) for rid in tables.entries}
+    probe = {rid: e.probe_task for rid, e in tables.entries.items()}
     trained = [c for c in found if c["relation"] == "parent" and _control(tables, c["id"]) is None]
     geo = [
         {**m, "significant": significant(m)}

@@ -29,6 +29,7 @@ from . import stats
 from .aggregate import Tables, chance_normalised, item_stat_reps
 from .comparisons import stage_kind
 from .entry import BASELINE, Entry, base_ref, composite_config, display_name
+from .entry import finite_float as _finite
 from .noisefloor import NoiseFloor, row_floors
 
 # (id, button label): the column groups a reader opens; None = the default view
@@ -50,11 +51,6 @@ OOD_TITLE = (
 
 
 # --- numbers ---------------------------------------------------------------------------------------------
-
-
-def _finite(x: Any) -> float | None:
-    ok = isinstance(x, (int, float, np.floating, np.integer)) and not isinstance(x, bool)
-    return float(x) if ok and math.isfinite(float(x)) else None
 
 
 def _fixed(x: float, decimals: int) -> str:
@@ -353,7 +349,15 @@ def board_id(name: str, version: Any) -> str:
     return "board-" + re.sub(r"[^A-Za-z0-9]+", "-", f"{name}-v{version}").strip("-").lower()
 
 
-def boards(tables: Tables, models: list[dict[str, Any]]) -> list[Board]:
+def ranks_by_suite(models: list[dict[str, Any]]) -> dict[tuple[Any, Any], dict[str, tuple[int, int, int, int]]]:
+    """(suite, version) -> :func:`suite_ranks` of its rows: computed once per build for the index and every model page."""
+    groups: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+    for r in models:
+        groups.setdefault((r["suite"], r["suite_version"]), []).append(r)
+    return {k: suite_ranks(v) for k, v in groups.items()}
+
+
+def boards(tables: Tables, models: list[dict[str, Any]], ranked: dict[tuple[Any, Any], dict[str, Any]]) -> list[Board]:
     """One table per suite (name, version): larger suites (more tasks in a row) first, then by name; newest version first."""
     suites: dict[tuple[str, Any], list[dict[str, Any]]] = {}
     for row in models:
@@ -368,7 +372,7 @@ def boards(tables: Tables, models: list[dict[str, Any]]) -> list[Board]:
         ids = [r["id"] for r in rows]
         geometry, rest = [c for c in extra if c.group == "geometry"], [c for c in extra if c.group != "geometry"]
         cols = [*lead, *geometry, *metric_columns(tables, ids), *rest]
-        ranks = suite_ranks(rows)
+        ranks = ranked[key]
         board = Board(board_id(*key), f"{key[0]} v{key[1]}", len(ranks), cols)
         for row in rows:
             fac = facets(tables.entries[row["id"]], row)
@@ -404,9 +408,15 @@ def glossary() -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def index_context(tables: Tables, models: list[dict[str, Any]], floors: dict[str, NoiseFloor] | None = None) -> dict[str, Any]:
-    """What ``index.html.j2`` reads for the model tables, their noise floors and the glossary."""
-    bs = boards(tables, models)
+def index_context(
+    tables: Tables,
+    models: list[dict[str, Any]],
+    floors: dict[str, NoiseFloor] | None = None,
+    ranked: dict[tuple[Any, Any], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """What ``index.html.j2`` reads for the model tables, their noise floors and the glossary (``ranked``:
+    :func:`ranks_by_suite` of ``models`` when the caller has it)."""
+    bs = boards(tables, models, ranked if ranked is not None else ranks_by_suite(models))
     for b, ids in zip(bs, board_row_ids(models, bs)):
         b.floors = row_floors([tables.entries[i] for i in ids], floors or {})
     return {"boards": bs, "facets": facet_options(bs), "groups": group_buttons(bs), "glossary": glossary()}

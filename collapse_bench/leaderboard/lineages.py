@@ -13,8 +13,10 @@ import re
 from typing import Any
 
 import jinja2
+import pandas as pd
 
 from .aggregate import Tables
+from .entry import finite_float
 from .findings import CONTROL_KINDS, SVD_CHECKS, findings
 from .plots import _figure, _svg
 
@@ -30,28 +32,19 @@ DOSE_NAMES = {"svd_truncate": "rank r", "extrapolate": "α", "permute": "permuta
 LADDER_LABELS = {"kl_to_base": "KL to base", "intrinsic_dimension": "intrinsic dimension (TwoNN)"}
 
 
-def _value(tables: Tables, rid: str, key: str) -> tuple[float | None, float | None, float | None]:
-    """(value, lo, hi) of a row's column: a models-table column (score, components) or a probe metric."""
-    models = tables.models.set_index("id")
+def _value(tables: Tables, models: pd.DataFrame, rid: str, key: str) -> tuple[float | None, float | None, float | None]:
+    """(value, lo, hi) of a row's column: a ``models`` (the models table by id) column or a probe metric."""
     if key in models.columns:
         v = models.at[rid, key]
         lo = models.at[rid, f"{key}_lo"] if f"{key}_lo" in models.columns else None
         hi = models.at[rid, f"{key}_hi"] if f"{key}_hi" in models.columns else None
-        return _f(v), _f(lo), _f(hi)
+        return finite_float(v), finite_float(lo), finite_float(hi)
     entry = tables.entries[rid]
-    task = next((t for t, k in sorted(entry.kinds.items()) if k == "probe"), None)
+    task = entry.probe_task
     if task is None:
         return None, None, None
     ci: list[Any] = tables.cis.get(rid, {}).get(f"{task}.{key}") or [None, None]
-    return _f(entry.metrics[task].get(key)), _f(ci[0]), _f(ci[1])
-
-
-def _f(x: Any) -> float | None:
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
+    return finite_float(entry.metrics[task].get(key)), finite_float(ci[0]), finite_float(ci[1])
 
 
 def chain_seed(name: str) -> str:
@@ -114,8 +107,8 @@ def trajectory_plot(tables: Tables, series: dict[str, list[str]]) -> bytes:
     axes = _figure(len(TRAJECTORY))
     for ax, (metric, label) in zip(axes, TRAJECTORY):
         for name, ids in sorted(series.items()):
-            pts = [(0, *_value(tables, base_id, metric))] if base_id in models.index else []
-            pts += [(int(models.at[r, "depth"]) - 1, *_value(tables, r, metric)) for r in ids]
+            pts = [(0, *_value(tables, models, base_id, metric))] if base_id in models.index else []
+            pts += [(int(models.at[r, "depth"]) - 1, *_value(tables, models, r, metric)) for r in ids]
             known = [
                 (float(x), y, lo if lo is not None else y, hi if hi is not None else y) for x, y, lo, hi in pts if y is not None
             ]
@@ -156,7 +149,7 @@ def orderings(tables: Tables) -> list[dict[str, Any]]:
     for (root, suite, label, _), found in sorted(finals.items()):
         found.sort()
         for (sa, a), (sb, b) in itertools.pairwise(found):
-            deltas = {c: (_f(models.at[b, c]) or 0.0) - (_f(models.at[a, c]) or 0.0) for c in cols}
+            deltas = {c: (finite_float(models.at[b, c]) or 0.0) - (finite_float(models.at[a, c]) or 0.0) for c in cols}
             out.append(
                 {
                     "root": root,

@@ -23,7 +23,7 @@ from ..metrics.calibration import T_BOUNDS, temperature_at_bound
 from . import stats
 from .aggregate import Tables, components
 from .entry import Entry, _num, composite_config
-from .index_view import ci_decimals, ci_text, data_value, group_of, plain, rounded, spec_title, suite_ranks
+from .index_view import ci_decimals, ci_text, data_value, group_of, plain, rounded, spec_title
 from .model_items import ITEMS_SHOWN, item_browser, text
 from .submission import samples_refs
 
@@ -141,7 +141,7 @@ def shown_comparisons(found: list[dict[str, Any]], tables: Tables, pages: dict[s
 # --- the headline and the collapse profile ----------------------------------------------------------------
 
 
-def headline(entry: Entry, tables: Tables, row: dict[str, Any]) -> dict[str, Any]:
+def headline(entry: Entry, tables: Tables, row: dict[str, Any], ranked: dict[tuple[Any, Any], dict[str, Any]]) -> dict[str, Any]:
     """Score and CI, rank interval within the suite version, components (CIs from their bootstrap replicates)."""
     cfg = composite_config()
     bid = row["base_id"]
@@ -165,7 +165,7 @@ def headline(entry: Entry, tables: Tables, row: dict[str, Any]) -> dict[str, Any
                 "title": f"{name}: {spec['kind']} metrics {rules}; in [0, 1], higher is healthier",
             }
         )
-    ranks = ranks_in_suites(tables)[(row["suite"], row["suite_version"])]
+    ranks = ranked[(row["suite"], row["suite_version"])]
     rank = ranks.get(row["id"])
     return {
         "score": rounded(row["score"], row["score_lo"], row["score_hi"]),
@@ -177,23 +177,6 @@ def headline(entry: Entry, tables: Tables, row: dict[str, Any]) -> dict[str, Any
         "unranked": "" if rank else "no score (no outcome component)" if row["score"] is None else "incomplete row",
         "components": shown,
     }
-
-
-def ranks_in_suites(tables: Tables) -> dict[tuple[Any, Any], dict[str, tuple[int, int, int, int]]]:
-    """(suite, version) -> :func:`suite_ranks` of its rows, computed once per build (kept on ``tables``: every
-    model page asks, and ranking all rows per page made the pages quadratic in the number of rows)."""
-    cached = tables.__dict__.get("_suite_ranks")
-    if cached is None:
-        groups: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
-        for r in model_records(tables):
-            groups.setdefault((r["suite"], r["suite_version"]), []).append(r)
-        cached = tables.__dict__["_suite_ranks"] = {k: suite_ranks(v) for k, v in groups.items()}
-    return cached
-
-
-def model_records(tables: Tables) -> list[dict[str, Any]]:
-    frame = tables.models.astype(object).where(tables.models.notna(), None)
-    return [{str(k): v for k, v in r.items()} for r in frame.to_dict(orient="records")]
 
 
 def profile(entry: Entry, tables: Tables, row: dict[str, Any], paired: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -348,16 +331,17 @@ def model_page(
     pages: dict[str, str],
     plots: list[dict[str, str]],
     common: dict[str, Any],
-    paired: list[dict[str, Any]] | None = None,
+    paired: list[dict[str, Any]],
+    ranked: dict[tuple[Any, Any], dict[str, Any]],
 ) -> str:
-    """``paired``: this row's comparisons as :func:`shown_comparisons` prepares them."""
+    """``paired``: this row's comparisons as :func:`shown_comparisons` prepares them; ``ranked``: the build's
+    :func:`~.index_view.ranks_by_suite` (one ranking per build, shared with the index)."""
     entry = tables.entries[row["id"]]
-    paired = paired or []
     groups, lora = metric_groups(entry, tables, row)
     base_page = pages.get(row["base_id"]) if row["base_id"] and row["base_id"] != row["id"] else None
     return env.get_template("model.html.j2").render(
         row=row,
-        head=headline(entry, tables, row),
+        head=headline(entry, tables, row, ranked),
         profile=profile(entry, tables, row, paired),
         paired=paired,
         groups=groups,

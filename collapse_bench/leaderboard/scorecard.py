@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from .aggregate import components, composite
-from .entry import Entry, base_ref, entries_from
+from .entry import Entry, base_ref, entries_from, is_base_row
 from .stats import percentile_ci
 from .submission import Submission, submission_files
 
@@ -34,16 +34,15 @@ def _base_path(entry: Entry, submissions: Path) -> Path | None:
     ref = base_ref(entry.result.model)
     if ref is None or ref == (None, None) or not submissions.is_dir():
         return None
-    sha, name = ref
     suite = entry.result.suite
     found = []
-    for path in submission_files([submissions]):
+    for path in submission_files([submissions]):  # read as JSON only: validating every row would cost seconds
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
             model, s = doc["model"], doc["suite"]
         except (OSError, ValueError, KeyError, TypeError):
             continue  # validate names broken files; the score card only skips them
-        if s.get("name") == suite.name and (model.get("sha256") == sha if sha else model.get("name") == name):
+        if is_base_row(ref, suite.name, s.get("name"), model.get("sha256"), model.get("name")):
             found.append((s.get("version") != suite.version, path.as_posix(), path))
     return min(found)[2] if found else None
 

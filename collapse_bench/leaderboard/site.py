@@ -32,7 +32,7 @@ from .comparisons import comparisons
 from .entry import Entry, composite_config, entries_from, guard
 from .hypothesis import hypothesis_panel
 from .index_view import glossary as glossary  # re-exported: the glossary rows (tests, docs)
-from .index_view import index_context, wbr
+from .index_view import index_context, ranks_by_suite, wbr
 from .lineages import lineage_pages
 from .model_view import model_page, shown_comparisons
 from .noisefloor import NoiseFloor, load_noise_floors
@@ -126,6 +126,7 @@ def render(entries: list[Entry], out: Path, floors: dict[str, NoiseFloor] | None
     files: dict[str, bytes] = {MARKER: MARKER_TEXT}
     found = clean(comparisons(tables, floors=floors))
     by_row = shown_comparisons(found, tables, pages)
+    ranked = ranks_by_suite(models)  # one ranking per suite version, for the index and every model page
     for row in models:
         entry = tables.entries[row["id"]]
         base = tables.entries.get(row["base_id"]) if row["base_id"] else None
@@ -135,12 +136,12 @@ def render(entries: list[Entry], out: Path, floors: dict[str, NoiseFloor] | None
                 name = f"{row['page']}--{task}-{kind}.svg"
                 files[f"plots/{name}"] = svg
                 plots.append({"file": name, "alt": f"{task}: {kind}"})
-            page = model_page(env, row, tables, pages, plots, common, by_row.get(row["id"]))
+            page = model_page(env, row, tables, pages, plots, common, by_row.get(row["id"], []), ranked)
             files[f"models/{row['page']}.html"] = page.encode()
     files["index.html"] = (
         env.get_template("index.html.j2")
         .render(
-            **index_context(tables, models, floors),  # the per-suite model tables, facets, column groups, glossary
+            **index_context(tables, models, floors, ranked),  # the per-suite model tables, facets, column groups, glossary
             interventions=records(tables.interventions),
             hypothesis=records(hyp),
             hypothesis_hidden=hyp_hidden,

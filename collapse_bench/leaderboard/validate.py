@@ -60,25 +60,20 @@ class Rules(list):
         return self._first[metric]
 
 
-_RULES: dict[int, tuple[tuple[metric_spec.MetricSpec, ...], Rules]] = {}  # id(specs) -> (specs, rules)
-
-
 def ranges() -> Rules:
     """The range rules, one per metric spec in registry order (:mod:`collapse_bench.metrics.spec`): the first
     whose ``metric`` glob matches decides; a spec without a range allows any finite number. Built once per
-    registry state (keyed by the identity of the specs tuple, which is kept alive here, so no hashing of
-    ~100 specs per metric value)."""
-    specs = metric_spec.all_specs()
-    hit = _RULES.get(id(specs))
-    if hit is None or hit[0] is not specs:
-        if len(_RULES) > 8:
-            _RULES.clear()
-        rules = []
-        for s in specs:
-            r = s.range or metric_spec.Range()
-            rules.append({"metric": s.id, "min": r.lo, "max": r.hi, "min_exclusive": r.lo_open, "max_exclusive": r.hi_open})
-        hit = _RULES[id(specs)] = (specs, Rules(rules))
-    return hit[1]
+    registry (keyed by the registry's module names, cheap to hash, unlike the ~100 specs themselves)."""
+    return _ranges_of(metric_spec.SPEC_MODULES)
+
+
+@functools.lru_cache(maxsize=8)
+def _ranges_of(modules: tuple[str, ...]) -> Rules:
+    rules = []
+    for s in metric_spec.load_specs(modules):
+        r = s.range or metric_spec.Range()
+        rules.append({"metric": s.id, "min": r.lo, "max": r.hi, "min_exclusive": r.lo_open, "max_exclusive": r.hi_open})
+    return Rules(rules)
 
 
 def released_path() -> Path:
