@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo lint docs test test-fast clean
+.PHONY: install demo lint docs test test-fast leaderboard leaderboard-check clean
 
 install: $(VENV)/.installed
 
@@ -47,6 +47,16 @@ test: install lint docs
 # The edit-test loop: everything except real-model (slow) and training-loop (train) tests.
 test-fast: install
 	$(PY) -m pytest -q -m "not slow and not train"
+
+# Maintainers, after merging submission PRs: refresh the committed snapshot of the site (leaderboard/, read by the
+# docs and some tests) and docs/findings.md, or check that it is current. Not part of `make test`: a submission PR
+# changes only submissions/ and the published site is built from submissions/ on merge (.github/workflows/pages.yml).
+leaderboard: install
+	$(VENV)/bin/collapse-bench leaderboard build --submissions submissions/ --out leaderboard/
+	$(PY) docs/gen_findings.py
+
+leaderboard-check: install
+	$(VENV)/bin/collapse-bench leaderboard check --submissions submissions/ --out leaderboard/
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -329,3 +329,23 @@ def test_as_recorded_compares_older_blocks_without_the_added_metrics() -> None:
     partial = {**old, "primary": {**old["primary"], "sce": fresh["primary"]["sce"]}}  # one of them: compared in full
     assert cal.as_recorded(fresh, partial)["primary"] == fresh["primary"]
     assert cal.as_recorded(fresh, fresh) == fresh
+
+
+@pytest.mark.parametrize("n", [7, 15, 151])
+def test_bootstrap_mass_ece_orders_ties_by_item_index(n: int) -> None:
+    """ece_mass_boot (items sorted once, replicate ranks sorted) = ece() of each replicate with its items in index
+    order (np.sort(idx)); with ties in confidence that is the documented tie rule, without ties the draw order."""
+    from collapse_bench.metrics.calibration import ece, ece_mass_boot
+
+    rng = np.random.default_rng(100 + n)
+    conf = np.round(rng.uniform(0.2, 1.0, size=n), 1)  # many ties
+    correct = (rng.uniform(size=n) < conf).astype(np.float64)
+    idx = rng.integers(0, n, size=(60, n))
+    got = ece_mass_boot(conf, correct, idx)
+    s = np.sort(idx, axis=1)
+    np.testing.assert_allclose(got, [ece(conf[i], correct[i], scheme="mass") for i in s], rtol=1e-12, atol=1e-15)
+    free = rng.permutation(n) / n + 0.01  # no ties: the same as sorting each replicate as drawn
+    np.testing.assert_allclose(
+        ece_mass_boot(free, correct, idx), [ece(free[i], correct[i], scheme="mass") for i in idx], rtol=1e-12, atol=1e-15
+    )
+    assert ece_mass_boot(conf, correct, np.arange(n)[None])[0] == pytest.approx(ece(conf, correct, scheme="mass"), abs=1e-15)

@@ -200,7 +200,7 @@ def test_item_and_seed_bootstrap() -> None:
     rng = np.random.default_rng(stats.seed_of(e.id, "arc", "ece"))  # ECE over resampled items, by hand
     eces = []
     for _ in range(300):
-        i = rng.integers(0, 40, size=40)
+        i = np.sort(rng.integers(0, 40, size=40))  # equal confidences ordered by item index (ece_mass_boot's rule)
         order = np.argsort(conf[i], kind="stable")
         eces.append(sum(len(b) / 40 * abs(correct[i][b].mean() - conf[i][b].mean()) for b in np.array_split(order, 15)))
     assert cis["arc.ece"] == pytest.approx(list(np.percentile(eces, [2.5, 97.5])), abs=1e-12)
@@ -261,6 +261,11 @@ def test_interventions_view() -> None:
         "submissions/org/lone.json",
     ]
     assert list(t.interventions["rank"][:3]) == [1, 1, 3] and v.at["submissions/org/lone.json", "rank"] is pd.NA
+    # one group per (recipe, stage, suite), named with the stage's lineage depth (the site's per-group tables sort by it)
+    depth = t.models.set_index("id")["depth"]
+    groups = [f"{r} · depth {depth[i]} sft · standard" for r, i in zip(t.interventions["recipe"], t.interventions["id"])]
+    assert list(t.interventions["group"]) == groups
+    assert t.interventions["group"].nunique() == 2 and depth["submissions/org/plain.json"] == 2
 
 
 def test_hypothesis_panel_numbers_and_flags() -> None:

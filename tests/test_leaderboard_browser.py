@@ -2,8 +2,8 @@
 no console errors, sorting reorders rows, the free-text and facet filters hide rows, column groups open and
 close, the default table fits at 1400 px and no page scrolls sideways at 400 px, a `<script>` model name is text.
 
-`COLLAPSE_BENCH_SCREENSHOTS=1` also writes screenshots of the committed leaderboard's index at 1400 and 400 px
-into docs/leaderboard/screenshots/ (review them before committing).
+`COLLAPSE_BENCH_SCREENSHOTS=1` also writes screenshots of the committed leaderboard's index and of a stage's
+model page at 1400 and 400 px into docs/leaderboard/screenshots/ (review them before committing).
 
 Chromium missing is a FAILURE (CI must install it: `make install` does); set COLLAPSE_BENCH_NO_BROWSER=1
 to skip on a machine that cannot have a browser.
@@ -246,10 +246,15 @@ def test_committed_model_lineage_and_findings_pages_fit(driver) -> None:
     links[0].click()
     assert driver.current_url == target and "/models/" in target and severe(driver) == []
     pages = [target, (site_root / "findings.html").as_uri(), (site_root / "lineages.html").as_uri()]
+    shots = os.environ.get("COLLAPSE_BENCH_SCREENSHOTS") == "1"
     for width in (400, 1400):
         driver.set_window_size(width, 1000)
         for url in pages:
             driver.get(url)
+            if shots and url == target:  # the stage's model page as a reader first sees it (folds closed)
+                driver.set_window_size(width, 2200)
+                assert driver.save_screenshot(str(SHOTS / f"model-{width}.png"))
+                driver.set_window_size(width, 1000)
             driver.execute_script("document.querySelectorAll('details').forEach(d => d.open = true)")
             assert severe(driver) == [], url
             assert fits(driver), f"{url} scrolls sideways at {width} px"

@@ -295,3 +295,40 @@ def test_family_dummies_of_no_and_one_lineage() -> None:
 
     assert family_dummies([]).shape == (0, 0) and family_dummies(["a", "a"]).shape == (2, 0)
     assert family_dummies(["b", "a", "c", "b"]).tolist() == [[1.0, 0.0], [0.0, 0.0], [0.0, 1.0], [1.0, 0.0]]
+
+
+def test_scatter_plots_draw_the_points_behind_each_row() -> None:
+    """Every shown row gets points equal to the raw values (rows) or the parent deltas (edges), whose Spearman ρ is
+    the row's, and an SVG with one marker per point (plus one per lineage in the legend) titled with ρ and verdict."""
+    import re
+
+    from collapse_bench.leaderboard.hypothesis_plots import hypothesis_plots, plot_name
+    from collapse_bench.leaderboard.site import records
+
+    entries, values = world()
+    tables = build_tables(entries, n_boot=20)
+    points: dict = {}
+    panel, _ = hypothesis_panel(tables, n_boot=50, points=points)
+    assert set(points) == set(zip(panel["analysis"], panel["metric"], panel["target"]))
+    x, y, ids = points[("across_rows", "probe_standard.effective_rank", "ece")]
+    assert ids == sorted(values)
+    np.testing.assert_allclose(x, [values[i]["effective_rank"] for i in ids])
+    np.testing.assert_allclose(y, [values[i]["ece"] for i in ids])
+    dx, dy, kids = points[("within_lineage", "probe_standard.effective_rank", "ece")]
+    par = {i: values[i]["parent"] for i in kids}
+    np.testing.assert_allclose(dx, [values[i]["effective_rank"] - values[par[i]]["effective_rank"] for i in kids])
+    np.testing.assert_allclose(dy, [values[i]["ece"] - values[par[i]]["ece"] for i in kids])
+    for (analysis, metric, target), (px, py, _) in points.items():
+        assert get(panel, analysis, metric, target)["spearman"] == pytest.approx(
+            scipy.stats.spearmanr(px, py).statistic, abs=1e-6
+        )
+    rows = records(panel)
+    files = hypothesis_plots(rows, points, tables)
+    assert len(files) == len(rows) and all(r["plot"] == plot_name(r["analysis"], r["metric"], r["target"]) for r in rows)
+    row = next(
+        r for r in rows if (r["analysis"], r["metric"], r["target"]) == ("across_rows", "probe_standard.effective_rank", "ece")
+    )
+    svg = files[f"plots/{row['plot']}"].decode()
+    assert svg.count("<circle") == 15 + 3  # 15 rows, 3 lineages in the legend
+    assert f"ρ {row['spearman']:.2f} [{row['spearman_lo']:.2f}, {row['spearman_hi']:.2f}]" in svg and row["verdict"] in svg
+    assert re.fullmatch(r"hypothesis--across_rows--ece--probe_standard\.effective_rank\.svg", row["plot"])

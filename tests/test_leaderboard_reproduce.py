@@ -1,10 +1,12 @@
 """`collapse-bench reproduce` on a real tiny-model submission: passes as recorded; a tampered metric fails
 with the diff; different data, a different checkpoint, a local row without ``--model``, a row's
-trust_remote_code without ``--trust-remote-code`` and unknown config keys are refused before any model is loaded."""
+trust_remote_code without ``--trust-remote-code`` and unknown config keys are refused before any model is loaded;
+``--record`` writes the evidence file of a passing run and nothing for a failing one."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,10 @@ from cli_helpers import assert_one_line_error
 
 from collapse_bench.cli import main
 from collapse_bench.evaluate import EvaluateRequest, evaluate
+from collapse_bench.io import sha256_file
 from collapse_bench.leaderboard import reproduce as R
+from collapse_bench.leaderboard.verified import check_evidence
+from collapse_bench.results.provenance import package_version
 from collapse_bench.tasks import TaskRegistry
 
 
@@ -178,3 +183,50 @@ def test_metrics_added_by_a_later_release_pass_and_lost_ones_fail() -> None:
     assert rows["acc"]["ok"] and rows["sce"]["ok"] and rows["sce"]["recorded"] == "absent"
     assert not rows["ece"]["ok"]  # recorded, not reproduced
     assert not R.diff_metrics({"tasks": {}}, new, [])[0]["ok"]  # a whole task the row never recorded
+
+
+def test_record_writes_evidence_only_for_a_passing_reproduction(
+    result: Path, model: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    row = tmp_path / "subs" / "local" / "tiny-llama" / "quick-x.json"
+    row.parent.mkdir(parents=True)
+    shutil.copyfile(result, row)
+    recorded = json.loads(row.read_text())
+    assert main(["reproduce", str(row), *model, "--record", "--reproducer", "Ada"]) == 0
+    evidence = row.with_name("quick-x.verified.json")
+    assert f"verification written to {evidence}" in capsys.readouterr().out
+    text = evidence.read_text()
+    doc = json.loads(text)
+    assert doc["schema"] == "collapse-bench/verification" and doc["schema_version"] == 1
+    assert doc["submission"] == {"file": "quick-x.json", "sha256": sha256_file(row), "samples": {}}
+    assert doc["reproducer"] == "Ada" and doc["device"] == "cpu" and doc["dtype"] == recorded["config"]["dtype"]
+    assert doc["harness"]["version"] == package_version("collapse-bench")
+    assert doc["environment"]["torch"] == recorded["environment"]["torch"] and "lm_eval" in doc["environment"]
+    n = len(recorded["tasks"]["probe_quick"]["metrics"])
+    comp = doc["comparison"]
+    assert comp["metrics"] == n == len(comp["rows"]) and all(r["ok"] for r in comp["rows"])
+    assert 0 <= comp["max_delta_over_tolerance"] <= 1 and doc["tolerance"]["source"] == "metric specs"
+    assert str(tmp_path) not in text and str(Path.home()) not in text and '"/' not in text  # no path of this disk
+    assert check_evidence(evidence) == doc
+    assert main(["validate", str(tmp_path / "subs")]) == 0
+    assert "1 valid, 1 verification, 0 rejected" in capsys.readouterr().out
+    # a current verification is not replaced without --force: refused before any model is loaded
+    monkeypatch.setattr("collapse_bench.evaluate.load_model", no_model)
+    assert main(["reproduce", str(row), *model, "--record"]) == 1
+    assert_one_line_error(1, capsys.readouterr().err, "already verifies quick-x.json by Ada; pass --force")
+    assert main(["reproduce", str(row), *model, "--record", "--force", "--reproducer", "/home/ada"]) == 1
+    assert_one_line_error(1, capsys.readouterr().err, "--reproducer '/home/ada': is a path")
+    assert main(["reproduce", str(row), *model, "--reproducer", "Ada"]) == 1
+    assert_one_line_error(1, capsys.readouterr().err, "--reproducer and --force only go with --record")
+    assert evidence.read_text() == text
+    monkeypatch.undo()
+
+    # a failing reproduction writes nothing
+    def tamper(doc: dict) -> None:
+        doc["tasks"]["probe_quick"]["metrics"]["effective_rank"] *= 0.8
+
+    bad = edited(result, tmp_path, tamper)
+    assert main(["reproduce", str(bad), *model, "--record"]) == 1
+    assert "outside tolerance" in capsys.readouterr().err
+    assert not bad.with_name("edited.verified.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["edited.json", "subs"]

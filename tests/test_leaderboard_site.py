@@ -101,6 +101,13 @@ def test_site_contents(built: Path) -> None:
     b, c = models["submissions/local/tiny-sft/quick-b.json"], models["submissions/local/tiny-sft-reg/quick-c.json"]
     assert c["c.geometry"] > 0.5 > b["c.geometry"] and c["composite"] > b["composite"]
     assert data["interventions"][1]["baseline_id"] == "submissions/local/tiny-sft/quick-b.json"
+    # interventions: one table per (recipe, stage, suite) group, headed by the group and its baseline row
+    groups = sorted({r["group"] for r in data["interventions"]})
+    for k, g in enumerate(groups, 1):
+        _, _, rest = index.partition(f'<h3 id="interventions-{k}">{g}</h3>')
+        table = rest.split("</table>")[0]
+        assert rest and all(r["model"] in table for r in data["interventions"] if r["group"] == g)
+        assert not any(r["model"] in table for r in data["interventions"] if r["group"] != g)
     csv = (built / "data.csv").read_text().splitlines()
     assert csv[0].startswith("id,page,model,") and len(csv) == 4 and "delta.probe_quick.effective_rank" in csv[0]
     for svg in (built / "plots").glob("*.svg"):

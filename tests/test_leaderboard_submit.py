@@ -32,14 +32,17 @@ def test_canonical_path_and_pr_instructions(
     written = json.loads((tmp_path / rel).read_text())
     assert written == doc  # content unchanged (no samples to rewrite)
     out = capsys.readouterr().out
-    assert f"wrote {rel}" in out and "git add submissions/local/tiny-random-llama leaderboard/" in out
-    assert f"collapse-bench reproduce {rel}" in out and "collapse-bench leaderboard build" in out
+    lines = out.splitlines()
+    assert f"wrote {rel}" in out and "  git add submissions/local/tiny-random-llama" in lines  # the row's folder only
+    assert not any(line.strip().startswith("git add") and "leaderboard" in line for line in lines)
+    assert f"collapse-bench reproduce {rel}" in out and "changes only files under submissions/" in out
     # the same row again: refused, nothing new
     before = snapshot(tmp_path / "submissions")
     assert main(["submit", str(GOOD)]) == 1
     assert "duplicate of" in capsys.readouterr().err
     assert snapshot(tmp_path / "submissions") == before
-    assert "collapse-bench leaderboard build --submissions submissions/ --out leaderboard/" in out and "fork" in out
+    assert "collapse-bench leaderboard build --submissions submissions/ --out /tmp/collapse-bench-preview" in out
+    assert "--out leaderboard/" not in out and "fork" in out and "pull request template" in out
 
 
 def test_pr_instructions_follow_the_submissions_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
@@ -48,8 +51,9 @@ def test_pr_instructions_follow_the_submissions_dir(tmp_path: Path, capsys: pyte
     out = capsys.readouterr().out
     folder = "subs/mine/local/tiny-random-llama"
     assert f"wrote {folder}/quick-" in out and (tmp_path / folder).is_dir()
-    assert "collapse-bench validate subs/mine/" in out and "--submissions subs/mine/ --out leaderboard/" in out
-    assert f"git add {folder} leaderboard/" in out and "submissions/" not in out.replace("--submissions", "")
+    assert "collapse-bench validate subs/mine/" in out and "--submissions subs/mine/ --out /tmp/" in out
+    assert f"  git add {folder}" in out.splitlines() and "submissions/" not in out.replace("--submissions", "")
+    assert "changes only files under subs/mine/" in out
 
 
 @pytest.mark.parametrize(

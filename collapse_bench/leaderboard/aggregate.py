@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..metrics.calibration import ece_mass_rows
+from ..metrics.calibration import ece_mass_boot
 from . import stats
 from .entry import (
     BASELINE,
@@ -107,7 +107,7 @@ def item_stat_reps(entry: Entry, task: str, metric: str, n_boot: int) -> np.ndar
                 return None
             entry.reps[key] = norm[idx].mean(axis=1)
         else:
-            entry.reps[key] = correct[idx].mean(axis=1) if metric == "acc" else ece_mass_rows(conf[idx], correct[idx])
+            entry.reps[key] = correct[idx].mean(axis=1) if metric == "acc" else ece_mass_boot(conf, correct, idx)
     return entry.reps[key]
 
 
@@ -253,6 +253,8 @@ def build_tables(entries: list[Entry], n_boot: int = stats.N_BOOT) -> Tables:
         "suite_version",
         "base_id",
         "complete",
+        "verified",
+        "verification",
         "rank",
         "rank_best",
         "rank_worst",
@@ -295,7 +297,8 @@ def interventions_view(
     """Rows with a recipe, each against the baseline chain (intervention null/"none") of the same recipe,
     stage and suite, on the tasks both rows have: Δ score (the headline, re-computed over those tasks), whether
     the two score CIs overlap, and Δ of every component; ``compared_on`` names the task subset when it is not all;
-    ``rank`` orders the rows of one (recipe, stage, suite) by Δ score, the baseline (Δ 0) among them. The paired
+    ``rank`` orders the rows of one (recipe, stage, suite) by Δ score, the baseline (Δ 0) among them; ``group``
+    names that triple (the site shows one table per group). The paired
     comparisons (:mod:`.comparisons`) are the finer test."""
     names = list(composite_config()["components"])
     cols = [
@@ -351,4 +354,9 @@ def interventions_view(
     delta = pd.to_numeric(frame["delta_score"], errors="coerce").round(12)
     frame.insert(3, "rank", delta.groupby(group).rank(method="min", ascending=False).astype("Int64"))
     frame = frame.sort_values(["recipe", "stage", "suite", "rank", "intervention", "id"], kind="mergesort", na_position="last")
+    depth = frame["id"].map(models.set_index("id")["depth"])  # stage position in the chain: groups sort in chain order
+    frame["group"] = [
+        f"{r} · depth {'?' if pd.isna(d) else int(d)} {s or ''} · {u}".replace("  ", " ")
+        for r, d, s, u in zip(frame["recipe"], depth, frame["stage"], frame["suite"])
+    ]
     return frame.reset_index(drop=True)

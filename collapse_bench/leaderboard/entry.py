@@ -1,5 +1,6 @@
-"""One submission as the leaderboard sees it (:class:`Entry`: the typed result plus its per-item outcomes),
-and the per-row metadata derived from it: display name, page slug, base model, meta row.
+"""One submission as the leaderboard sees it (:class:`Entry`: the typed result plus its per-item outcomes and,
+when a maintainer reproduced it, its current verification), and the per-row metadata derived from it: display
+name, page slug, base model, meta row (``verified``: True only with evidence matching the row's sha256s).
 
 Rows are ordered by submission id, so the input order never matters.
 """
@@ -23,7 +24,8 @@ from ..evaluate import slug
 from ..io import read_jsonl, sha256_bytes
 from ..metrics.calibration import temperature_at_bound
 from ..results.model import ModelInfo, Result
-from .submission import Submission, samples_refs
+from .submission import VERIFIED_SUFFIX, Submission, samples_refs
+from .verified import verification
 
 LL_KEYS = ("loglik", "loglikelihoods", "choice_loglikelihoods", "logliks", "lls")  # samples.py writes "loglik"
 BASELINE = (None, "", "none")
@@ -46,6 +48,7 @@ class Entry:
     item_ids: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)  # task -> ids, as ``items``
     chance: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)  # task -> 1/k per item
     records: list[dict[str, Any]] = field(default_factory=list, repr=False, compare=False)  # samples records (item browser)
+    verified: dict[str, Any] | None = field(default=None, repr=False, compare=False)  # evidence (.verified), if current
 
     @functools.cached_property
     def result(self) -> Result:
@@ -155,7 +158,8 @@ def entries_from(subs: list[Submission], root: Path) -> list[Entry]:
             items = {t: (c, k) for t, (c, k, _, _) in found.items()}
             ids = {t: i for t, (_, _, i, _) in found.items()}
             chance = {t: ch for t, (_, _, _, ch) in found.items()}
-            out.append(Entry(eid, sub.doc, items, sub.complete, item_ids=ids, chance=chance, records=records))
+            found_v = verification(sub.path)  # only evidence whose sha256s match this row's files
+            out.append(Entry(eid, sub.doc, items, sub.complete, item_ids=ids, chance=chance, records=records, verified=found_v))
     return sorted(out, key=lambda e: e.id)
 
 
@@ -218,4 +222,11 @@ def meta_row(entry: Entry, base_id: str | None) -> dict[str, Any]:
         "suite_version": s.version,
         "base_id": base_id,
         "complete": entry.complete,
+        "verified": entry.verified is not None,
+        "verification": verification_id(entry) if entry.verified is not None else None,
     }
+
+
+def verification_id(entry: Entry) -> str:
+    """``submissions/…/<stem>.verified.json``: the evidence file of a verified row (like :attr:`Entry.id`)."""
+    return entry.id.removesuffix(".json") + VERIFIED_SUFFIX

@@ -221,8 +221,15 @@ def _across(
     return row
 
 
-def hypothesis_panel(tables: Tables, n_boot: int = stats.N_BOOT) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """(the rows shown, ``COLUMNS``; hidden = counts of the pairs not shown, per reason and per analysis)."""
+Points = dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray, list[str]]]
+
+
+def hypothesis_panel(
+    tables: Tables, n_boot: int = stats.N_BOOT, points: Points | None = None
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """(the rows shown, ``COLUMNS``; hidden = counts of the pairs not shown, per reason and per analysis).
+    ``points``, when given, receives the data behind every shown row: (analysis, metric, target) -> (x, y, row
+    ids; the stage row of each edge within lineages) -- what the site's scatter plots draw."""
     cfg = composite_config()["hypothesis"]
     min_n = int(cfg["min_n"])
     lineage = lineage_keys(tables)
@@ -250,11 +257,17 @@ def hypothesis_panel(tables: Tables, n_boot: int = stats.N_BOOT) -> tuple[pd.Dat
             keep = (x_all.notna() & y_all.notna()).to_numpy()
             x, y, kl = x_all.to_numpy()[keep], y_all.to_numpy()[keep], kl_cache[task][keep]
             across = _across(x, y, kl, list(row_labels[keep]), (col, target), min_n, n_boot)
-            for analysis, got in zip(ANALYSES, (within, across)):
+            data = (
+                (dx_all[ok], dy_all[ok], [c for (c, _), k in zip(edges, ok) if k]),
+                (x, y, [i for i, k in zip(ids, keep) if k]),
+            )
+            for analysis, got, xy in zip(ANALYSES, (within, across), data):
                 if isinstance(got, str):
                     hidden[analysis][got] += 1
                 else:
                     rows.append({"analysis": analysis, **head, **got})
+                    if points is not None:
+                        points[(analysis, col, target)] = xy
     for analysis in ANALYSES:
         mine = [r for r in rows if r["analysis"] == analysis]
         for r, q in zip(mine, paired.benjamini_hochberg([r["p_value"] for r in mine])):

@@ -31,6 +31,7 @@ from .comparisons import stage_kind
 from .entry import BASELINE, Entry, base_ref, composite_config, display_name
 from .entry import finite_float as _finite
 from .noisefloor import NoiseFloor, row_floors
+from .verified import mark as verified_mark
 
 # (id, button label): the column groups a reader opens; None = the default view
 GROUPS: tuple[tuple[str, str], ...] = (
@@ -155,6 +156,7 @@ class Cell:
     href: str | None = None
     flag: str | None = None  # a "*" mark with this tooltip
     tag: str | None = None  # a small label after the text (the control mark)
+    mark: dict[str, str] | None = None  # the "✓ verified" link (href, title) after the model's name
     code: bool = False
 
 
@@ -322,7 +324,8 @@ def fixed_cell(k: str, tables: Tables, row: dict[str, Any], rank: tuple[int, ...
         return Cell(NONE if n is None else str(n), "" if n is None else str(n))
     if k == "model":
         tag = "control" if fac["control"] == "control" else None
-        return Cell(row["model"], None, row["id"], href=f"models/{row['page']}.html", tag=tag)
+        mark = verified_mark(tables.entries[row["id"]].verified, f"../{row['verification']}")  # index.html is in leaderboard/
+        return Cell(row["model"], None, row["id"], href=f"models/{row['page']}.html", tag=tag, mark=mark)
     if k == "depth":
         lineage = tables.entries[row["id"]].result.model.lineage
         d = max(len(lineage) - 1, 0) if lineage else (0 if row["base_id"] == row["id"] else None)

@@ -6,7 +6,8 @@ with their CIs), the collapse profile (probe geometry, KL and top-1 agreement to
 grouped by component (value ± the half-width of its 95% CI, n per task; ``*_stderr`` is folded into the ± of
 its metric), the LoRA per-module breakdown (folded), a per-item browser (the first :data:`ITEMS_SHOWN` records of
 each task in the samples file: choice probabilities, generations, refusal replies), the checkpoint, and links to
-the raw result and samples files (relative to the repository: the site lives in ``leaderboard/``).
+the raw result and samples files and, for a row a maintainer reproduced, the "✓ verified" mark to its evidence
+(relative to the repository: the site lives in ``leaderboard/``).
 Numbers follow :func:`.index_view.rounded`; every text is a plain string (dicts as key=value, no reprs).
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import math
 import posixpath
+from collections import Counter
 from typing import Any
 
 import jinja2
@@ -26,6 +28,7 @@ from .entry import Entry, _num, composite_config
 from .index_view import ci_decimals, ci_text, data_value, group_of, plain, rounded, spec_title
 from .model_items import ITEMS_SHOWN, item_browser, text
 from .submission import samples_refs
+from .verified import mark
 
 MODEL_KEYS = (
     "parent", "stage", "recipe", "intervention", "lineage", "architecture", "num_layers", "hidden_size",
@@ -196,6 +199,7 @@ def profile(entry: Entry, tables: Tables, row: dict[str, Any], paired: list[dict
                 {
                     "task": task,
                     "label": s.display_label if s else metric,
+                    "metric": metric,
                     "title": spec_title(metric),
                     "value": rounded(tables.scalars.at[row["id"], col], lo, hi),
                     "pm": pm(lo, hi),
@@ -204,6 +208,10 @@ def profile(entry: Entry, tables: Tables, row: dict[str, Any], paired: list[dict
                     "parent": vs_parent.get((task, metric)),
                 }
             )
+    seen = Counter((p["task"], p["label"]) for p in out)
+    for p in out:  # one spec for several ids (kl_to_base, kl_to_parent): the id tells them apart
+        if seen[(p["task"], p["label"])] > 1:
+            p["label"] = f"{p['label']} ({p['metric']})"
     return out
 
 
@@ -317,11 +325,13 @@ def checkpoint(doc: dict[str, Any], row: dict[str, Any], base_page: str | None) 
     return [{"code": False, "extra": "", "href": None, "note": "", **r} for r in rows]
 
 
-def links(row: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
-    """The raw result and its samples files, relative to the page (``leaderboard/models/`` in the repository)."""
+def links(row: dict[str, Any], entry: Entry) -> dict[str, Any]:
+    """The raw result, its samples files and its verification (the "✓ verified" mark, when current), relative to the
+    page (``leaderboard/models/`` in the repository)."""
     folder = posixpath.dirname(row["id"])
-    names = sorted({ref["path"] for _, ref in samples_refs(doc) if isinstance(ref.get("path"), str)})
-    return {"result": f"../../{row['id']}", "samples": [{"href": f"../../{folder}/{n}", "name": n} for n in names]}
+    names = sorted({ref["path"] for _, ref in samples_refs(entry.doc) if isinstance(ref.get("path"), str)})
+    samples = [{"href": f"../../{folder}/{n}", "name": n} for n in names]
+    return {"result": f"../../{row['id']}", "samples": samples, "verified": mark(entry.verified, f"../../{row['verification']}")}
 
 
 def model_page(
@@ -350,7 +360,7 @@ def model_page(
         items=item_browser(entry),
         items_shown=ITEMS_SHOWN,
         checkpoint=checkpoint(entry.doc, row, base_page),
-        links=links(row, entry.doc),
+        links=links(row, entry),
         plots=plots,
         bounds=T_BOUNDS,
         **common,

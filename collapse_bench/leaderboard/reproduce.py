@@ -10,7 +10,9 @@ scheme (likewise a local CKA reference, ``--reference PATH``); every task must m
 tasks, seed, batch size, limit and backend (and parent: a chain stage records its parent by lineage name, found
 as the checkpoint next to one of the stage's recorded adapters, or given with ``--parent``), and a per-metric
 diff table is printed; exit 0 only if every metric is within its tolerance (from the metric specs,
-:mod:`collapse_bench.metrics.spec`, or ``--tolerance FILE``: |new - old| <= abs + rel * |old|).
+:mod:`collapse_bench.metrics.spec`, or ``--tolerance FILE``: |new - old| <= abs + rel * |old|). With ``--record``
+a passing run writes the evidence ``<stem>.verified.json`` beside the submission (:mod:`.verified`); a failing
+one writes nothing.
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ from ..cliutil import add_common
 from ..data import resolve_data_dir
 from ..errors import CollapseBenchError
 from ..evaluate import EvaluateRequest
-from ..io import clip
+from ..io import clip, sha256_file
 from ..kinds import kind_module
 from ..metrics import spec as metric_spec
 from ..models import SourceKind
 from ..results.model import ModelInfo, Result
 from ..tasks import TaskRegistry
 from ..yamlio import load_yaml_text
+from . import verified
 from .submission import SubmissionError
 from .validate import validate_file
 
@@ -311,9 +314,16 @@ def reproduce(
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from ..cliutil import quiet_libraries
 
+    submission, started = Path(args.submission), None
+    if args.record:  # refused before anything runs: a current verification (without --force), a bad name
+        verified.refuse_replacing(submission, args.force)
+        verified.check_reproducer(args.reproducer)
+        started = sha256_file(submission) if submission.is_file() else None
+    elif args.reproducer or args.force:
+        raise CollapseBenchError("--reproducer and --force only go with --record")
     quiet_libraries()
-    rows, _ = reproduce(
-        Path(args.submission),
+    rows, new = reproduce(
+        submission,
         args.tolerance,
         args.data_dir,
         args.device,
@@ -333,6 +343,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             f"recorded {f['recorded']} reproduced {f['reproduced']})"
         )
     print(f"reproduced: all {len(rows)} metrics within tolerance")
+    if args.record:
+        rules = load_tolerances(args.tolerance)
+        doc = verified.evidence(submission, rows, new, rules, args.tolerance, args.reproducer, started)
+        print(f"verification written to {verified.record(submission, doc)}")
     return 0
 
 
@@ -369,4 +383,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the parent checkpoint, when the recorded parent name does not "
         "resolve here (default: found beside the recorded adapters)",
     )
+    p.add_argument(
+        "--record",
+        action="store_true",
+        help="when every metric is within tolerance, write the evidence <same stem>.verified.json next to SUBMISSION "
+        "(the site marks the row verified)",
+    )
+    p.add_argument("--reproducer", metavar="NAME", help="with --record: who reproduced the row (shown on the site)")
+    p.add_argument("--force", action="store_true", help="with --record: replace a verification that is still current")
     p.set_defaults(func=cmd_reproduce)

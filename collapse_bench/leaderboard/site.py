@@ -24,13 +24,14 @@ import jinja2
 import pandas as pd
 
 from ..errors import CollapseBenchError
-from ..io import atomic_write_bytes, sha256_json
+from ..io import sha256_json
 from ..metrics.calibration import T_BOUNDS, temperature_at_bound
 from ..results.provenance import package_version
 from .aggregate import build_tables
 from .comparisons import comparisons
 from .entry import Entry, composite_config, entries_from, guard
-from .hypothesis import hypothesis_panel
+from .hypothesis import Points, hypothesis_panel
+from .hypothesis_plots import hypothesis_plots
 from .index_view import glossary as glossary  # re-exported: the glossary rows (tests, docs)
 from .index_view import index_context, ranks_by_suite, wbr
 from .lineages import lineage_pages
@@ -113,17 +114,20 @@ def stamp(entries: list[Entry]) -> dict[str, Any]:
 
 
 def render(entries: list[Entry], out: Path, floors: dict[str, NoiseFloor] | None = None) -> None:
-    """Write the whole site into ``out`` (an empty or new dir); ``floors``: the committed noise floors by sha256."""
+    """Write the whole site into ``out`` (an empty or new dir, never the published one: :func:`build` renders into
+    a temp dir and swaps it in); ``floors``: the committed noise floors by sha256."""
     entries = sorted(entries, key=lambda e: e.id)
     tables = build_tables(entries)
-    hyp, hyp_hidden = hypothesis_panel(tables)
+    points: Points = {}
+    hyp, hyp_hidden = hypothesis_panel(tables, points=points)
+    hyp_rows = records(hyp)
     env = environment()
     models = records(tables.models)
     pages = {r["id"]: r["page"] for r in models}
     scalars = {rid: clean(tables.scalars.loc[rid].to_dict()) for rid in tables.scalars.index}
     cfg = composite_config()
     common = {"stamp": stamp(entries), "components": list(cfg["components"])}
-    files: dict[str, bytes] = {MARKER: MARKER_TEXT}
+    files: dict[str, bytes] = {MARKER: MARKER_TEXT, **hypothesis_plots(hyp_rows, points, tables)}
     found = clean(comparisons(tables, floors=floors))
     by_row = shown_comparisons(found, tables, pages)
     ranked = ranks_by_suite(models)  # one ranking per suite version, for the index and every model page
@@ -143,7 +147,7 @@ def render(entries: list[Entry], out: Path, floors: dict[str, NoiseFloor] | None
         .render(
             **index_context(tables, models, floors, ranked),  # the per-suite model tables, facets, column groups, glossary
             interventions=records(tables.interventions),
-            hypothesis=records(hyp),
+            hypothesis=hyp_rows,
             hypothesis_hidden=hyp_hidden,
             pages=pages,
             min_n=cfg["hypothesis"]["min_n"],
@@ -153,7 +157,7 @@ def render(entries: list[Entry], out: Path, floors: dict[str, NoiseFloor] | None
         )
         .encode()
     )
-    extra, found_data = lineage_pages(env, tables, found, records(hyp), common)  # lineages.html, findings.html
+    extra, found_data = lineage_pages(env, tables, found, hyp_rows, common)  # lineages.html, findings.html
     files.update(extra)
     wide = tables.models.set_index("id").join(tables.scalars).join(tables.deltas.add_prefix("delta."))
     wide = wide.reset_index().rename(columns={"index": "id"})
@@ -170,15 +174,16 @@ def render(entries: list[Entry], out: Path, floors: dict[str, NoiseFloor] | None
         "deltas": {rid: clean(tables.deltas.loc[rid].to_dict()) for rid in tables.deltas.index},
         "cis": tables.cis,
         "interventions": records(tables.interventions),
-        "hypothesis": records(hyp),
+        "hypothesis": hyp_rows,
         "hypothesis_hidden": hyp_hidden,
         "comparisons": found,
         "noise_floors": sorted(f.path for f in (floors or {}).values()),
         "findings": found_data,
     }
     files["data.json"] = (json.dumps(clean(data), indent=1, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n").encode()
-    for rel in sorted(files):
-        atomic_write_bytes(out / rel, files[rel])
+    for rel in sorted(files):  # plain writes: ``out`` is a fresh temp dir that build() swaps in whole (atomic there)
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_bytes(files[rel])
         (out / rel).chmod(0o644)
     for d in (out, *{(out / rel).parent for rel in files}):
         d.chmod(0o755)

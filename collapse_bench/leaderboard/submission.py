@@ -56,13 +56,16 @@ def _refuse_link(p: Path) -> None:
 
 
 NOISE_SUFFIX = ".noise.json"  # a noise floor (``collapse-bench noise``), read by :mod:`.noisefloor`, not a result
+VERIFIED_SUFFIX = ".verified.json"  # the evidence of ``reproduce --record`` (:mod:`.verified`), not a result
+SIDE_SUFFIXES = (NOISE_SUFFIX, VERIFIED_SUFFIX)
 
 
 def submission_files(paths: Iterable[str | Path], suffix: str = ".json") -> list[Path]:
     """Result files among ``paths``, in the order given (a dir contributes its ``*.json`` files in sorted
-    order, hidden ones and noise floors (``*.noise.json``) skipped; with ``suffix=NOISE_SUFFIX`` only the noise
-    floors); each file once. Earlier files win duplicate checks. A symbolic link anywhere in a given tree (file
-    or directory) is refused: it could point outside the submissions."""
+    order, hidden ones, noise floors (``*.noise.json``) and verifications (``*.verified.json``) skipped; with
+    ``suffix=NOISE_SUFFIX`` or ``VERIFIED_SUFFIX`` only those); each file once. Earlier files win duplicate
+    checks. A symbolic link anywhere in a given tree (file or directory) is refused: it could point outside the
+    submissions."""
     found: dict[Path, None] = {}
     for p in map(Path, paths):
         _refuse_link(p)
@@ -84,7 +87,7 @@ def submission_files(paths: Iterable[str | Path], suffix: str = ".json") -> list
 def _wanted(name: str, suffix: str) -> bool:
     if name.startswith(".") or not name.endswith(suffix):
         return False
-    return suffix == NOISE_SUFFIX or not name.endswith(NOISE_SUFFIX)
+    return suffix in SIDE_SUFFIXES or not name.endswith(SIDE_SUFFIXES)
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

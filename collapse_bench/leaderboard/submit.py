@@ -126,9 +126,14 @@ def _shown(path: Path, repo_root: Path) -> str:
         return path.as_posix()
 
 
+PREVIEW = "/tmp/collapse-bench-preview"  # where the optional local preview of the site goes (never committed)
+
+
 def pr_instructions(target: Path, repo_root: Path, local: bool = False, submissions_dir: Path | None = None) -> str:
-    """The PR steps for the arguments ``submit`` was given (``--submissions-dir``), a fork for contributors without
-    push access, and the reproduce command (a local checkpoint is not found by name: ``--model PATH``)."""
+    """The PR steps for the arguments ``submit`` was given (``--submissions-dir``): a pull request that adds only the
+    row's folder (CI refuses a submission PR that touches anything else; the site is built and published on merge),
+    a fork for contributors without push access, an optional throw-away preview build, the PR template, and the
+    reproduce command (a local checkpoint is not found by name: ``--model PATH``)."""
     rel = _shown(target, repo_root)
     subs = _shown(submissions_dir, repo_root) if submissions_dir is not None else "submissions"
     folder = rel.rsplit("/", 1)[0]
@@ -136,14 +141,17 @@ def pr_instructions(target: Path, repo_root: Path, local: bool = False, submissi
     return "\n".join(
         [
             f"wrote {rel}",
-            f"Next, open a pull request (CI runs `collapse-bench validate {subs}/` and `collapse-bench leaderboard check`):",
+            f"Next, open a pull request that changes only files under {subs}/ (CI runs `collapse-bench validate {subs}/`,",
+            "a throw-away `collapse-bench leaderboard build` and a check of the changed paths; the site is published on merge):",
             "  (no push access to the repository: fork it on GitHub, then `git remote add fork <your fork's URL>`",
             "   and push to `fork` instead of `origin` below; open the pull request from the fork)",
             f"  git checkout -b {branch}",
-            f"  collapse-bench leaderboard build --submissions {subs}/ --out leaderboard/",
-            f"  git add {folder} leaderboard/",
+            f"  collapse-bench validate {subs}/",
+            f"  collapse-bench leaderboard build --submissions {subs}/ --out {PREVIEW}   # optional preview, not committed",
+            f"  git add {folder}",
             f"  git commit -m 'Submit {Path(folder).name} ({Path(rel).stem})'",
             f"  git push -u origin {branch}",
+            "Fill in the pull request template: hardware, wall time, model link, licence, suite and the exact command.",
             "Anyone can then check the row with:",
             f"  collapse-bench reproduce {rel}" + (" --model PATH/TO/THE/CHECKPOINT" if local else ""),
         ]

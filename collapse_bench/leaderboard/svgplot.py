@@ -162,8 +162,11 @@ def _panel(ax: Axes, ox: float) -> list[str]:
         for i, s in enumerate(shown):
             y = TOP + 12 + 12 * i
             dash = f' stroke-dasharray="{s.dash}"' if s.dash else ""
-            ends = f'x1="{px(x0) + 8:.2f}" y1="{y - 3}" x2="{px(x0) + 26:.2f}" y2="{y - 3}"'
-            out.append(f'<line {ends} stroke="{s.color}" stroke-width="1.5"{dash}/>')
+            if s.line:
+                ends = f'x1="{px(x0) + 8:.2f}" y1="{y - 3}" x2="{px(x0) + 26:.2f}" y2="{y - 3}"'
+                out.append(f'<line {ends} stroke="{s.color}" stroke-width="1.5"{dash}/>')
+            else:  # a scatter series: its marker
+                out.append(f'<circle cx="{px(x0) + 17:.2f}" cy="{y - 3}" r="{s.size:.2f}" fill="{s.color}"/>')
             out.append(_text(px(x0) + 30, y, s.label or "", 8, anchor="start"))
     return out
 

@@ -10,7 +10,9 @@ older config) over the recorded data hashes, which must be exactly the ones this
 (:mod:`.evidence`); every number that reaches the site in its documented range (the metric specs,
 :mod:`collapse_bench.metrics.spec`: metrics, per-layer series, per-seed values, curves); samples files present,
 not symlinks, with the recorded sha256, strictly typed, and every metric they determine recomputed and equal (:mod:`.evidence`);
-``complete`` recomputed; at most one row per (model sha256, suite, suite version).
+``complete`` recomputed; at most one row per (model sha256, suite, suite version). Verification files
+(``*.verified.json``, written by ``reproduce --record``) are checked too (:func:`.verified.check_evidence`):
+schema, names, and the sha256s of the submission beside them (an orphan or stale one fails).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import json
 import math
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,17 @@ from ..metrics import spec as metric_spec
 from ..results import validate_result
 from ..tasks import Task, TaskRegistry
 from .evidence import check_complete, check_data, check_per_seed, check_samples_content
-from .submission import Submission, SubmissionError, check_names, check_samples, read_submission, row_key, submission_files
+from .submission import (
+    VERIFIED_SUFFIX,
+    Submission,
+    SubmissionError,
+    check_names,
+    check_samples,
+    read_submission,
+    row_key,
+    submission_files,
+)
+from .verified import check_evidence
 
 SLACK = 1e-9
 MODEL_BOUNDS = ("hidden_size", "num_layers", "vocab_size")
@@ -283,15 +295,20 @@ def validate_file(path: Path) -> Submission:
 class Report:
     ok: list[Submission]
     failures: list[str]
+    verified: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)  # accepted *.verified.json files
 
 
 def validate_paths(paths: Iterable[str | Path], existing: dict[tuple[str, str, int], Path] | None = None) -> Report:
-    """Validate every result file under ``paths``; ``existing`` maps row key -> file already accepted
-    (duplicates of those, and of earlier files in sorted order, fail)."""
+    """Validate every result file and every verification (``*.verified.json``, :func:`.verified.check_evidence`)
+    under ``paths``; ``existing`` maps row key -> file already accepted (duplicates of those, and of earlier files
+    in sorted order, fail)."""
     seen = dict(existing or {})
     ok, failures = [], []
     try:
-        files = submission_files(paths)
+        given = submission_files(paths)  # given files as they are, a dir's results
+        found = [*given, *submission_files(paths, suffix=VERIFIED_SUFFIX)]  # and a dir's verifications
+        evidence = dict.fromkeys(f for f in found if f.name.endswith(VERIFIED_SUFFIX))
+        files = [f for f in given if f not in evidence]
     except CollapseBenchError as exc:
         return Report([], [str(exc)])
     for f in files:
@@ -309,7 +326,13 @@ def validate_paths(paths: Iterable[str | Path], existing: dict[tuple[str, str, i
             ok.append(sub)
         except CollapseBenchError as exc:
             failures.append(str(exc))
-    return Report(ok, failures)
+    verified = []
+    for f in evidence:
+        try:
+            verified.append((f, check_evidence(f)))
+        except CollapseBenchError as exc:
+            failures.append(str(exc))
+    return Report(ok, failures, verified)
 
 
 def record_release(version: str) -> int:
@@ -339,9 +362,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     report = validate_paths(args.paths)
     for sub in report.ok:
         print(f"OK {sub.path} ({'; '.join(sub.notes)})")
+    for path, doc in report.verified:
+        print(f"OK {path} (verification of {doc['submission']['file']}: {doc['comparison']['metrics']} metrics reproduced)")
     for line in report.failures:  # one line per rejected file, in the CLI's error format
         print(f"collapse-bench: error: {line}", file=sys.stderr)
-    print(f"{len(report.ok)} valid, {len(report.failures)} rejected")
+    extra = f", {len(report.verified)} verification{'s' * (len(report.verified) != 1)}" if report.verified else ""
+    print(f"{len(report.ok)} valid{extra}, {len(report.failures)} rejected")
     return 1 if report.failures else 0
 
 

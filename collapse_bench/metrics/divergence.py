@@ -49,12 +49,14 @@ def exact_kl(ref_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
 
 def lumped_kl(ref_logp: torch.Tensor, ref_log_tail: torch.Tensor, q_logp: torch.Tensor, q_log_tail: torch.Tensor) -> torch.Tensor:
     """KL_K per row (module docstring) from the reference's top-K log-probs (n, K) and log tail (n,) and the
-    checkpoint's log-probs at the same ids (n, K) and log mass outside them (n,); float64."""
+    checkpoint's log-probs at the same ids (n, K) and log mass outside them (n,); float64. A KL between two
+    distributions over K + 1 outcomes is ≥ 0: values below 0 are float rounding (≈ -1e-9 for identical models,
+    e.g. a permuted checkpoint) and are reported as 0."""
     lp, lq = ref_logp.double(), q_logp.float().double()
     head = (lp.exp() * (lp - lq)).sum(-1)
     lpt, lqt = ref_log_tail.double(), q_log_tail.double().clamp_min(LOG_TAIL_FLOOR)
     pt = lpt.exp()
-    return head + torch.where(pt > 0, pt * (lpt - lqt), torch.zeros_like(pt))
+    return (head + torch.where(pt > 0, pt * (lpt - lqt), torch.zeros_like(pt))).clamp_min(0.0)
 
 
 class KLAccumulator:

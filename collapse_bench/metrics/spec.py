@@ -187,8 +187,29 @@ def all_specs() -> tuple[MetricSpec, ...]:
 
 
 def spec_for(metric: str, specs: tuple[MetricSpec, ...] | None = None) -> MetricSpec | None:
-    """The spec that decides ``metric`` (the first whose id glob matches), or None."""
-    for s in all_specs() if specs is None else specs:
+    """The spec that decides ``metric`` (the first whose id glob matches), or None. Lookups in the registry are
+    memoised per registry object: a leaderboard build asks for the same few hundred ids ~10^5 times."""
+    if specs is not None:
+        return _first_match(metric, specs)
+    registry = all_specs()
+    if _memo.registry is not registry:
+        _memo.registry, _memo.found = registry, {}
+    if metric not in _memo.found:
+        _memo.found[metric] = _first_match(metric, registry)
+    return _memo.found[metric]
+
+
+@dataclass
+class _Memo:
+    registry: tuple[MetricSpec, ...] | None = None
+    found: dict[str, MetricSpec | None] = field(default_factory=dict)
+
+
+_memo = _Memo()
+
+
+def _first_match(metric: str, specs: tuple[MetricSpec, ...]) -> MetricSpec | None:
+    for s in specs:
         if s.matches(metric):
             return s
     return None
