@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# GPU check (issue 4): HF/vLLM log-likelihood parity and generation throughput (vLLM vs HF tokens/s on
-# the same prompts) for the default model, on one NVIDIA GPU. About 4-6 minutes once installed; each
-# step has its own time limit so that the whole check stays within ~8 minutes.
+# GPU check (issues 4, 18): HF/vLLM log-likelihood parity, generation throughput (vLLM vs HF tokens/s on
+# the same prompts), the HF probe on CUDA vs the CPU run, and (2+ GPUs) data-parallel evaluate vs one process,
+# for the default model. About 6-9 minutes once installed; each step has its own time limit so that the whole
+# check stays within 10 minutes. One line per check in summary.txt. Not built yet, so not checked: a vLLM
+# hidden-state probe (docs/user-guide/scaling.md).
 #
 #   OUT=/tmp/gpu_out bash benchmarks/gpu_check.sh
 #
@@ -17,8 +19,9 @@
 # Options (environment): PYTHON (default python3), MODEL (smollm2-135m-instruct), PARITY_N (100 items per
 #   task), DATA_DIR (the data mirror: adds arc_easy, piqa, hellaswag to the parity tasks; without it only
 #   the offline world_mc), DTYPE (bfloat16, both backends), MAX_NEW_TOKENS (128).
-# Outputs under $OUT (default ./gpu_check_out, at most 7 files): env.txt, install.log, parity.log,
-#   parity.json, throughput.log, throughput.json, summary.txt. Exit status: 0 only if every step passed.
+# Outputs under $OUT (default ./gpu_check_out, at most 13 files): env.txt, install.log, parity.log,
+#   parity.json, throughput.log, throughput.json, probe_{cuda,cpu}.json, probe.log, dp.json, one.json, dp.log,
+#   summary.txt. Exit status: 0 only if every step passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -88,6 +91,55 @@ else
     status=1
     note "throughput FAILED or timed out (240 s); last lines of $OUT/throughput.log:"
     tail -n 5 "$OUT/throughput.log" | tee -a "$SUMMARY"
+fi
+
+compare() {  # compare A.json B.json REL: every metric of every task within REL relative; prints the worst
+    "$PY" - "$@" <<'EOF'
+import json, math, sys
+a, b, rel = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), float(sys.argv[3])
+worst, name = 0.0, ""
+for task, block in a["tasks"].items():
+    for k, v in block["metrics"].items():
+        w = b["tasks"][task]["metrics"].get(k)
+        if isinstance(v, float) and isinstance(w, float) and math.isfinite(v) and math.isfinite(w):
+            d = abs(v - w) / max(abs(v), abs(w), 1e-12)
+            if d > worst:
+                worst, name = d, f"{task}.{k}"
+print(f"max relative difference {worst:.2e} ({name}); tolerance {rel:g}")
+sys.exit(0 if worst <= rel else 1)
+EOF
+}
+
+step "HF probe on CUDA vs CPU (probe_quick, float32)"
+ok=1
+for dev in cuda cpu; do
+    timeout 200 "$PY" -m collapse_bench evaluate "$MODEL" --tasks probe_quick --device "$dev" --dtype float32 --no-progress \
+        --output "$OUT/probe_$dev.json" >>"$OUT/probe.log" 2>&1 || ok=0
+done
+line=""
+if [ $ok = 1 ] && line=$(compare "$OUT/probe_cuda.json" "$OUT/probe_cpu.json" 1e-3); then
+    note "probe cuda vs cpu: $line"
+else
+    status=1
+    note "probe cuda vs cpu FAILED: ${line:-see $OUT/probe.log}"
+fi
+
+step "data-parallel evaluate (2 processes) vs one process"
+gpus=$(nvidia-smi -L | wc -l)
+line=""
+if [ "$gpus" -ge 2 ]; then
+    args=(--tasks probe_quick,world_mc --dtype float32 --no-progress)
+    if timeout 150 "$PY" -m accelerate.commands.launch --multi_gpu --num_processes 2 -m collapse_bench evaluate "$MODEL" \
+            "${args[@]}" --output "$OUT/dp.json" >"$OUT/dp.log" 2>&1 \
+        && timeout 100 "$PY" -m collapse_bench evaluate "$MODEL" "${args[@]}" --device cuda:0 --output "$OUT/one.json" >>"$OUT/dp.log" 2>&1 \
+        && line=$(compare "$OUT/dp.json" "$OUT/one.json" 1e-4); then
+        note "dp 2 GPUs vs 1: $line"
+    else
+        status=1
+        note "dp FAILED: ${line:-see $OUT/dp.log}"
+    fi
+else
+    note "dp: skipped ($gpus GPU; NCCL runs one process per GPU; the CPU test runs 2 gloo processes)"
 fi
 
 step "done (exit $status); summary in $SUMMARY"

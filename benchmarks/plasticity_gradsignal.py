@@ -21,7 +21,7 @@ from collapse_bench.data import resolve_data_dir
 from collapse_bench.models import load_model
 from collapse_bench.plasticity.encode import accepts_logits_to_keep, collate, encode, forward_nll
 from collapse_bench.plasticity.gradsignal import first_batch_signal
-from collapse_bench.plasticity.parallel import Parallel
+from collapse_bench.parallel import Parallel
 from collapse_bench.plasticity.protocol import Protocol, batch_order, lora_copy
 from collapse_bench.plasticity.task import prepare
 from collapse_bench.tasks import TaskRegistry

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import os
 import re
 import shlex
 import sys
@@ -38,6 +40,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "collapse_bench.leaderboard.validate",
     "collapse_bench.leaderboard.site",
     "collapse_bench.leaderboard.reproduce",
+    "collapse_bench.sweep",
 )
 
 
@@ -50,6 +53,32 @@ def backend_options(args: argparse.Namespace) -> dict[str, object]:
         "tensor_parallel_size": args.tensor_parallel_size,
         "data_parallel_size": args.data_parallel_size,
     }
+
+
+def scaling_options(args: argparse.Namespace) -> dict[str, object]:
+    """``--probe-layers`` and ``--device-map`` as recorded in the result's config (only when given)."""
+    out: dict[str, object] = {}
+    if args.probe_layers:
+        from .probe.memory import parse_layers
+
+        parse_layers(args.probe_layers)  # one clear line before anything loads
+        out["probe_layers"] = args.probe_layers
+    if args.device_map:
+        out["device_map"] = args.device_map if args.device_map == "auto" else Path(args.device_map).name
+    return out
+
+
+def device_map_arg(value: str | None) -> str | dict[str, object] | None:
+    """``--device-map auto`` or a JSON file ``{module: device}`` (devices: ``cpu``, ``disk``, ``cuda:N`` or N)."""
+    if value is None or value == "auto":
+        return value
+    try:
+        mapping = json.loads(Path(value).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CollapseBenchError(f"--device-map {value}: not a readable JSON file ({type(exc).__name__})") from None
+    if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, (str, int)) for k, v in mapping.items()):
+        raise CollapseBenchError(f"--device-map {value}: expected a JSON object {{module name: device}}")
+    return mapping
 
 
 class CliParser(argparse.ArgumentParser):
@@ -96,11 +125,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
         trust_remote_code=args.trust_remote_code,
         progress=not args.no_progress,
-        options=backend_options(args),
+        options={**backend_options(args), **scaling_options(args)},
         parent=args.parent,
         stage=args.stage,
+        device_map=device_map_arg(args.device_map),
+        offload_folder=args.offload_folder,
     )
     path, result = evaluate(req)
+    if os.environ.get("RANK", "0") != "0":  # a data-parallel run's other ranks: rank 0 reports
+        return 0
     for name, block in result["tasks"].items():
         shown = dict(list(block["metrics"].items())[:6])
         print(f"{name}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
@@ -226,6 +259,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--tensor-parallel-size", type=positive_int, default=1, metavar="N", help="vLLM tensor parallel size")
     ev.add_argument("--data-parallel-size", type=positive_int, default=1, metavar="N", help="vLLM data parallel size")
+    ev.add_argument(
+        "--probe-layers",
+        metavar="card|all|LIST",
+        help="hidden-state layers the probe's d x d scatter families keep (default auto: card when d >= 8192, else all)",
+    )
+    ev.add_argument(
+        "--device-map",
+        metavar="auto|FILE.json",
+        help="split the model over devices with accelerate (auto, or a JSON {module: device} incl. cpu and disk)",
+    )
+    ev.add_argument("--offload-folder", metavar="DIR", help="where --device-map's disk entries are offloaded")
     ev.set_defaults(func=cmd_evaluate)
 
     tasks = sub.add_parser("tasks", help="list tasks and suites", description="Inspect task and suite definitions.")

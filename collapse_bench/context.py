@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .models import LoadedModel, ModelSource
+
+if TYPE_CHECKING:
+    from .parallel import Parallel
 
 
 @dataclass
@@ -31,6 +34,7 @@ class RunContext:
     options: dict[str, Any] = field(default_factory=dict)  # kind-specific CLI options (e.g. backend)
     parent: ModelSource | None = None  # --parent (the checkpoint this one was trained from), if given
     references: list[ReferenceTarget] = field(default_factory=list)  # base / parent / --reference
+    par: Parallel | None = None  # the ranks of a data-parallel run (accelerate launch / torchrun); None: one process
     # called as hook(result, output) once every task has run, just before the result is written; each returns
     # the sidecar files [(path, bytes)] committed together with the result (e.g. lm-eval per-sample records)
     on_result: list[Callable[[dict[str, Any], Path], Any]] = field(default_factory=list)

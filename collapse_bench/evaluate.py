@@ -71,6 +71,8 @@ class EvaluateRequest:
     # task -> params replacing the YAML's (validated against the kind's schema; the task hash records them):
     # how `collapse-bench noise` re-runs the stochastic parts with other seeds
     param_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    device_map: str | dict[str, Any] | None = None  # accelerate big-model inference (models.resolve.load_model)
+    offload_folder: str | None = None  # where "disk" entries of the device map are offloaded
 
 
 AUTO = "auto"  # --batch-size auto
@@ -139,12 +141,21 @@ def evaluate(req: EvaluateRequest) -> tuple[Path, dict[str, Any]]:
         prepared[task.name] = module.prepare(task, data_dir, limit)
         module.preflight(task, req.model, lineage.parent_source)  # the model's files (e.g. adapter fits its base)
 
+    par = start_parallel()
+    device = par_device(req.device, par)
     seed_everything(req.seed)
-    loaded = load_model(req.model, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code)
+    loaded = load_model(
+        req.model,
+        device=device,
+        dtype=req.dtype,
+        trust_remote_code=req.trust_remote_code,
+        device_map=req.device_map,
+        offload_folder=req.offload_folder,
+    )
     loaded.info.update(lineage.fields(loaded.source))
     reference = None
     if req.reference:
-        reference = load_model(req.reference, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code)
+        reference = load_model(req.reference, device=device, dtype=req.dtype, trust_remote_code=req.trust_remote_code)
     ctx = RunContext(
         loaded,
         seed=req.seed,
@@ -155,6 +166,7 @@ def evaluate(req: EvaluateRequest) -> tuple[Path, dict[str, Any]]:
         options=req.options,
         parent=lineage.parent_source,
         references=reference_targets(lineage, loaded, req.reference, reference),
+        par=par,
     )
     blocks: dict[str, Any] = {}
     done = partial_dir(output)
@@ -174,7 +186,7 @@ def evaluate(req: EvaluateRequest) -> tuple[Path, dict[str, Any]]:
         task_hash = task.task_hash(hashes)
         task_id = {"task": task.name, "hash": task_hash, "limit_task": suite.limits.get(task.name)}
         key = sha256_json({**common, **task_id})
-        saved = _finished(done, task.name, key)
+        saved = par.broadcast(_finished(done, task.name, key) if par.main else None)  # rank 0's view of the cache
         if saved is not None:  # this task of this exact request finished in an earlier, interrupted run
             blocks[task.name] = saved["block"]
             if saved["records"]:
@@ -183,23 +195,25 @@ def evaluate(req: EvaluateRequest) -> tuple[Path, dict[str, Any]]:
             continue
         seed_everything(req.seed)
         t0 = time.perf_counter()
-        block = kind_module(task.kind).run(task, prep, ctx)
+        block = run_task(task, prep, ctx, par)
         blocks[task.name] = {
             "kind": task.kind,
             "version": task.version,
             "hash": task_hash,
             "data": dict(sorted(hashes.items())),
             **block,
-            "duration_s": round(time.perf_counter() - t0, 3),
+            "duration_s": round(par.broadcast(time.perf_counter() - t0), 3),
         }
         records = sink_for(ctx).records.get(task.name, [])
+        if not par.main:
+            continue
         with contextlib.suppress(OSError, CollapseBenchError):  # best effort (docstring): no resume point, no failure
             atomic_write_json(done / f"{task.name}.json", {"key": key, "block": blocks[task.name], "records": records})
     result = {
         "schema_version": SCHEMA_VERSION,
         "model": loaded.info,
         "harness": harness_info(),
-        "environment": environment_info(loaded.info["device"]),
+        "environment": {**environment_info(loaded.info["device"]), **({"processes": par.world} if par.on else {})},
         "suite": {
             "name": suite.name,
             "version": suite.version,
@@ -222,13 +236,57 @@ def evaluate(req: EvaluateRequest) -> tuple[Path, dict[str, Any]]:
         "created_at": created,
         "duration_s": round(time.perf_counter() - started + resumed, 3),  # + the resumed tasks' own time
     }
-    files = [f for hook in ctx.on_result for f in (hook(result, output) or [])]
-    validate_result(result, str(output))
-    if not any(path == samples_path(output) for path, _ in files):
-        files.append((samples_path(output), None))  # a replaced result's old samples file goes with it
-    commit_files([*files, (output, json_bytes(result))])  # samples first, the result last
+    if not par.main:  # rank 0 writes the result; every rank returns the same one once it is written
+        par.barrier()
+        return output, result
+    try:
+        files = [f for hook in ctx.on_result for f in (hook(result, output) or [])]
+        validate_result(result, str(output))
+        if not any(path == samples_path(output) for path, _ in files):
+            files.append((samples_path(output), None))  # a replaced result's old samples file goes with it
+        commit_files([*files, (output, json_bytes(result))])  # samples first, the result last
+    finally:
+        par.barrier()
     shutil.rmtree(done, ignore_errors=True)
     return output, result
+
+
+def start_parallel() -> Any:
+    """The ranks of this run: under ``accelerate launch`` / ``torchrun`` (``WORLD_SIZE`` > 1) the process group is
+    initialised by accelerate (gloo on CPU, NCCL on GPU); one process otherwise."""
+    import os
+
+    from .parallel import Parallel
+
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        from accelerate import PartialState
+
+        PartialState()
+    return Parallel()
+
+
+def par_device(device: str, par: Any) -> str:
+    """``--device auto`` under data parallelism: each rank's own (``cuda:LOCAL_RANK``, or ``cpu``)."""
+    if not par.on or device != "auto":
+        return device
+    from accelerate import PartialState
+
+    state = PartialState()
+    return str(state.device) if state.device.type != "cuda" else f"cuda:{state.local_process_index}"
+
+
+def run_task(task: Task, prep: Any, ctx: RunContext, par: Any) -> dict[str, Any]:
+    """The task's block on every rank: kinds with ``DATA_PARALLEL`` run on all ranks (they shard their own work),
+    the others on rank 0 alone; rank 0's block and samples records are broadcast to the rest."""
+    module = kind_module(task.kind)
+    block = module.run(task, prep, ctx) if par.main or getattr(module, "DATA_PARALLEL", False) else {}
+    if not par.on:
+        return block
+    sink = sink_for(ctx)
+    block, records = par.broadcast((block, sink.records.get(task.name)) if par.main else None)
+    if records is not None:
+        sink.records[task.name] = records
+    return block
 
 
 def partial_dir(output: Path) -> Path:

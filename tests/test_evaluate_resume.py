@@ -84,3 +84,43 @@ def test_a_corrupt_saved_task_is_run_again(tmp_path: Path) -> None:
     assert ev._finished(done, "t", "k") is None
     (done / "t.json").write_text(json.dumps({"key": "k", "block": {"duration_s": 1.0}, "records": []}))
     assert ev._finished(done, "t", "k") == {"key": "k", "block": {"duration_s": 1.0}, "records": []}
+
+
+KILLER = """
+import os, signal, sys
+from collapse_bench.cli import main
+from collapse_bench.kinds import kind_module
+kind_module("probe").run = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)  # kill -9 inside the 2nd task
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_kill_9_between_tasks_then_rerun_equals_an_uninterrupted_run(
+    tiny_model_dir: Path, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real SIGKILL (no cleanup, no exception handler) in the second task: the re-run repeats only that task."""
+    import os
+    import subprocess
+    import sys
+
+    cache = tmp_path / "runs-cache"
+    monkeypatch.setenv("COLLAPSE_BENCH_RUNS_CACHE", str(cache))
+    args = ["evaluate", str(tiny_model_dir), "--tasks", ",".join(TASKS), "--limit", "4", "--device", "cpu"]
+    args += ["--no-progress", "--data-dir", str(data_dir)]
+    out = tmp_path / "k" / "r.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run([sys.executable, "-c", KILLER, *args, "--output", str(out)], env=env, capture_output=True, timeout=600)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert not out.exists() and (partial_dir(out) / "world_mc.json").is_file()
+
+    ran: list[str] = []
+    lm = kind_module("lm_eval")
+    real = lm.run
+    monkeypatch.setattr(lm, "run", lambda task, *a, **k: ran.append(task.name) or real(task, *a, **k))
+    req = dict(model=str(tiny_model_dir), tasks=TASKS, limit=4, device="cpu", progress=False, data_dir=str(data_dir))
+    req["options"] = {"backend": "hf"}  # what the command line records
+    resumed, doc = evaluate(EvaluateRequest(output=str(out), **req))
+    assert ran == []  # world_mc came from the killed run's committed block
+    straight, first = evaluate(EvaluateRequest(output=str(tmp_path / "s" / "r.json"), **req))
+    assert blocks(doc) == blocks(first)
+    assert samples_path(resumed).read_bytes() == samples_path(straight).read_bytes()

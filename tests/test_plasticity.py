@@ -15,9 +15,9 @@ import torch
 from collapse_bench.errors import CollapseBenchError
 from collapse_bench.evaluate import EvaluateRequest, evaluate
 from collapse_bench.models import load_model
+from collapse_bench.parallel import Parallel
 from collapse_bench.plasticity.data import Example, cut_text, world_data
 from collapse_bench.plasticity.encode import encode
-from collapse_bench.plasticity.parallel import Parallel
 from collapse_bench.plasticity.protocol import batch_order, eval_bpb, normalise_answer
 from collapse_bench.plasticity.task import PARAMS_SCHEMA, run_task
 from collapse_bench.results import validate_result

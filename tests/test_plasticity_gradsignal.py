@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from collapse_bench.models import load_model
+from collapse_bench.parallel import Parallel
 from collapse_bench.plasticity.data import PlasticityData, world_data
 from collapse_bench.plasticity.encode import Encoded, encode
 from collapse_bench.plasticity.gradsignal import grad_signal, snr
-from collapse_bench.plasticity.parallel import Parallel
 from collapse_bench.plasticity.protocol import Protocol, batch_order, lora_copy
 from collapse_bench.plasticity.task import PARAMS_SCHEMA, run_task
 from collapse_bench.schemas import with_defaults
@@ -201,3 +201,32 @@ def test_falls_back_to_the_loop_when_vmap_fails(tiny, world, monkeypatch) -> Non
     assert (
         got.method == "loop" and got.grad_norm0 == pytest.approx(norm, rel=REL) and got.grad_snr == pytest.approx(ratio, rel=REL)
     )
+
+
+def test_the_protocol_trains_on_the_model_itself_and_leaves_it_as_found(tiny, world) -> None:
+    """No deep copy: the LoRA is injected into the loaded model and unloaded afterwards; its weights (sha256 of every
+    parameter's bytes, checked independently here with hashlib over numpy bytes), module tree, requires_grad flags
+    and eval mode are as before, so a second run gives the same numbers."""
+    import hashlib
+
+    def digest(model) -> str:
+        h = hashlib.sha256()
+        for name, p in model.named_parameters():
+            h.update(name.encode() + p.detach().cpu().numpy().tobytes())
+        return h.hexdigest()
+
+    model = tiny.model
+    before = (
+        digest(model),
+        [(n, type(m).__name__) for n, m in model.named_modules()],
+        [p.requires_grad for p in model.parameters()],
+    )
+    first = run_task(model, tiny.tokenizer, world, params(seeds=[0]))
+    after = (
+        digest(model),
+        [(n, type(m).__name__) for n, m in model.named_modules()],
+        [p.requires_grad for p in model.parameters()],
+    )
+    assert after == before and not model.training and not hasattr(model, "peft_config")
+    second = run_task(model, tiny.tokenizer, world, params(seeds=[0]))
+    assert second["per_seed"] == first["per_seed"] and second["curves"] == first["curves"]

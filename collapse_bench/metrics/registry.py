@@ -17,6 +17,7 @@ from .logits import LogitAccumulator
 from .neighbours import NeighbourAccumulator
 from .reservoir import TokenReservoir
 from .spectral import CovarianceAccumulator
+from .subset import LayerSubset
 from .trajectory import TrajectoryAccumulator
 
 
@@ -28,26 +29,32 @@ def probe_accumulators(
     with_reference: bool = False,
     references: Sequence[str] = (),
     domain_names: Sequence[str] | None = None,
+    layers: Callable[[int, int], list[int] | None] | None = None,
 ) -> Callable[[int, int, int | None], list[Accumulator]]:
     """Factory of the probe task's accumulators, built once the model's (L+1, d) are known. ``references``: the
     reference roles (base, parent) compared by KL and neighbourhoods; ``with_reference`` adds CKA and the role
-    ``reference``."""
+    ``reference``. ``layers(L+1, d)``: the hidden-state indices the d x d scatter families (covariance spectra,
+    dataset entropy, CKA) keep (``None``: all; :class:`~collapse_bench.metrics.subset.LayerSubset`)."""
     roles = list(dict.fromkeys([*references, *(["reference"] if with_reference else [])]))
 
     def factory(n_layers: int, dim: int, ref_dim: int | None = None) -> list[Accumulator]:
+        chosen = layers(n_layers, dim) if layers else None
+        n_scatter = len(chosen) if chosen is not None else n_layers
+        scatter: list[Accumulator] = [CovarianceAccumulator(n_scatter, dim), DatasetEntropyAccumulator(n_scatter, dim)]
+        if with_reference:
+            scatter.append(CKAAccumulator(n_scatter, dim, ref_dim))
         accs: list[Accumulator] = [
-            CovarianceAccumulator(n_layers, dim),
+            scatter[0] if chosen is None else LayerSubset(scatter, chosen, n_layers),
             AnisotropyAccumulator(n_layers, dim),
             TokenReservoir(n_layers, dim, size=reservoir_size, seed=seed, metrics=(reservoir_intrinsic_dimension,)),
             PromptEntropyAccumulator(n_layers, dim, tokens="sample"),
-            DatasetEntropyAccumulator(n_layers, dim),
+            *(scatter[1:2] if chosen is None else []),
             DomainAccumulator(n_layers, dim, n_domains),
             TrajectoryAccumulator(n_layers, dim),
             DormantAccumulator(n_layers, dim),
             LogitAccumulator(),
+            *(scatter[2:] if chosen is None else []),
         ]
-        if with_reference:
-            accs.append(CKAAccumulator(n_layers, dim, ref_dim))
         for role in roles:
             accs += [KLAccumulator(role, n_domains, domain_names), NeighbourAccumulator(role, n_layers, seed=seed)]
         return accs

@@ -288,9 +288,20 @@ def check_device_dtype(device: str, dtype: str) -> tuple[str, str]:
 
 
 def load_model(
-    name: str, *, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False, merge_adapter: bool = True
+    name: str,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    merge_adapter: bool = True,
+    device_map: str | dict[str, Any] | None = None,
+    offload_folder: str | None = None,
 ) -> LoadedModel:
-    """Resolve ``name`` and load it for inference (eval mode, no grad); PEFT adapters merged by default."""
+    """Resolve ``name`` and load it for inference (eval mode, no grad); PEFT adapters merged by default.
+
+    ``device_map`` (``"auto"`` or ``{module: device}``, devices incl. ``"cpu"`` and ``"disk"``): accelerate's big-model
+    inference -- the weights are split over the devices, offloaded ones (``offload_folder``) are streamed in per forward,
+    and ``device`` is where the inputs go (the first GPU of the map, else the CPU)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -301,8 +312,15 @@ def load_model(
     assert weights_src is not None
     try:
         tokenizer = AutoTokenizer.from_pretrained(weights_src.path, trust_remote_code=trust_remote_code)
+        placement: dict[str, Any] = {}
+        if device_map is not None:
+            placement = {
+                "device_map": device_map,
+                "offload_folder": offload_folder,
+                "offload_state_dict": offload_folder is not None,
+            }
         model = AutoModelForCausalLM.from_pretrained(
-            weights_src.path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+            weights_src.path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, **placement
         )
     except CollapseBenchError:
         raise
@@ -313,11 +331,25 @@ def load_model(
         ) from None
     if source.kind is SourceKind.PEFT:
         model = _apply_adapter(model, source, merge_adapter)
-    model.to(device).eval()  # type: ignore[arg-type]  # transformers' @wraps(Module.to) loses the bound self in mypy
+    if device_map is None:
+        model.to(device)  # type: ignore[arg-type]  # transformers' @wraps(Module.to) loses the bound self in mypy
+    else:
+        device = input_device(model)
+    model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
     return LoadedModel(model, tokenizer, source, model_info(source, model, dtype, device))
+
+
+def input_device(model: Any) -> str:
+    """Where a model's inputs go: the first accelerator of its ``hf_device_map`` (``device_map`` loads), else its
+    parameters' device (``cpu`` for a map of ``cpu`` / ``disk`` only)."""
+    placed = getattr(model, "hf_device_map", None)
+    if placed:
+        gpus = [v for v in placed.values() if not (isinstance(v, str) and v in ("cpu", "disk", "meta"))]
+        return f"cuda:{gpus[0]}" if gpus and isinstance(gpus[0], int) else str(gpus[0]) if gpus else "cpu"
+    return str(next(model.parameters()).device)
 
 
 def _apply_adapter(model: Any, source: ModelSource, merge: bool) -> Any:

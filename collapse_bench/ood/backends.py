@@ -20,6 +20,7 @@ from ..models import SourceKind
 
 if TYPE_CHECKING:
     from ..context import RunContext
+    from ..parallel import Parallel
 
 BACKENDS = ("hf", "vllm")
 VLLM_GPU_MEMORY_UTILIZATION = 0.8  # leaves room for the HF copy that `evaluate` loads for the probe
@@ -76,9 +77,20 @@ def lm_batch_size(ctx: RunContext, default: int) -> int | str:
     return "auto" if ctx.auto_batch_size else ctx.batch_size or default
 
 
-def get_lm(loaded: Any, config: BackendConfig, *, batch_size: int | str, seed: int = 1234) -> Any:
-    """The lm-eval model for ``loaded`` (one cached instance: vLLM engines are expensive to start)."""
-    key = (id(loaded.model), config, batch_size if config.backend == "hf" else None)
+def get_lm(loaded: Any, config: BackendConfig, *, batch_size: int | str, seed: int = 1234, par: Parallel | None = None) -> Any:
+    """The lm-eval model for ``loaded`` (one cached instance: vLLM engines are expensive to start).
+
+    Under ``accelerate launch`` / ``torchrun`` (``par`` with several ranks) the ``hf`` model joins lm-eval's own
+    data parallelism: lm-eval shards each task's requests by rank, pads the ranks to equal counts and gathers the
+    responses on rank 0 (``HFLM`` skips that setup for a model object it did not load -- "custom distributed
+    integration" -- so its rank, world size and two collectives are set here, on ``torch.distributed``: accelerate's
+    own ``gather`` is a no-op when its state reports no distributed type, as it does for gloo CPU processes)."""
+    if par is not None and par.on and config.backend == "vllm":
+        raise CollapseBenchError(
+            "--backend vllm parallelises inside one process (--data-parallel-size, --tensor-parallel-size); "
+            "run it without accelerate launch / torchrun"
+        )
+    key = (id(loaded.model), config, batch_size if config.backend == "hf" else None, par is not None and par.on)
     if _CACHE.get("key") == key:
         return _CACHE["lm"]
     _CACHE.clear()
@@ -101,6 +113,9 @@ def get_lm(loaded: Any, config: BackendConfig, *, batch_size: int | str, seed: i
         from lm_eval.models.huggingface import HFLM
 
         lm = HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=batch_size)
+        if par is not None and par.on:
+            lm._rank, lm._world_size = par.rank, par.world
+            lm.all_gather, lm.barrier = par.all_gather, par.barrier
     _CACHE.update(key=key, lm=lm)
     return lm
 

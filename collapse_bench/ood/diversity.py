@@ -108,6 +108,7 @@ def run(task: Task, prep: Prepared, ctx: RunContext) -> dict[str, Any]:
         lm = backends.get_lm(ctx.model, config, batch_size=backends.lm_batch_size(ctx, p["batch_size"]), seed=ctx.seed)
     chat = bool(p["chat_template"]) and (config.backend == "vllm" or backends.has_chat_template(ctx.model))
     out = lmeval.run(lm, prep.resolved, apply_chat_template=chat, torch_seed=ctx.seed, progress=ctx.progress)
+    assert out is not None  # a single-process lm (rank 0)
     records = gen_records(task.name, out["samples"][prep.resolved.name])
     groups = [r["samples"] for r in records]
     lengths = [len(ctx.model.tokenizer(s, add_special_tokens=False)["input_ids"]) for g in groups for s in g]

@@ -205,9 +205,10 @@ def run(
     apply_chat_template: bool = False,
     torch_seed: int = 1234,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """``lm_eval.simple_evaluate`` on one resolved task with per-sample logging; lm-eval's default seeds
-    (random 0, numpy 1234, few-shot 1234) except ``torch_seed`` (sampling)."""
+    (random 0, numpy 1234, few-shot 1234) except ``torch_seed`` (sampling). Under lm-eval's data parallelism
+    (``lm.world_size > 1``) only rank 0 gets the results: None on the others."""
     import lm_eval
 
     with offline(), quiet(progress), env_info_once():
@@ -222,9 +223,18 @@ def run(
             fewshot_as_multiturn=apply_chat_template,
             torch_random_seed=torch_seed,
         )
+    if getattr(lm, "rank", 0) != 0:
+        return None
     if out is None or resolved.name not in out.get("results", {}):
         raise CollapseBenchError(f"lm-eval returned no results for task '{resolved.name}'")
     return out
+
+
+def in_doc_order(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """lm-eval's logged samples in one process's order (filter by filter, doc ids ascending): under data parallelism
+    rank 0 receives them rank by rank, and the samples file must not depend on the process count."""
+    filters = {f: i for i, f in enumerate(dict.fromkeys(s.get("filter") for s in samples))}
+    return sorted(samples, key=lambda s: (filters[s.get("filter")], int(s["doc_id"])))
 
 
 def flat_metrics(results: dict[str, Any]) -> dict[str, float | None]:

@@ -64,6 +64,7 @@ def run_parity(args: argparse.Namespace) -> dict[str, Any]:
         for t in tasks:
             prep = preps[backend][t.name]
             out = lmeval.run(lm, prep.resolved, progress=False)
+            assert out is not None  # a single-process lm (rank 0)
             records.setdefault(t.name, {})[backend] = mc_records(
                 prep.resolved.name, prep.resolved.task, out["samples"][prep.resolved.name]
             )[0]

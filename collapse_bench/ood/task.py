@@ -112,18 +112,24 @@ def prepare(task: Task, data_dir: Path | None, limit: int | None) -> Prepared:
     return Prepared(resolved, hashes, lm_limit, yaml_path)
 
 
+DATA_PARALLEL = True  # under accelerate launch / torchrun: lm-eval shards the requests over the ranks (hf backend)
+
+
 def run(task: Task, prep: Prepared, ctx: RunContext) -> dict[str, Any]:
+    """The task's block; ``{}`` on ranks other than 0 of a data-parallel run (evaluate takes rank 0's)."""
     p = task.params
     config = backends.BackendConfig.from_options(ctx.options)
     with lmeval.quiet(ctx.progress):
-        lm = backends.get_lm(ctx.model, config, batch_size=backends.lm_batch_size(ctx, p["batch_size"]))
+        lm = backends.get_lm(ctx.model, config, batch_size=backends.lm_batch_size(ctx, p["batch_size"]), par=ctx.par)
     chat = bool(p["apply_chat_template"]) and (config.backend == "vllm" or backends.has_chat_template(ctx.model))
     out = lmeval.run(
         lm, prep.resolved, limit=prep.lm_limit, num_fewshot=p["num_fewshot"], apply_chat_template=chat, progress=ctx.progress
     )
+    if out is None:
+        return {}
     name = prep.resolved.name
     metrics = lmeval.flat_metrics(out["results"][name])
-    samples = out["samples"][name]
+    samples = lmeval.in_doc_order(out["samples"][name])
     block: dict[str, Any] = {
         "lm_eval": {
             "task": name,

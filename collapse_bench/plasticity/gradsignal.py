@@ -38,8 +38,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..parallel import Parallel
 from .encode import Encoded, collate
-from .parallel import Parallel
 
 Params = dict[str, torch.Tensor]
 

@@ -55,8 +55,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data import resolve_data_dir
     from ..models import load_model
+    from ..parallel import Parallel
     from ..tasks import TaskRegistry
-    from .parallel import Parallel
     from .task import prepare, run_task
 
     task = TaskRegistry(args.tasks_dir or []).task(args.task)

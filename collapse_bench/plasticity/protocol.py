@@ -17,7 +17,6 @@ token). Learning-rate factor at step t (1-based): ``t / warmup`` while ``t <= wa
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import random
 import time
@@ -29,9 +28,9 @@ from typing import Any
 import torch
 
 from ..errors import CollapseBenchError
+from ..parallel import Parallel
 from .encode import Encoded, accepts_logits_to_keep, collate, forward_nll, left_padded
 from .gradsignal import GradSignal, first_batch_signal
-from .parallel import Parallel
 from .scores import bits_per_byte
 
 
@@ -145,8 +144,20 @@ def isolated_rng(device: torch.device) -> Iterator[None]:
             torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
 
 
-def lora_copy(model: Any, proto: Protocol, seed: int) -> Any:
-    """A deep copy of ``model`` with a freshly initialised (``seed``) trainable LoRA on it."""
+def weights_sha256(model: Any) -> str:
+    """sha256 over every parameter's name, dtype, shape and bytes (checks that a protocol left the weights as found)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in model.named_parameters():
+        t = p.detach().contiguous().cpu()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def inject_lora(model: Any, proto: Protocol, seed: int) -> Any:
+    """``model`` with a freshly initialised (``seed``) trainable LoRA injected in place (peft ``get_peft_model``)."""
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
@@ -162,7 +173,34 @@ def lora_copy(model: Any, proto: Protocol, seed: int) -> Any:
     )
     with warnings.catch_warnings():  # peft calls a transformers property deprecated in v5
         warnings.simplefilter("ignore", FutureWarning)
-        return get_peft_model(copy.deepcopy(model), cfg)
+        return get_peft_model(model, cfg)
+
+
+def lora_copy(model: Any, proto: Protocol, seed: int) -> Any:
+    """A deep copy of ``model`` with the LoRA of :func:`inject_lora` (tests and benchmarks that keep the LoRA model)."""
+    import copy
+
+    return inject_lora(copy.deepcopy(model), proto, seed)
+
+
+@contextlib.contextmanager
+def lora_on(model: Any, proto: Protocol, seed: int) -> Iterator[Any]:
+    """``model`` itself with a freshly initialised (``seed``) trainable LoRA injected -- no copy of the weights --;
+    on exit the LoRA layers are removed (``unload``, not merged), every parameter's ``requires_grad`` and the train /
+    eval mode are restored, and the weights are checked unchanged by :func:`weights_sha256`."""
+    before = weights_sha256(model)
+    grads = {n: p.requires_grad for n, p in model.named_parameters()}
+    training = model.training
+    peft_model = inject_lora(model, proto, seed)
+    try:
+        yield peft_model
+    finally:
+        restored = peft_model.unload()  # the LoRA layers replaced by the original modules
+        for n, p in restored.named_parameters():
+            p.requires_grad_(grads[n])
+        restored.train(training)
+        if weights_sha256(restored) != before:
+            raise CollapseBenchError("plasticity changed the model's weights (LoRA unload failed); results after it are void")
 
 
 def eval_bpb(model: Any, items: Sequence[Encoded], batch_size: int, pad_id: int, par: Parallel, keep: bool = False) -> float:
@@ -236,66 +274,68 @@ def train_seed(
     evals = set(proto.eval_steps())
     with isolated_rng(device):
         t0 = time.perf_counter()
-        peft_model = lora_copy(model, proto, seed)
-        params = [p for p in peft_model.parameters() if p.requires_grad]
-        run.trainable_params = sum(p.numel() for p in params)
-        opt = torch.optim.AdamW(params, lr=proto.lr, betas=proto.adam_betas, weight_decay=proto.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: proto.lr_factor(i + 1))
-        wrapped = par.wrap(peft_model)
-        run.train_s += time.perf_counter() - t0
+        with lora_on(model, proto, seed) as peft_model:  # on the model itself: no copy of the weights
+            params = [p for p in peft_model.parameters() if p.requires_grad]
+            run.trainable_params = sum(p.numel() for p in params)
+            opt = torch.optim.AdamW(params, lr=proto.lr, betas=proto.adam_betas, weight_decay=proto.weight_decay)
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: proto.lr_factor(i + 1))
+            wrapped = par.wrap(peft_model)
+            run.train_s += time.perf_counter() - t0
 
-        def evaluate(step: int) -> None:
-            t = time.perf_counter()
-            run.steps.append(step)
-            run.bpb.append(eval_bpb(peft_model, held_out, proto.eval_batch_size, pad, par, keep))
-            run.eval_s += time.perf_counter() - t
+            def evaluate(step: int) -> None:
+                t = time.perf_counter()
+                run.steps.append(step)
+                run.bpb.append(eval_bpb(peft_model, held_out, proto.eval_batch_size, pad, par, keep))
+                run.eval_s += time.perf_counter() - t
 
-        evaluate(0)
-        order = batch_order(len(train), proto.steps, proto.batch_size, seed)
-        if grad_signal_at_0:  # the unwrapped model in eval mode: no .grad, RNG draw or DDP hook touched
-            run.grad_signal = first_batch_signal(peft_model, [train[i] for i in order[0]], proto.micro_batch_size, pad, keep, par)
-        bar = tqdm(
-            order,
-            desc=desc,
-            unit="step",
-            disable=not progress or not par.main,
-            leave=False,
-        )
-        for step, idx in enumerate(bar, 1):
-            t = time.perf_counter()
-            peft_model.train()
-            micro = [idx[j : j + proto.micro_batch_size] for j in range(0, len(idx), proto.micro_batch_size)]
-            n_tokens = max(1, sum(max(0, len(train[i].ids) - train[i].start) for i in idx))
-            mine = par.mine(len(micro))
-            local = 0.0
-            for k, j in enumerate(mine):
-                torch.manual_seed(_mix(seed, step, j))
-                batch = collate([train[i] for i in micro[j]], pad, device)
-                with par.no_sync(wrapped, sync=k == len(mine) - 1):
-                    nll, _ = forward_nll(wrapped, batch, keep)
-                    (nll * (par.world / n_tokens)).backward()
-                local += float(nll.detach())
-            run.train_tokens += n_tokens
-            (loss_sum,) = par.sum([local])
-            run.train_loss.append(loss_sum / n_tokens)
-            norm = torch.nn.utils.clip_grad_norm_(params, proto.max_grad_norm or math.inf)
-            before = [p.detach().clone() for p in params] if step <= proto.diag_steps else None
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            if before is not None:
-                run.grad_norm.append(float(norm))
-                run.update_norm.append(
-                    math.sqrt(sum(float((p.detach() - b).double().pow(2).sum()) for p, b in zip(params, before)))
+            evaluate(0)
+            order = batch_order(len(train), proto.steps, proto.batch_size, seed)
+            if grad_signal_at_0:  # the unwrapped model in eval mode: no .grad, RNG draw or DDP hook touched
+                run.grad_signal = first_batch_signal(
+                    peft_model, [train[i] for i in order[0]], proto.micro_batch_size, pad, keep, par
                 )
-            run.train_s += time.perf_counter() - t
-            if step in evals:
-                evaluate(step)
-            bar.set_postfix(loss=f"{run.train_loss[-1]:.3f}", bpb=f"{run.bpb[-1]:.3f}")
-        bar.close()
-        if qa is not None and qa[0]:
-            t = time.perf_counter()
-            run.exact_match = exact_match(peft_model, tok, qa[0], qa[1], proto.eval_batch_size, par)
-            run.eval_s += time.perf_counter() - t
-        del wrapped, opt  # the LoRA copy itself is freed on return (evaluate() closes over it)
+            bar = tqdm(
+                order,
+                desc=desc,
+                unit="step",
+                disable=not progress or not par.main,
+                leave=False,
+            )
+            for step, idx in enumerate(bar, 1):
+                t = time.perf_counter()
+                peft_model.train()
+                micro = [idx[j : j + proto.micro_batch_size] for j in range(0, len(idx), proto.micro_batch_size)]
+                n_tokens = max(1, sum(max(0, len(train[i].ids) - train[i].start) for i in idx))
+                mine = par.mine(len(micro))
+                local = 0.0
+                for k, j in enumerate(mine):
+                    torch.manual_seed(_mix(seed, step, j))
+                    batch = collate([train[i] for i in micro[j]], pad, device)
+                    with par.no_sync(wrapped, sync=k == len(mine) - 1):
+                        nll, _ = forward_nll(wrapped, batch, keep)
+                        (nll * (par.world / n_tokens)).backward()
+                    local += float(nll.detach())
+                run.train_tokens += n_tokens
+                (loss_sum,) = par.sum([local])
+                run.train_loss.append(loss_sum / n_tokens)
+                norm = torch.nn.utils.clip_grad_norm_(params, proto.max_grad_norm or math.inf)
+                before = [p.detach().clone() for p in params] if step <= proto.diag_steps else None
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                if before is not None:
+                    run.grad_norm.append(float(norm))
+                    run.update_norm.append(
+                        math.sqrt(sum(float((p.detach() - b).double().pow(2).sum()) for p, b in zip(params, before)))
+                    )
+                run.train_s += time.perf_counter() - t
+                if step in evals:
+                    evaluate(step)
+                bar.set_postfix(loss=f"{run.train_loss[-1]:.3f}", bpb=f"{run.bpb[-1]:.3f}")
+            bar.close()
+            if qa is not None and qa[0]:
+                t = time.perf_counter()
+                run.exact_match = exact_match(peft_model, tok, qa[0], qa[1], proto.eval_batch_size, par)
+                run.eval_s += time.perf_counter() - t
+            del wrapped, opt
     return run

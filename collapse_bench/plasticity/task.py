@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..context import RunContext
 from ..errors import CollapseBenchError
+from ..parallel import Parallel
 from ..tasks.params import PLASTICITY_PARAMS
 from .data import PlasticityData, build_data
 from .encode import encode, prompt_ids
-from .parallel import Parallel
 from .protocol import Protocol, SeedRun, train_seed
 from .scores import aggregate, curve_scores
 
@@ -130,6 +130,9 @@ def run_task(
     }
 
 
+DATA_PARALLEL = True  # DDP over the fixed micro-batch partition (collapse_bench.parallel)
+
+
 def run(task: Task, data: PlasticityData, ctx: RunContext) -> dict[str, Any]:
     # --batch-size changes only the eval batch size: the training batch is part of the protocol.
     return run_task(
@@ -140,6 +143,7 @@ def run(task: Task, data: PlasticityData, ctx: RunContext) -> dict[str, Any]:
         eval_batch_size=ctx.batch_size,
         progress=ctx.progress,
         desc=task.name,
+        par=ctx.par,
     )
 
 

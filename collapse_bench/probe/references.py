@@ -28,6 +28,7 @@ from ..errors import CollapseBenchError
 from ..metrics.base import ProbeBatch
 from ..metrics.reference import SAMPLE_SIZE, ReferenceRows, keep_logits, pooled_states, sequence_sample
 from ..models import load_model
+from ..parallel import Parallel
 from .corpus import ProbeCorpus, tokenize
 from .refcache import CacheError, CacheWriter, ReferenceCache, cache_path, corpus_sha256, tokens_sha256
 from .runner import ProbeInputs, RowsProvider, align_layers, run_probe
@@ -182,6 +183,7 @@ class _Setup:
                     desc=f"{self.task.name} ({target.role})",
                     progress=self.ctx.progress,
                     writers={"model": writer},
+                    par=Parallel(enabled=False),  # one process writes the whole cache (``first``)
                 )
             except BaseException:
                 writer.abort()
@@ -191,6 +193,25 @@ class _Setup:
         finally:
             del loaded
             gc.collect()
+        cache = self.cached(str(target.sha256))
+        if cache is None:
+            raise _Unavailable("its reference cache could not be read back")
+        return cache
+
+    def first(self, target: ReferenceTarget) -> ReferenceCache:
+        """:meth:`run_first`; under data parallelism rank 0 runs it alone and the other ranks read its cache."""
+        par = self.ctx.par or Parallel()
+        if not par.on:
+            return self.run_first(target)
+        why = None
+        if par.main:
+            try:
+                self.run_first(target)
+            except _Unavailable as exc:
+                why = str(exc)
+        why = par.broadcast(why)
+        if why is not None:
+            raise _Unavailable(why)
         cache = self.cached(str(target.sha256))
         if cache is None:
             raise _Unavailable("its reference cache could not be read back")
@@ -238,7 +259,7 @@ def prepare(task: Any, corpus: ProbeCorpus, inputs: ProbeInputs, ctx: RunContext
                 if target.sha256 != ctx.model.info.get("sha256") and (w := setup.writer(ref_info)) is not None:
                     writers["reference"] = w
             else:
-                provider = setup.provider(setup.run_first(target))
+                provider = setup.provider(setup.first(target))
         except _Unavailable as exc:
             notes[f"kl_to_{target.role}_note"] = _clip(f"{target.name}: {exc}")
             failed[str(target.sha256)] = str(exc)
@@ -247,6 +268,9 @@ def prepare(task: Any, corpus: ProbeCorpus, inputs: ProbeInputs, ctx: RunContext
     own = setup.writer(ctx.model.info)
     if own is not None:
         writers["model"] = own
+    if ctx.par is not None and ctx.par.on:  # each rank sees part of the batches: no cache is written from them
+        writers.clear()
+        notes["reference_cache_note_model"] = "not written: data-parallel run (each rank sees part of the corpus)"
     return References(tuple(t.role for t in ctx.references), providers, writers, notes)
 
 

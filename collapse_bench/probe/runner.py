@@ -18,6 +18,8 @@ from tqdm.auto import tqdm
 from ..errors import CollapseBenchError
 from ..metrics.base import Accumulator, MetricValues, ProbeBatch
 from ..metrics.reference import ReferencedBatch, ReferenceRows
+from ..models.resolve import input_device
+from ..parallel import Parallel
 from .corpus import TokenizedText
 from .hooks import capture_mlp_inputs
 
@@ -79,7 +81,7 @@ class ProbePass:
     ) -> None:
         self.model, self.factory, self.reference = model, factory, reference
         self.providers, self.writers = providers or {}, writers or {}
-        self.device = next(model.parameters()).device
+        self.device = torch.device(input_device(model))  # with a device map: the inputs' device; states gathered there
         self.accumulators: list[Accumulator] | None = None
         self.align: list[int] | None = None
         self.tokens = 0
@@ -115,7 +117,7 @@ class ProbePass:
             out = self.model(
                 input_ids=t["input_ids"], attention_mask=t["attention_mask"], output_hidden_states=True, use_cache=False
             )
-        hidden = [h.float() for h in out.hidden_states]
+        hidden = [h.to(self.device).float() for h in out.hidden_states]  # no-op on one device
         t["seq_ids"] = torch.arange(first_seq_id, first_seq_id + len(items), device=self.device)
         t["domains"] = torch.tensor(list(domains), device=self.device)
         ref_hidden, ref_batch = self._reference_forward(t, len(hidden)) if self.reference is not None else (None, None)
@@ -129,8 +131,8 @@ class ProbePass:
             sample=t["sample"],
             seq_ids=t["seq_ids"],
             domains=t["domains"],
-            mlp=list(mlp_inputs) if mlp_inputs else None,
-            logits=out.logits,
+            mlp=[m.to(self.device) for m in mlp_inputs] if mlp_inputs else None,
+            logits=out.logits.to(self.device),
             input_ids=t["input_ids"],
             attention_mask=t["attention_mask"],
             scored_bytes=torch.tensor([x.scored_bytes for x in items]),
@@ -161,16 +163,27 @@ def run_probe(
     progress: bool = True,
     providers: Mapping[str, RowsProvider] | None = None,
     writers: Mapping[str, BatchSink] | None = None,
+    par: Parallel | None = None,
 ) -> tuple[list[Accumulator], dict[str, Any]]:
-    """Forward the corpus batch by batch and update the accumulators (and writers); returns them and run counts."""
+    """Forward the corpus batch by batch and update the accumulators (and writers); returns them and run counts.
+
+    Data parallel (``par`` with several ranks): the batches are those of one process, rank ``r`` of ``W`` forwards
+    batches ``r, r + W, ...`` (same composition, same sequence ids), and the accumulators are merged in rank order on
+    every rank (``Parallel.merged``), so the metrics equal the single-process ones up to the float64 summation order
+    of the merges. ``writers`` see only this rank's batches (the caller passes none under data parallelism)."""
+    par = par or Parallel()
     probe = ProbePass(model, factory, reference, providers, writers)
-    bar = tqdm(range(0, len(inputs.tokens), batch_size), desc=desc, unit="batch", disable=not progress, leave=False)
+    starts = list(range(0, len(inputs.tokens), batch_size))
+    mine = [starts[i] for i in par.mine(len(starts))]
+    bar = tqdm(mine, desc=desc, unit="batch", disable=not progress or not par.main, leave=False)
     for start in bar:
         probe.step(inputs.tokens[start : start + batch_size], start, inputs.domains[start : start + batch_size], inputs.pad_id)
         bar.set_postfix(tokens=probe.tokens)
-    if probe.accumulators is None:
+    sequences, tokens, captured = par.sum([probe.sequences, probe.tokens, float(probe.mlp_captured)])
+    if not sequences:
         raise CollapseBenchError("the probe corpus is empty after tokenization")
-    return probe.accumulators, {"sequences": probe.sequences, "tokens": probe.tokens, "mlp_captured": probe.mlp_captured}
+    accumulators = par.merged(probe.accumulators or [])
+    return accumulators, {"sequences": int(sequences), "tokens": int(tokens), "mlp_captured": captured > 0}  # a model property
 
 
 def combine(values: Sequence[MetricValues]) -> MetricValues:

@@ -8,6 +8,7 @@ scalars at the output.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from ..context import RunContext
@@ -15,13 +16,14 @@ from ..errors import CollapseBenchError
 from ..metrics import registry
 from ..metrics.base import MetricValues
 from ..tasks.params import PROBE_PARAMS
-from . import references
+from . import memory, references
 from .corpus import ProbeCorpus, build_corpus, tokenize
 from .runner import ProbeInputs, combine, run_probe
 
 PARAMS_SCHEMA = PROBE_PARAMS  # the kind's params schema (defined in tasks.params)
 
 PROTOCOL_VERSION = 1
+DATA_PARALLEL = True  # batches strided over the ranks, accumulators merged (probe.runner.run_probe)
 
 
 def summary_layers(n_layers: int) -> list[int]:
@@ -56,8 +58,11 @@ def run(task: Any, corpus: ProbeCorpus, ctx: RunContext) -> dict[str, Any]:
     if not kept:
         raise CollapseBenchError(f"task {task.name}: no probe text has at least 3 tokens")
     inputs = ProbeInputs([t for t, _ in kept], [d for _, d in kept], tok.pad_token_id)
+    batch_size = ctx.batch_size or p["batch_size"]
+    scatter = plan_memory(task, ctx, batch_size=batch_size, roles=len(ctx.references), n_domains=len(corpus.domain_names))
     refs = references.prepare(task, corpus, inputs, ctx, summary_layers)  # may run a reference's own pass first
     factory = registry.probe_accumulators(
+        layers=None if scatter is None else (lambda n, d: scatter),
         n_domains=len(corpus.domain_names),
         reservoir_size=p["reservoir_size"],
         seed=p["seed"],
@@ -76,6 +81,7 @@ def run(task: Any, corpus: ProbeCorpus, ctx: RunContext) -> dict[str, Any]:
             progress=ctx.progress,
             providers=refs.providers,
             writers=refs.writers,
+            par=ctx.par,
         )
     except BaseException:
         refs.abort()
@@ -87,6 +93,7 @@ def run(task: Any, corpus: ProbeCorpus, ctx: RunContext) -> dict[str, Any]:
     per_layer.update(values.per_layer)
     return {
         "protocol": PROTOCOL_VERSION,
+        **({"scatter_layers": scatter} if scatter is not None else {}),
         "metrics": summarise(values, n_layers),
         "per_layer": per_layer,
         "summary_layers": summary_layers(n_layers),
@@ -99,6 +106,35 @@ def run(task: Any, corpus: ProbeCorpus, ctx: RunContext) -> dict[str, Any]:
             **refs.notes,
         },
     }
+
+
+def plan_memory(task: Any, ctx: RunContext, *, batch_size: int, roles: int, n_domains: int) -> list[int] | None:
+    """The scatter families' layers (``--probe-layers``; None: all) after printing the memory estimate (rank 0, with
+    progress output) and refusing a run whose estimate exceeds the device's free memory (:mod:`collapse_bench.probe.memory`)."""
+    info, p = ctx.model.info, task.params
+    n_hidden, dim = int(info["num_layers"]) + 1, int(info["hidden_size"])
+    card = summary_layers(n_hidden)
+    chosen = memory.resolve_layers(memory.parse_layers(ctx.options.get("probe_layers")), n_hidden, dim, card)
+    cfg = ctx.model.model.config
+    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    ref_dim = int(ctx.reference.info["hidden_size"]) if ctx.reference is not None else None
+    shape = dict(
+        n_hidden=n_hidden,
+        dim=dim,
+        vocab=int(info["vocab_size"]),
+        batch_tokens=batch_size * int(p["max_tokens"]),
+        reservoir=int(p["reservoir_size"]),
+        n_domains=n_domains,
+        intermediate=int(getattr(cfg, "intermediate_size", 0) or 0),
+        ref_dim=ref_dim,
+        roles=roles,
+        card_layers=len(card),
+    )
+    est = memory.estimate(scatter_layers=len(chosen) if chosen is not None else n_hidden, **shape)  # type: ignore[arg-type]
+    line = memory.check(est, memory.estimate(scatter_layers=len(card), **shape), str(info["device"]), task.name)  # type: ignore[arg-type]
+    if ctx.progress and (ctx.par is None or ctx.par.main):  # beside the progress bars (--no-progress: quiet)
+        print(line, file=sys.stderr)
+    return chosen
 
 
 def preflight(task: Any, model: str, parent: Any) -> None:

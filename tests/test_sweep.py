@@ -1,0 +1,101 @@
+"""``sweep plan|run|merge`` on a tiny lineage (base + child with ``parent``): the merged result per checkpoint is what
+one direct ``evaluate`` writes (every block but its duration, the samples file byte for byte, suite completeness);
+a missing or foreign shard is one line and nothing is merged."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from collapse_bench.cli import main
+from collapse_bench.evaluate import EvaluateRequest, evaluate
+from collapse_bench.models.tiny import build_tiny_model
+from collapse_bench.ood.samples import samples_path
+
+TASKS = ["world_mc", "probe_quick"]
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]):
+    def run(args: list[str]) -> tuple[int, str, str]:
+        code = main(args)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+def blocks(doc: dict) -> dict:
+    return {n: {k: v for k, v in b.items() if k not in ("duration_s", "samples")} for n, b in doc["tasks"].items()}
+
+
+@pytest.fixture
+def lineage(tmp_path: Path) -> Path:
+    build_tiny_model(tmp_path / "ckpt" / "base")
+    build_tiny_model(tmp_path / "ckpt" / "child", seed=1)
+    return tmp_path / "ckpt"
+
+
+def write_spec(path: Path, data_dir: Path, group: str = "task") -> Path:
+    path.write_text(
+        "suite: quick\n"
+        f"tasks: [{', '.join(TASKS)}]\n"
+        f"group: {group}\n"
+        f"evaluate: {{device: cpu, seed: 0, limit: 4, data_dir: '{data_dir}'}}\n"
+        "checkpoints:\n  - model: ckpt/base\n  - {model: ckpt/child, parent: ckpt/base, stage: sft}\n"
+    )
+    return path
+
+
+def test_plan_run_merge_equals_direct_evaluation(lineage: Path, data_dir: Path, tmp_path: Path, run_cli) -> None:
+    spec = write_spec(tmp_path / "sweep.yaml", data_dir)
+    plan_dir = tmp_path / "plan"
+    code, _, err = run_cli(["sweep", "plan", str(spec), "--out", str(plan_dir)])
+    assert code == 0, err
+    plan = json.loads((plan_dir / "plan.json").read_text())
+    assert [(s["checkpoint"], s["tasks"]) for s in plan["shards"]] == [
+        ("base", ["world_mc"]), ("base", ["probe_quick"]), ("child", ["world_mc"]), ("child", ["probe_quick"])
+    ]  # fmt: skip
+    code, _, err = run_cli(["sweep", "merge", str(plan_dir)])
+    assert code == 1 and err.count("\n") == 1 and "shard 0 (base: world_mc) has no result" in err
+    assert not (plan_dir / "results").exists()
+    for i in (3, 0, 2, 1):  # any order, as a scheduler would
+        code, _, err = run_cli(["sweep", "run", str(plan_dir), "--shard", str(i), "--no-progress"])
+        assert code == 0, err
+    code, _, err = run_cli(["sweep", "merge", str(plan_dir)])
+    assert code == 0, err
+
+    for name, extra in (("base", {}), ("child", {"parent": str(lineage / "base"), "stage": "sft"})):
+        _, direct = evaluate(
+            EvaluateRequest(
+                model=str(lineage / name), suite="quick", tasks=TASKS, limit=4, device="cpu", seed=0, progress=False,
+                data_dir=str(data_dir), output=str(tmp_path / "direct" / f"{name}.json"), **extra,
+            )
+        )  # fmt: skip
+        merged_path = plan_dir / "results" / f"{name}.json"
+        merged = json.loads(merged_path.read_text())
+        assert blocks(merged) == blocks(direct), name
+        for key in ("model", "suite", "config", "harness", "schema_version"):
+            assert merged[key] == direct[key], (name, key)
+        assert samples_path(merged_path).read_bytes() == samples_path(tmp_path / "direct" / f"{name}.json").read_bytes()
+        assert merged["tasks"]["world_mc"]["samples"]["sha256"] == direct["tasks"]["world_mc"]["samples"]["sha256"]
+    child = json.loads((plan_dir / "results" / "child.json").read_text())
+    assert child["tasks"]["probe_quick"]["metrics"]["kl_to_parent"] > 0  # the lineage reached the probe
+
+    code, _, err = run_cli(["validate", str(plan_dir / "results" / "base.json")])
+    assert code == 0, err
+
+
+def test_a_foreign_shard_is_refused(lineage: Path, data_dir: Path, tmp_path: Path, run_cli) -> None:
+    spec = write_spec(tmp_path / "sweep.yaml", data_dir, group="kind")
+    plan_dir = tmp_path / "plan"
+    assert run_cli(["sweep", "plan", str(spec), "--out", str(plan_dir)])[0] == 0
+    assert run_cli(["sweep", "run", str(plan_dir), "--all", "--no-progress"])[0] == 0
+    shard1, shard2 = plan_dir / "shards" / "0001.json", plan_dir / "shards" / "0003.json"  # base / child probe shards
+    shutil.copy(shard2, shard1)  # base's probe block replaced by the child's
+    code, _, err = run_cli(["sweep", "merge", str(plan_dir)])
+    assert code == 1 and err.count("\n") == 1 and "shard 1" in err and "model block differs" in err
+    assert not (plan_dir / "results").exists()
