@@ -55,6 +55,19 @@ def backend_options(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
+def run_lineage(args: argparse.Namespace, req: Any) -> int:
+    """``evaluate --lineage DIR``: one result per stage under ``--output`` (a directory)."""
+    from .lineage_run import evaluate_lineage
+
+    run_dir = Path(args.lineage)
+    out = Path(args.output) if args.output else Path("results") / run_dir.resolve().name
+    if out.exists() and not out.is_dir():
+        raise CollapseBenchError(f"--output {out}: with --lineage it is a directory (one result per stage)")
+    paths = evaluate_lineage(run_dir, req, out)
+    print(f"{len(paths)} stage results written to {out}")
+    return 0
+
+
 def scaling_options(args: argparse.Namespace) -> dict[str, object]:
     """``--probe-layers`` and ``--device-map`` as recorded in the result's config (only when given)."""
     out: dict[str, object] = {}
@@ -109,8 +122,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         require_vllm()
     quiet_libraries()
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    if args.lineage and args.model:
+        raise CollapseBenchError("give MODEL or --lineage DIR, not both")
     req = EvaluateRequest(
-        model=args.model,
+        model=args.model or DEFAULT_MODEL,
         suite=args.suite,
         tasks=tasks,
         tasks_dirs=args.tasks_dir or [],
@@ -131,6 +146,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         device_map=device_map_arg(args.device_map),
         offload_folder=args.offload_folder,
     )
+    if args.lineage:
+        return run_lineage(args, req)
     path, result = evaluate(req)
     if os.environ.get("RANK", "0") != "0":  # a data-parallel run's other ranks: rank 0 reports
         return 0
@@ -215,8 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate a checkpoint and write a result JSON",
         description="Evaluate MODEL (registry alias, HF id org/model[@rev], local dir, .gguf file or PEFT adapter dir).",
     )
+    ev.add_argument("model", nargs="?", metavar="MODEL", help=f"checkpoint to evaluate (default: {DEFAULT_MODEL})")
     ev.add_argument(
-        "model", nargs="?", default=DEFAULT_MODEL, metavar="MODEL", help=f"checkpoint to evaluate (default: {DEFAULT_MODEL})"
+        "--lineage",
+        metavar="DIR",
+        help="evaluate every NN-stage checkpoint of a chain run DIR in one process (model built once, each stage's "
+        "weights swapped in); --output is then a directory (default results/<DIR name>/), one <NN-stage>.json each",
     )
     ev.add_argument("--suite", default="quick", help="suite name: quick | standard | full (default: quick)")
     ev.add_argument("--tasks", help="comma-separated task names (default: all tasks of the suite)")

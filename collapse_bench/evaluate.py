@@ -35,7 +35,7 @@ from .kinds import kind_module
 from .lineage import reference_targets, resolve_lineage
 from .lineagefile import is_adapter_dir
 from .lora.task import TASK_NAME as LORA_TASK
-from .models import load_model
+from .models import LoadedModel, load_model
 from .models.resolve import check_device_dtype
 from .ood.samples import samples_path, sink_for
 from .paths import unfinished_runs_dir
@@ -115,7 +115,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def evaluate(req: EvaluateRequest) -> tuple[Path, dict[str, Any]]:
+def evaluate(req: EvaluateRequest, preloaded: LoadedModel | None = None) -> tuple[Path, dict[str, Any]]:
+    """Run ``req`` (module docstring); ``preloaded``: the checkpoint ``req.model`` names, already in memory (``evaluate
+    --lineage``, :mod:`collapse_bench.lineage_run`), used instead of loading it."""
     started = time.perf_counter()
     created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     registry = TaskRegistry(req.tasks_dirs, req.lm_eval_dirs)
@@ -144,7 +146,7 @@ def evaluate(req: EvaluateRequest) -> tuple[Path, dict[str, Any]]:
     par = start_parallel()
     device = par_device(req.device, par)
     seed_everything(req.seed)
-    loaded = load_model(
+    loaded = preloaded or load_model(
         req.model,
         device=device,
         dtype=req.dtype,

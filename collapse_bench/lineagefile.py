@@ -122,3 +122,26 @@ def read_lineage(directory: str | Path) -> LineageFile | None:
 def is_adapter_dir(model: str) -> bool:
     path = Path(model).expanduser()
     return path.is_dir() and (path / "adapter_config.json").is_file()
+
+
+STAGE_DIR_NAME = r"^\d\d-[\w.-]+$"
+
+
+def chain_stages(run_dir: Path) -> list[Path]:
+    """The checkpoint dirs of a chain run's stages, in order: ``NN-stage/model`` (the chain runner's layout), or
+    ``NN-stage`` itself when it holds a checkpoint (``config.json`` / ``adapter_config.json``)."""
+    import re
+
+    if not run_dir.is_dir():
+        raise CollapseBenchError(f"lineage {run_dir}: not a directory")
+    found = []
+    for d in sorted(run_dir.iterdir()):
+        if not (re.match(STAGE_DIR_NAME, d.name) and d.is_dir()):
+            continue
+        for cand in (d / "model", d):
+            if any((cand / f).is_file() for f in ("config.json", "adapter_config.json")):
+                found.append(cand)
+                break
+    if not found:
+        raise CollapseBenchError(f"lineage {run_dir}: no NN-stage checkpoint dirs in it")
+    return found

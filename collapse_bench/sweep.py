@@ -24,13 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 from .errors import CollapseBenchError
 from .evaluate import EvaluateRequest, evaluate, slug
 from .io import commit_files, json_bytes, read_jsonl, sha256_bytes, sha256_file
+from .lineagefile import chain_stages
 from .ood.samples import encode, samples_path
 from .results.complete import incompleteness
 from .results.schema import validate_result
@@ -78,19 +78,6 @@ SPEC_SCHEMA: dict[str, Any] = {
         },
     },
 }
-STAGE_DIR = re.compile(r"^\d\d-[\w.-]+$")
-
-
-def stage_dirs(run_dir: Path) -> list[Path]:
-    """A chain run's stage checkpoints (``NN-name`` dirs holding a model), in order."""
-    found = [
-        d
-        for d in sorted(run_dir.iterdir())
-        if STAGE_DIR.match(d.name) and any((d / f).is_file() for f in ("config.json", "adapter_config.json"))
-    ]
-    if not found:
-        raise CollapseBenchError(f"lineage {run_dir}: no NN-stage checkpoint dirs in it")
-    return found
 
 
 def plan(spec_path: Path, out: Path) -> dict[str, Any]:
@@ -105,7 +92,7 @@ def plan(spec_path: Path, out: Path) -> dict[str, Any]:
     entries: list[dict[str, Any]] = []
     for c in spec["checkpoints"]:
         if "lineage" in c:
-            entries += [{"model": str(d)} for d in stage_dirs((base / c["lineage"]).resolve())]
+            entries += [{"model": str(d)} for d in chain_stages((base / c["lineage"]).resolve())]
         else:
             entries.append({k: _path(base, v) if k in ("model", "parent") else v for k, v in c.items()})
     group = spec.get("group", "task")
@@ -115,7 +102,7 @@ def plan(spec_path: Path, out: Path) -> dict[str, Any]:
     checkpoints: list[dict[str, Any]] = []
     seen: set[str] = set()
     for c in entries:
-        name = slug(Path(c["model"]).name if Path(c["model"]).exists() else c["model"])
+        name = checkpoint_label(c["model"])
         if name in seen:
             raise CollapseBenchError(f"{spec_path}: two checkpoints are named {name}; give distinct directory names")
         seen.add(name)
@@ -136,6 +123,15 @@ def plan(spec_path: Path, out: Path) -> dict[str, Any]:
     }
     commit_files([(out / "plan.json", json_bytes(doc))])
     return doc
+
+
+def checkpoint_label(model: str) -> str:
+    """A checkpoint's file-name label: its dir's leaf (a chain stage's ``NN-stage`` for ``NN-stage/model``), or the
+    alias / hub id."""
+    p = Path(model)
+    if not p.exists():
+        return slug(model)
+    return slug(p.parent.name if p.name == "model" else p.name)
 
 
 def _path(base: Path, value: str) -> str:

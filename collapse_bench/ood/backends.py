@@ -71,6 +71,11 @@ def model_dir(loaded: Any) -> str:
     return _MERGED[key].name
 
 
+def clear_cache() -> None:
+    """Forget the cached lm-eval model (a new checkpoint is evaluated next in this process)."""
+    _CACHE.clear()
+
+
 def lm_batch_size(ctx: RunContext, default: int) -> int | str:
     """The batch size lm-eval gets: ``"auto"`` under ``--batch-size auto`` (lm-eval's own search for the largest
     batch that fits), else ``--batch-size N`` or the task's ``default``."""
