@@ -12,8 +12,8 @@ batch's hidden states and logits; the model's weights are already loaded and not
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import CollapseBenchError
 
@@ -96,15 +96,20 @@ def estimate(
 
 
 def available_bytes(device: str) -> int | None:
-    """Free memory of ``device``: CUDA's free bytes, or the host's available RAM (Linux); None when unknown."""
+    """Free memory of ``device``: CUDA's free bytes, or the host's ``MemAvailable`` (Linux ``/proc/meminfo``: free
+    plus reclaimable page cache -- free pages alone would refuse runs on a machine that has read many files); None
+    when unknown (no check)."""
     if device.startswith("cuda"):
         import torch
 
         return int(torch.cuda.mem_get_info(torch.device(device))[0])
     try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return None
+        for line in Path("/proc/meminfo").read_text(encoding="ascii").splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def check(est: Estimate, card: Estimate, device: str, task: str) -> str:
