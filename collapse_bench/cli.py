@@ -122,8 +122,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         require_vllm()
     quiet_libraries()
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
-    if args.lineage and args.model:
-        raise CollapseBenchError("give MODEL or --lineage DIR, not both")
+    if args.lineage:
+        clash = [f for f, v in (("MODEL", args.model), ("--parent", args.parent), ("--stage", args.stage),
+                                ("--device-map", args.device_map)) if v]  # fmt: skip
+        if clash:
+            raise CollapseBenchError(f"--lineage DIR takes each stage's own lineage and placement: not with {clash[0]}")
+        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+            raise CollapseBenchError("--lineage runs in one process: launch it without accelerate launch / torchrun")
+    if args.offload_folder and not args.device_map:
+        raise CollapseBenchError("--offload-folder is used with --device-map (where its disk entries go)")
     req = EvaluateRequest(
         model=args.model or DEFAULT_MODEL,
         suite=args.suite,

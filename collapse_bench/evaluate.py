@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
 import random
 import re
 import shutil
@@ -73,6 +74,7 @@ class EvaluateRequest:
     param_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     device_map: str | dict[str, Any] | None = None  # accelerate big-model inference (models.resolve.load_model)
     offload_folder: str | None = None  # where "disk" entries of the device map are offloaded
+    add_lora: bool = True  # a PEFT adapter dir gets the lora task appended (sweep shards plan it as its own shard)
 
 
 AUTO = "auto"  # --batch-size auto
@@ -124,12 +126,19 @@ def evaluate(req: EvaluateRequest, preloaded: LoadedModel | None = None) -> tupl
     suite = registry.suite(req.suite)
     names = req.tasks or list(suite.tasks)
     tasks = [with_params(registry.task(n), req.param_overrides.get(n)) for n in names]
-    if is_adapter_dir(req.model) and not any(t.kind == "lora" for t in tasks):  # a PEFT adapter: measure its update
+    if (
+        req.add_lora and is_adapter_dir(req.model) and not any(t.kind == "lora" for t in tasks)
+    ):  # a PEFT adapter: measure its update
         tasks, names = [*tasks, registry.task(LORA_TASK)], [*names, LORA_TASK]
     # everything that can fail on input fails before the model is resolved (hashed, converted) or loaded:
     # flags first, then the output location, lineage, data and each task's own checks
     check_batch_size(req.batch_size)
     check_device_dtype(req.device, req.dtype)
+    if req.options.get("backend") == "vllm" and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise CollapseBenchError(
+            "--backend vllm parallelises inside one process (--data-parallel-size, --tensor-parallel-size); "
+            "run it without accelerate launch / torchrun"
+        )
     output = Path(req.output) if req.output else default_output(req.model, suite.name)
     check_writable(output)
     if samples_path(output).is_dir():
@@ -256,14 +265,12 @@ def evaluate(req: EvaluateRequest, preloaded: LoadedModel | None = None) -> tupl
 def start_parallel() -> Any:
     """The ranks of this run: under ``accelerate launch`` / ``torchrun`` (``WORLD_SIZE`` > 1) the process group is
     initialised by accelerate (gloo on CPU, NCCL on GPU); one process otherwise."""
-    import os
-
     from .parallel import Parallel
 
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
         from accelerate import PartialState
 
-        PartialState()
+        PartialState(timeout=dt.timedelta(hours=6))  # rank-0-only phases (a reference pass, generation) outlast NCCL's 10 min
     return Parallel()
 
 

@@ -39,8 +39,10 @@ def swap_weights(model: Any, checkpoint: Path) -> None:
     for f in files:
         state.update(load_file(str(f)))
     own = model.state_dict()
-    tied = {k for k, v in own.items() if any(v.data_ptr() == o.data_ptr() and k != j for j, o in own.items())}
-    missing = sorted(set(own) - set(state) - tied)
+    groups: dict[int, list[str]] = {}  # tensors sharing storage (tied embeddings / LM head): one must be given
+    for k, v in own.items():
+        groups.setdefault(v.data_ptr() if v.numel() else id(v), []).append(k)
+    missing = sorted(g[0] for g in groups.values() if not any(k in state for k in g))
     unknown = sorted(set(state) - set(own))
     bad = [k for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or unknown or bad:

@@ -78,23 +78,29 @@ class Parallel:
         return buf.to(t.device)
 
     def merged(self, accumulators: list[A]) -> list[A]:
-        """Every rank's accumulators merged in rank order, on every rank (identity in one process).
+        """Rank 0: every rank's accumulators merged in rank order, ``acc_0.merge(acc_1).merge(acc_2)...``; the other
+        ranks get their own back unmerged (their block is discarded: ``evaluate`` broadcasts rank 0's). Identity in
+        one process.
 
-        One ``all_gather_object`` of the states (pickled; the probe's are small float64 statistics), then
-        ``acc_0.merge(acc_1).merge(acc_2)...`` -- the same order on every rank, so every rank holds the same result."""
+        Rank r sends its serialised state to rank 0 in turn (``send_object_list``), so rank 0 holds at most two
+        states at a time (its own and the one being merged) and the other ranks none extra."""
         if not self.on:
             return accumulators
         import torch.distributed as dist
 
-        gathered: list[Any] = [None] * self.world
-        dist.all_gather_object(gathered, _pack(accumulators))
         device = self.device if self.device.type == "cuda" else torch.device("cpu")
-        parts = [p for p in (_unpack(g, device) for g in gathered) if p]  # a rank with no batch has none
-        if not parts:
-            return []
-        out: list[A] = parts[0]
-        for part in parts[1:]:
-            out = [a.merge(b) for a, b in zip(out, part)]  # type: ignore[attr-defined]
+        if not self.main:
+            dist.send_object_list([_pack(accumulators)], dst=0, device=self.device)
+            return accumulators
+        out: list[A] = accumulators
+        for r in range(1, self.world):
+            box: list[Any] = [None]
+            dist.recv_object_list(box, src=r, device=self.device)
+            part = _unpack(box[0], device)
+            box.clear()
+            if not part:  # a rank with no batch has none
+                continue
+            out = part if not out else [a.merge(b) for a, b in zip(out, part)]  # type: ignore[attr-defined]
         return out
 
     def broadcast(self, obj: T) -> T:
@@ -113,10 +119,11 @@ class Parallel:
             return t
         import torch.distributed as dist
 
-        t = t.reshape(1) if t.dim() == 0 else t
+        home = t.device
+        t = (t.reshape(1) if t.dim() == 0 else t).to(self.device).contiguous()  # NCCL gathers CUDA tensors only
         parts = [torch.empty_like(t) for _ in range(self.world)]
-        dist.all_gather(parts, t.contiguous())
-        return torch.cat(parts)
+        dist.all_gather(parts, t)
+        return torch.cat(parts).to(home)
 
     def barrier(self) -> None:
         if self.on:

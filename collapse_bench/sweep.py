@@ -30,7 +30,9 @@ from typing import Any
 from .errors import CollapseBenchError
 from .evaluate import EvaluateRequest, evaluate, slug
 from .io import commit_files, json_bytes, read_jsonl, sha256_bytes, sha256_file
-from .lineagefile import chain_stages
+from .lineagefile import chain_stages, is_adapter_dir
+from .lora.task import TASK_NAME as LORA_TASK
+from .models.resolve import display_name
 from .ood.samples import encode, samples_path
 from .results.complete import incompleteness
 from .results.schema import validate_result
@@ -107,11 +109,14 @@ def plan(spec_path: Path, out: Path) -> dict[str, Any]:
             raise CollapseBenchError(f"{spec_path}: two checkpoints are named {name}; give distinct directory names")
         seen.add(name)
         mine = []
-        for tasks in groups:
+        extra = [[LORA_TASK]] if is_adapter_dir(c["model"]) and LORA_TASK not in names else []  # what evaluate appends
+        for tasks in groups + extra:
             index = len(shards)
             shards.append({"index": index, "checkpoint": name, **c, "tasks": tasks, "output": f"shards/{index:04d}.json"})
             mine.append(index)
         checkpoints.append({"name": name, "shards": mine, "result": f"results/{name}.json"})
+    if (out / "shards").is_dir() and any((out / "shards").iterdir()):
+        raise CollapseBenchError(f"{out}/shards holds results of an earlier plan; plan into an empty directory")
     doc = {
         "plan_version": PLAN_VERSION,
         "spec_sha256": sha256_file(spec_path),
@@ -123,6 +128,12 @@ def plan(spec_path: Path, out: Path) -> dict[str, Any]:
     }
     commit_files([(out / "plan.json", json_bytes(doc))])
     return doc
+
+
+def expected_name(model: str) -> str:
+    """The display name a result of ``model`` records (local dirs: their lineage name or leaf; else as given)."""
+    p = Path(model)
+    return display_name(p) if p.exists() else model.split("@")[0]
 
 
 def checkpoint_label(model: str) -> str:
@@ -170,6 +181,7 @@ def request(doc: dict[str, Any], shard: dict[str, Any], plan_dir: Path, progress
         stage=shard.get("stage"),
         output=str(plan_dir / shard["output"]),
         progress=progress,
+        add_lora=False,  # planned as its own shard
         **{k: s[k] for k in SETTINGS if k in s},
     )
 
@@ -236,6 +248,13 @@ def _merged(
         where = f"shard {shard['index']} ({shard['output']})"
         if set(result["tasks"]) != set(shard["tasks"]):
             raise CollapseBenchError(f"{where}: has tasks {sorted(result['tasks'])}, the plan says {shard['tasks']}")
+        if result["model"]["name"] != expected_name(shard["model"]):
+            raise CollapseBenchError(f"{where}: is a result of {result['model']['name']}, the plan says {shard['model']}")
+        for key in ("seed", "limit", "batch_size"):
+            if key in doc["settings"] and result["config"].get(key) != doc["settings"][key]:
+                raise CollapseBenchError(
+                    f"{where}: was run with {key} {result['config'].get(key)}, the plan says {doc['settings'][key]}"
+                )
         for key in SAME:
             if result[key] != first[key]:
                 raise CollapseBenchError(

@@ -59,5 +59,7 @@ def test_a_stage_with_another_config_is_refused(chain: Path, data_dir: Path, tmp
                  "--no-progress", "--data-dir", str(data_dir), "--output", str(tmp_path / "o")])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and "config.json differs" in err
-    assert main(["evaluate", "m", "--lineage", str(copy)]) == 1
-    assert "not both" in capsys.readouterr().err
+    for extra in (["m"], ["--parent", "p"], ["--stage", "sft"], ["--device-map", "auto"]):
+        assert main(["evaluate", *extra, "--lineage", str(copy)]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"not with {extra[0] if extra[0] != 'm' else 'MODEL'}" in err

@@ -97,5 +97,7 @@ def test_a_foreign_shard_is_refused(lineage: Path, data_dir: Path, tmp_path: Pat
     shard1, shard2 = plan_dir / "shards" / "0001.json", plan_dir / "shards" / "0003.json"  # base / child probe shards
     shutil.copy(shard2, shard1)  # base's probe block replaced by the child's
     code, _, err = run_cli(["sweep", "merge", str(plan_dir)])
-    assert code == 1 and err.count("\n") == 1 and "shard 1" in err and "model block differs" in err
+    assert code == 1 and err.count("\n") == 1 and "shard 1" in err and "is a result of child" in err
     assert not (plan_dir / "results").exists()
+    code, _, err = run_cli(["sweep", "plan", str(spec), "--out", str(plan_dir)])  # re-planning over old shards
+    assert code == 1 and err.count("\n") == 1 and "earlier plan" in err

@@ -152,7 +152,7 @@ def weights_sha256(model: Any) -> str:
     for name, p in model.named_parameters():
         t = p.detach().contiguous().cpu()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
@@ -187,7 +187,13 @@ def lora_copy(model: Any, proto: Protocol, seed: int) -> Any:
 def lora_on(model: Any, proto: Protocol, seed: int) -> Iterator[Any]:
     """``model`` itself with a freshly initialised (``seed``) trainable LoRA injected -- no copy of the weights --;
     on exit the LoRA layers are removed (``unload``, not merged), every parameter's ``requires_grad`` and the train /
-    eval mode are restored, and the weights are checked unchanged by :func:`weights_sha256`."""
+    eval mode are restored, and the weights are checked unchanged by :func:`weights_sha256`. A model whose weights are
+    offloaded (``--device-map`` with ``disk``: parameters on ``meta``) cannot be trained here: one clear error."""
+    if any(p.device.type == "meta" for p in model.parameters()):
+        raise CollapseBenchError(
+            "plasticity trains a LoRA on the model: not on one offloaded by --device-map (weights on disk); "
+            "run the plasticity tasks without --device-map, or with a map that keeps every weight on a device"
+        )
     before = weights_sha256(model)
     grads = {n: p.requires_grad for n, p in model.named_parameters()}
     training = model.training

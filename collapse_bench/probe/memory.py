@@ -12,6 +12,7 @@ batch's hidden states and logits; the model's weights are already loaded and not
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +60,27 @@ class Estimate:
     @property
     def total(self) -> int:
         return self.accumulators + self.batch
+
+    def times(self, c: Copies) -> Estimate:
+        """The memory of ``c.ranks`` ranks sharing this device, plus rank 0's merge (one more state at a time)."""
+        if c.ranks == 1 and not c.merge:
+            return self
+        return Estimate(self.accumulators * (c.ranks + c.merge), self.batch * c.ranks, self.scatter_layers)
+
+
+@dataclass(frozen=True)
+class Copies:
+    ranks: int  # processes whose state lives in this device's memory
+    merge: int  # extra states rank 0 holds while merging (``Parallel.merged``)
+
+
+def copies(world: int, device: str) -> Copies:
+    """Data-parallel ranks on one host share its RAM (CPU: the ranks of this node, ``LOCAL_WORLD_SIZE`` as torchrun
+    and accelerate set it); on GPUs each rank has its own device."""
+    if world <= 1:
+        return Copies(1, 0)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world) or world)
+    return Copies(local if not device.startswith("cuda") else 1, 1)
 
 
 def estimate(

@@ -269,6 +269,8 @@ def prepare(task: Any, corpus: ProbeCorpus, inputs: ProbeInputs, ctx: RunContext
     if own is not None:
         writers["model"] = own
     if ctx.par is not None and ctx.par.on:  # each rank sees part of the batches: no cache is written from them
+        for w in writers.values():
+            w.abort()  # removes its temp dir
         writers.clear()
         notes["reference_cache_note_model"] = "not written: data-parallel run (each rank sees part of the corpus)"
     return References(tuple(t.role for t in ctx.references), providers, writers, notes)

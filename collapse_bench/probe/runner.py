@@ -168,8 +168,9 @@ def run_probe(
     """Forward the corpus batch by batch and update the accumulators (and writers); returns them and run counts.
 
     Data parallel (``par`` with several ranks): the batches are those of one process, rank ``r`` of ``W`` forwards
-    batches ``r, r + W, ...`` (same composition, same sequence ids), and the accumulators are merged in rank order on
-    every rank (``Parallel.merged``), so the metrics equal the single-process ones up to the float64 summation order
+    batches ``r, r + W, ...`` (same composition, same sequence ids), and rank 0 merges every rank's accumulators in rank
+    order (``Parallel.merged``; the other ranks keep their own), so its metrics equal the single-process ones up to the
+    float64 summation order
     of the merges. ``writers`` see only this rank's batches (the caller passes none under data parallelism)."""
     par = par or Parallel()
     probe = ProbePass(model, factory, reference, providers, writers)

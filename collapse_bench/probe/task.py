@@ -87,6 +87,8 @@ def run(task: Any, corpus: ProbeCorpus, ctx: RunContext) -> dict[str, Any]:
         refs.abort()
         raise
     refs.commit()
+    if ctx.par is not None and not ctx.par.main:  # rank 0 holds the merged state; evaluate broadcasts its block
+        return {}
     values = combine([a.compute() for a in accs])
     n_layers = len(next(iter(values.per_layer.values())))
     per_layer: dict[str, Any] = {"layers": list(range(n_layers)), "post_final_norm": [i == n_layers - 1 for i in range(n_layers)]}
@@ -130,8 +132,22 @@ def plan_memory(task: Any, ctx: RunContext, *, batch_size: int, roles: int, n_do
         roles=roles,
         card_layers=len(card),
     )
-    est = memory.estimate(scatter_layers=len(chosen) if chosen is not None else n_hidden, **shape)  # type: ignore[arg-type]
-    line = memory.check(est, memory.estimate(scatter_layers=len(card), **shape), str(info["device"]), task.name)  # type: ignore[arg-type]
+    device = str(info["device"])
+    copies = memory.copies(ctx.par.world if ctx.par is not None and ctx.par.on else 1, device)
+    est = memory.estimate(scatter_layers=len(chosen) if chosen is not None else n_hidden, **shape).times(copies)  # type: ignore[arg-type]
+    card_est = memory.estimate(scatter_layers=len(card), **shape).times(copies)  # type: ignore[arg-type]
+    if ctx.par is None or not ctx.par.on:
+        line = memory.check(est, card_est, device, task.name)
+    else:  # rank 0 decides for all (the ranks must not diverge at the threshold)
+        verdict: tuple[str, str | None] = ("", None)
+        if ctx.par.main:
+            try:
+                verdict = (memory.check(est, card_est, device, task.name), None)
+            except CollapseBenchError as exc:
+                verdict = ("", str(exc))
+        line, why = ctx.par.broadcast(verdict)
+        if why is not None:
+            raise CollapseBenchError(why)
     if ctx.progress and (ctx.par is None or ctx.par.main):  # beside the progress bars (--no-progress: quiet)
         print(line, file=sys.stderr)
     return chosen
