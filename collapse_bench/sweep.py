@@ -131,9 +131,10 @@ def plan(spec_path: Path, out: Path) -> dict[str, Any]:
 
 
 def expected_name(model: str) -> str:
-    """The display name a result of ``model`` records (local dirs: their lineage name or leaf; else as given)."""
+    """The display name a result of ``model`` records (local dirs and files: their lineage name or leaf; aliases and
+    hub ids as given, ``@revision`` included)."""
     p = Path(model)
-    return display_name(p) if p.exists() else model.split("@")[0]
+    return display_name(p) if p.exists() else model
 
 
 def checkpoint_label(model: str) -> str:

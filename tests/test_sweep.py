@@ -101,3 +101,15 @@ def test_a_foreign_shard_is_refused(lineage: Path, data_dir: Path, tmp_path: Pat
     assert not (plan_dir / "results").exists()
     code, _, err = run_cli(["sweep", "plan", str(spec), "--out", str(plan_dir)])  # re-planning over old shards
     assert code == 1 and err.count("\n") == 1 and "earlier plan" in err
+
+
+def test_expected_names_follow_what_results_record(lineage: Path) -> None:
+    """Aliases and hub ids are recorded as given (revision included), local dirs by their leaf (no lineage.yaml here),
+    as ``models.resolve`` names them."""
+    from collapse_bench.models.resolve import find_source
+    from collapse_bench.sweep import checkpoint_label, expected_name
+
+    assert expected_name("org/model@v1.2") == "org/model@v1.2"
+    assert expected_name("smollm2-135m-instruct") == "smollm2-135m-instruct"
+    assert expected_name(str(lineage / "child")) == find_source(str(lineage / "child")).name == "child"
+    assert checkpoint_label(str(lineage / "child")) == "child" and checkpoint_label("org/Model@v1") == "org-model-v1"
