@@ -247,7 +247,7 @@ def evaluate(req: EvaluateRequest, preloaded: LoadedModel | None = None) -> tupl
         "created_at": created,
         "duration_s": round(time.perf_counter() - started + resumed, 3),  # + the resumed tasks' own time
     }
-    if not par.main:  # rank 0 writes the result; every rank returns the same one once it is written
+    if not par.main:  # rank 0 writes the result; the others return theirs (same blocks, no samples refs) after it
         par.barrier()
         return output, result
     try:
