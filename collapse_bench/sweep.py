@@ -269,7 +269,7 @@ def _merged(
         blocks.update(result["tasks"])
         for r in recs:
             records.setdefault(r["task"], []).append(r)
-    names = [n for n in doc["tasks"] if n in blocks]
+    names = [n for n in doc["tasks"] if n in blocks] + [n for n in blocks if n not in doc["tasks"]]  # + an adapter's lora
     kinds = {n: blocks[n]["kind"] for n in names}
     suite = dict(first["suite"], tasks=names)
     registry = TaskRegistry()

@@ -113,3 +113,32 @@ def test_expected_names_follow_what_results_record(lineage: Path) -> None:
     assert expected_name("smollm2-135m-instruct") == "smollm2-135m-instruct"
     assert expected_name(str(lineage / "child")) == find_source(str(lineage / "child")).name == "child"
     assert checkpoint_label(str(lineage / "child")) == "child" and checkpoint_label("org/Model@v1") == "org-model-v1"
+
+
+def test_an_adapter_checkpoint_merges_with_its_lora_task(lineage: Path, data_dir: Path, tmp_path: Path, run_cli) -> None:
+    """``evaluate`` appends the lora task for a PEFT adapter; the plan makes it a shard of its own, and the merged
+    result has it where a direct evaluation puts it (last), with the same blocks."""
+    from lora_helpers import make_adapter
+
+    make_adapter(lineage / "base", lineage / "adapter", seed=3)
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(
+        "suite: quick\ntasks: [probe_quick]\n"
+        f"evaluate: {{device: cpu, seed: 0, limit: 4, data_dir: '{data_dir}'}}\n"
+        "checkpoints:\n  - model: ckpt/adapter\n"
+    )
+    plan_dir = tmp_path / "plan"
+    assert run_cli(["sweep", "plan", str(spec), "--out", str(plan_dir)])[0] == 0
+    assert [s["tasks"] for s in json.loads((plan_dir / "plan.json").read_text())["shards"]] == [["probe_quick"], ["lora"]]
+    assert run_cli(["sweep", "run", str(plan_dir), "--all", "--no-progress"])[0] == 0
+    code, _, err = run_cli(["sweep", "merge", str(plan_dir)])
+    assert code == 0, err
+    merged = json.loads((plan_dir / "results" / "adapter.json").read_text())
+    _, direct = evaluate(
+        EvaluateRequest(
+            model=str(lineage / "adapter"), suite="quick", tasks=["probe_quick"], limit=4, device="cpu", seed=0,
+            progress=False, data_dir=str(data_dir), output=str(tmp_path / "direct.json"),
+        )
+    )  # fmt: skip
+    assert merged["suite"]["tasks"] == direct["suite"]["tasks"] == ["probe_quick", "lora"]
+    assert blocks(merged) == blocks(direct) and merged["suite"] == direct["suite"] and merged["model"] == direct["model"]
