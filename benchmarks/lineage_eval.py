@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from collapse_bench.lineagefile import chain_stages
+from collapse_bench.lineagefile import chain_stages, stage_label
 
 
 def blocks(doc: dict) -> dict:
@@ -51,7 +51,7 @@ def main() -> None:
     run.mkdir()
     for ckpt in stages:
         stage_dir = ckpt.parent if ckpt.name == "model" else ckpt
-        (run / stage_dir.name).symlink_to(stage_dir.resolve())
+        (run / stage_label(ckpt)).symlink_to(stage_dir.resolve())
     common = ["--tasks", args.tasks, "--device", "cpu", "--no-progress"]
     common += ["--data-dir", args.data_dir] if args.data_dir else []
     common += ["--limit", str(args.limit)] if args.limit else []
@@ -61,7 +61,7 @@ def main() -> None:
     sep_env = {**env, "COLLAPSE_BENCH_REFERENCE_CACHE": str(work / "cache-sep")}
     separate = 0.0
     for ckpt in chain_stages(run):
-        label = ckpt.parent.name if ckpt.name == "model" else ckpt.name
+        label = stage_label(ckpt)
         separate += timed([*cli, str(ckpt), *common, "--output", str(work / "sep" / f"{label}.json")], sep_env)
     one_env = {**env, "COLLAPSE_BENCH_REFERENCE_CACHE": str(work / "cache-one")}
     one = timed([*cli, "--lineage", str(run), *common, "--output", str(work / "one")], one_env)

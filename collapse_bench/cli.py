@@ -114,7 +114,7 @@ class CliParser(argparse.ArgumentParser):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import EvaluateRequest, evaluate
+    from .evaluate import EvaluateRequest, evaluate, launched
 
     if args.backend == "vllm":  # one clear line before anything is loaded
         from .ood.backends import require_vllm
@@ -127,7 +127,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                 ("--device-map", args.device_map)) if v]  # fmt: skip
         if clash:
             raise CollapseBenchError(f"--lineage DIR takes each stage's own lineage and placement: not with {clash[0]}")
-        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        if launched():
             raise CollapseBenchError("--lineage runs in one process: launch it without accelerate launch / torchrun")
     if args.offload_folder and not args.device_map:
         raise CollapseBenchError("--offload-folder is used with --device-map (where its disk entries go)")

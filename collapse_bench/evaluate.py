@@ -134,7 +134,7 @@ def evaluate(req: EvaluateRequest, preloaded: LoadedModel | None = None) -> tupl
     # flags first, then the output location, lineage, data and each task's own checks
     check_batch_size(req.batch_size)
     check_device_dtype(req.device, req.dtype)
-    if req.options.get("backend") == "vllm" and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+    if req.options.get("backend") == "vllm" and launched():
         raise CollapseBenchError(
             "--backend vllm parallelises inside one process (--data-parallel-size, --tensor-parallel-size); "
             "run it without accelerate launch / torchrun"
@@ -262,12 +262,17 @@ def evaluate(req: EvaluateRequest, preloaded: LoadedModel | None = None) -> tupl
     return output, result
 
 
+def launched() -> bool:
+    """Whether this process is one of several started by ``accelerate launch`` / ``torchrun`` (``WORLD_SIZE`` > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+
+
 def start_parallel() -> Any:
     """The ranks of this run: under ``accelerate launch`` / ``torchrun`` (``WORLD_SIZE`` > 1) the process group is
     initialised by accelerate (gloo on CPU, NCCL on GPU); one process otherwise."""
     from .parallel import Parallel
 
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+    if launched():
         from accelerate import PartialState
 
         PartialState(timeout=dt.timedelta(hours=6))  # rank-0-only phases (a reference pass, generation) outlast NCCL's 10 min

@@ -21,7 +21,7 @@ from typing import Any
 
 from .errors import CollapseBenchError
 from .evaluate import EvaluateRequest, evaluate
-from .lineagefile import chain_stages
+from .lineagefile import chain_stages, stage_label
 from .models import LoadedModel, find_source, load_model
 from .models.resolve import model_info
 
@@ -86,7 +86,7 @@ def evaluate_lineage(run_dir: Path, req: EvaluateRequest, out_dir: Path) -> list
     written: list[Path] = []
     loaded: LoadedModel | None = None
     for ckpt in stages:
-        label = ckpt.parent.name if ckpt.name == "model" else ckpt.name
+        label = stage_label(ckpt)
         stage_req = dataclasses.replace(req, model=str(ckpt), output=str(out_dir / f"{label}.json"))
         if loaded is None:
             loaded = load_model(str(ckpt), device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code)

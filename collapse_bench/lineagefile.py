@@ -145,3 +145,8 @@ def chain_stages(run_dir: Path) -> list[Path]:
     if not found:
         raise CollapseBenchError(f"lineage {run_dir}: no NN-stage checkpoint dirs in it")
     return found
+
+
+def stage_label(checkpoint: Path) -> str:
+    """A checkpoint dir's name for files: ``NN-stage`` for a chain stage's ``NN-stage/model``, else its leaf."""
+    return checkpoint.parent.name if checkpoint.name == "model" else checkpoint.name

@@ -29,11 +29,11 @@ from typing import Any
 
 from .errors import CollapseBenchError
 from .evaluate import EvaluateRequest, evaluate, slug
-from .io import commit_files, json_bytes, read_jsonl, sha256_bytes, sha256_file
-from .lineagefile import chain_stages, is_adapter_dir
+from .io import commit_files, json_bytes, read_jsonl, sha256_file
+from .lineagefile import chain_stages, is_adapter_dir, stage_label
 from .lora.task import TASK_NAME as LORA_TASK
 from .models.resolve import display_name
-from .ood.samples import encode, samples_path
+from .ood.samples import SampleSink, samples_path
 from .results.complete import incompleteness
 from .results.schema import validate_result
 from .schemas import validate
@@ -143,7 +143,7 @@ def checkpoint_label(model: str) -> str:
     p = Path(model)
     if not p.exists():
         return slug(model)
-    return slug(p.parent.name if p.name == "model" else p.name)
+    return slug(stage_label(p))
 
 
 def _path(base: Path, value: str) -> str:
@@ -207,14 +207,9 @@ def merge(plan_dir: Path) -> list[Path]:
         parts = [(doc["shards"][i], _read(plan_dir, doc["shards"][i])) for i in c["shards"]]
         result, records = _merged(doc, parts)
         out = plan_dir / c["result"]
-        if records:
-            data = encode(records)
-            for block in result["tasks"].values():
-                if "samples" in block:
-                    block["samples"] = {**block["samples"], "path": samples_path(out).name, "sha256": sha256_bytes(data)}
-            files.append((samples_path(out), data))
-        else:
-            files.append((samples_path(out), None))
+        sink = SampleSink()  # what evaluate writes: one samples file in task order, each block's reference to it
+        sink.records = records
+        files += sink(result, out) or [(samples_path(out), None)]
         validate_result(result, str(out))
         files.append((out, json_bytes(result)))
         written.append(out)
@@ -239,9 +234,10 @@ def _read(plan_dir: Path, shard: dict[str, Any]) -> tuple[dict[str, Any], list[d
     return result, records
 
 
-def _merged(
-    doc: dict[str, Any], parts: list[tuple[dict[str, Any], tuple[dict[str, Any], list[dict[str, Any]]]]]
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+Shard = tuple[dict[str, Any], tuple[dict[str, Any], list[dict[str, Any]]]]  # (plan entry, (result, samples records))
+
+
+def _merged(doc: dict[str, Any], parts: list[Shard]) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
     first = parts[0][1][0]
     blocks: dict[str, Any] = {}
     records: dict[str, list[dict[str, Any]]] = {}
@@ -282,7 +278,7 @@ def _merged(
         "created_at": max(r["created_at"] for _, (r, _) in parts),
         "duration_s": round(sum(float(r["duration_s"]) for _, (r, _) in parts), 3),
     }
-    return merged, [r for n in names for r in records.get(n, [])]
+    return merged, {n: records[n] for n in names if n in records}
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

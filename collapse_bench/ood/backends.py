@@ -89,12 +89,8 @@ def get_lm(loaded: Any, config: BackendConfig, *, batch_size: int | str, seed: i
     data parallelism: lm-eval shards each task's requests by rank, pads the ranks to equal counts and gathers the
     responses on rank 0 (``HFLM`` skips that setup for a model object it did not load -- "custom distributed
     integration" -- so its rank, world size and two collectives are set here, on ``torch.distributed``: accelerate's
-    own ``gather`` is a no-op when its state reports no distributed type, as it does for gloo CPU processes)."""
-    if par is not None and par.on and config.backend == "vllm":
-        raise CollapseBenchError(
-            "--backend vllm parallelises inside one process (--data-parallel-size, --tensor-parallel-size); "
-            "run it without accelerate launch / torchrun"
-        )
+    own ``gather`` is a no-op when its state reports no distributed type, as it does for gloo CPU processes). vLLM
+    under a launcher is refused by ``evaluate`` before anything loads."""
     key = (id(loaded.model), config, batch_size if config.backend == "hf" else None, par is not None and par.on)
     if _CACHE.get("key") == key:
         return _CACHE["lm"]
