@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,7 @@ from .entry import (
     meta_row,
     seed_order,
 )
+from .noisefloor import NoiseFloor
 
 
 def scalar_frame(entries: list[Entry]) -> pd.DataFrame:
@@ -126,8 +127,24 @@ def score_reps(
     return metric_scores(rule, spec, values[idx].mean(axis=1), base_value)
 
 
-def components(entry: Entry, base: Entry | None, n_boot: int = stats.N_BOOT) -> dict[str, tuple[float, np.ndarray] | None]:
-    """component -> (value, bootstrap replicates) or None when the row has no input for it."""
+def floor_reps(entry: Entry, task: str, floor: NoiseFloor | None, n_boot: int) -> dict[str, np.ndarray]:
+    """metric -> the floor's Gaussian replicates of this row's values of ``task`` (:mod:`.noisefloor`), cached."""
+    if floor is None:
+        return {}
+    key = ("floor", task, floor.sha256, n_boot)
+    if key not in entry.reps:
+        values = {m: float(v) for m, v in entry.metrics[task].items() if v is not None and _num(v)}
+        block = entry.result.tasks[task]
+        entry.reps[key] = floor.replicates(task, values, block.hash or None, n_boot, stats.seed_of(entry.id, task, "floor"))  # type: ignore[assignment]
+    return entry.reps[key]  # type: ignore[return-value]
+
+
+def components(
+    entry: Entry, base: Entry | None, n_boot: int = stats.N_BOOT, floor: NoiseFloor | None = None
+) -> dict[str, tuple[float, np.ndarray] | None]:
+    """component -> (value, bootstrap replicates) or None when the row has no input for it. A metric's replicates
+    come from its items or seeds, else from ``floor`` (the row's lineage root's noise floor, :mod:`.noisefloor`),
+    else it is held constant."""
     out: dict[str, tuple[float, np.ndarray] | None] = {}
     for name, spec in composite_config()["components"].items():
         points, reps = [], []
@@ -148,6 +165,8 @@ def components(entry: Entry, base: Entry | None, n_boot: int = stats.N_BOOT) -> 
                     if s is None:
                         continue
                     r = score_reps(entry, task, metric, rule, spec, bval, n_boot)
+                    if r is None and (f := floor_reps(entry, task, floor, n_boot).get(metric)) is not None:
+                        r = metric_scores(rule, spec, f, bval)
                     points.append(s)
                     reps.append(r if r is not None else np.full(n_boot, s))
         out[name] = (float(np.mean(points)), np.mean(reps, axis=0)) if points else None
@@ -201,9 +220,18 @@ class Tables:
     interventions: pd.DataFrame
     cis: dict[str, dict[str, list[float]]]  # id -> {<task>.<metric>: [lo, hi]}
     entries: dict[str, Entry]
+    floors: dict[str, NoiseFloor] = field(default_factory=dict)  # sha256 -> committed noise floor
 
 
-def build_tables(entries: list[Entry], n_boot: int = stats.N_BOOT) -> Tables:
+def root_floor(entry: Entry, floors: dict[str, NoiseFloor] | None) -> NoiseFloor | None:
+    """The noise floor of the row's lineage root (its base checkpoint; itself without a lineage), if committed."""
+    lineage = entry.result.model.lineage
+    root = lineage[0].sha256 if lineage else entry.result.model.sha256
+    return (floors or {}).get(root or "")
+
+
+def build_tables(entries: list[Entry], n_boot: int = stats.N_BOOT, floors: dict[str, NoiseFloor] | None = None) -> Tables:
+    """``floors``: the committed noise floors by sha256 (the geometry / diversity replicates, :func:`components`)."""
     entries = sorted(entries, key=lambda e: e.id)
     by_id = {e.id: e for e in entries}
     base_ids = {e.id: find_base(e, entries) for e in entries}
@@ -212,7 +240,7 @@ def build_tables(entries: list[Entry], n_boot: int = stats.N_BOOT) -> Tables:
     for e in entries:
         bid = base_ids[e.id]
         with guard(e.id):
-            comps = components(e, by_id[bid] if bid else None, n_boot)
+            comps = components(e, by_id[bid] if bid else None, n_boot, root_floor(e, floors))
         row = meta_row(e, bid)
         row.update({f"c.{k}": (c[0] if (c := comps[k]) else None) for k in names})
         for name in SCORES:
@@ -281,7 +309,13 @@ def build_tables(entries: list[Entry], n_boot: int = stats.N_BOOT) -> Tables:
         with guard(e.id):
             cis[e.id] = metric_cis(e, n_boot)
     return Tables(
-        models, scalars, delta_frame(scalars, base_ids), interventions_view(models, by_id, base_ids, n_boot), cis, by_id
+        models,
+        scalars,
+        delta_frame(scalars, base_ids),
+        interventions_view(models, by_id, base_ids, n_boot, floors),
+        cis,
+        by_id,
+        dict(floors or {}),
     )
 
 
@@ -292,7 +326,11 @@ def restricted(entry: Entry, tasks: AbstractSet[str]) -> Entry:
 
 
 def interventions_view(
-    models: pd.DataFrame, by_id: dict[str, Entry], base_ids: dict[str, str | None], n_boot: int = stats.N_BOOT
+    models: pd.DataFrame,
+    by_id: dict[str, Entry],
+    base_ids: dict[str, str | None],
+    n_boot: int = stats.N_BOOT,
+    floors: dict[str, NoiseFloor] | None = None,
 ) -> pd.DataFrame:
     """Rows with a recipe, each against the baseline chain (intervention null/"none") of the same recipe,
     stage and suite, on the tasks both rows have: Δ score (the headline, re-computed over those tasks), whether
@@ -319,7 +357,9 @@ def interventions_view(
 
     def comps_of(e: Entry, common: frozenset) -> dict:
         if (e.id, common) not in cache:
-            cache[(e.id, common)] = components(restricted(e, common), by_id.get(base_ids.get(e.id) or ""), n_boot)
+            cache[(e.id, common)] = components(
+                restricted(e, common), by_id.get(base_ids.get(e.id) or ""), n_boot, root_floor(e, floors)
+            )
         return cache[(e.id, common)]
 
     for _, row in chains.iterrows():

@@ -9,7 +9,9 @@ Per comparison and metric (``data.json`` → ``comparisons``):
     the two-sided bootstrap p, 2·min(P*(Δ* ≤ 0), P*(Δ* ≥ 0)) (capped at 1);
   * plasticity ``gain``: the seeds both rows ran (same data order per seed), Δ of the seed means, a paired t
     CI and ``scipy.stats.ttest_rel`` p (a bootstrap over 2–5 seeds would be far too narrow);
-  * any other scalar: Δ only (no per-item evidence in the result; its noise floor decides, issue 15 item 1).
+  * any other scalar (geometry, diversity, …: no per-item evidence in the result): with a noise floor of the row's
+    lineage root on the same task config, Δ ± z₀.₉₇₅·√2·sd and p = 2Φ(−|Δ|/(√2·sd)) (``noise_floor_normal``,
+    :mod:`.noisefloor`); without one, Δ only.
 q = Benjamini–Hochberg over the p-values of one comparison. "Within noise" = the paired 95 % CI contains 0
 or q ≥ 0.05. A lineage edge also gets the pre-registered expected sign of its stage kind and a verdict
 (:func:`.paired.verdict`). The bootstrap index matrix of a task is seeded by the task and the shared item ids
@@ -26,7 +28,7 @@ import numpy as np
 from ..lineagefile import TRAINING_KINDS
 from ..metrics.calibration import acc_ece_rows, ece_mass_rows
 from . import paired, stats
-from .aggregate import Tables, per_seed_rows
+from .aggregate import Tables, per_seed_rows, root_floor
 from .entry import BASELINE, Entry, _num, seed_order
 from .noisefloor import NoiseFloor, annotate
 from .signs import expected_sign
@@ -111,8 +113,23 @@ def _row(task: str, metric: str, delta: float, reps: np.ndarray | None, p: float
     return {"task": task, "metric": metric, "delta": delta, "ci_lo": lo, "ci_hi": hi, "p": p, "test": test, "n": n}
 
 
-def compare_rows(a: Entry, b: Entry, n_boot: int) -> list[dict[str, Any]]:
-    """Every paired metric of ``a`` − ``b`` on the tasks both rows ran, with BH q-values and "within noise"."""
+def _floor_metric(task: str, metric: str, delta: float, floor: NoiseFloor | None, task_hash: str | None) -> dict[str, Any]:
+    from scipy import stats as st  # scipy ships with lm-eval's dependencies
+
+    got = floor.of(task, metric, task_hash) if floor is not None else None
+    if floor is None or got is None or not got[0] > 0:
+        return _row(task, metric, delta, None, None, "none", 0)
+    scale = float(np.sqrt(2.0) * got[0])
+    half = float(st.norm.ppf(0.975)) * scale
+    p = float(2 * st.norm.sf(abs(delta) / scale))
+    row = _row(task, metric, delta, None, p, "noise_floor_normal", len(floor.runs.get(f"{task}.{metric}", ())))
+    row.update(ci_lo=delta - half, ci_hi=delta + half)
+    return row
+
+
+def compare_rows(a: Entry, b: Entry, n_boot: int, floor: NoiseFloor | None = None) -> list[dict[str, Any]]:
+    """Every paired metric of ``a`` − ``b`` on the tasks both rows ran, with BH q-values and "within noise";
+    ``floor``: the noise floor of ``a``'s lineage root (the metrics without per-item or per-seed evidence)."""
     rows: list[dict[str, Any]] = []
     common = sorted(set(a.result.tasks) & set(b.result.tasks))
     for task in common:
@@ -125,7 +142,7 @@ def compare_rows(a: Entry, b: Entry, n_boot: int) -> list[dict[str, Any]]:
         for metric, value in sorted(a.metrics.get(task, {}).items()):
             other = b.metrics.get(task, {}).get(metric)
             if metric not in done and value is not None and other is not None and _num(value) and _num(other):
-                rows.append(_row(task, metric, float(value) - float(other), None, None, "none", 0))
+                rows.append(_floor_metric(task, metric, float(value) - float(other), floor, a.result.tasks[task].hash or None))
     for row, q in zip(rows, paired.benjamini_hochberg([r["p"] for r in rows])):
         row["q"] = q
         row["within_noise"] = (
@@ -179,11 +196,10 @@ def comparisons(tables: Tables, n_boot: int = stats.N_BOOT, floors: dict[str, No
             if len(match):
                 refs.append(("baseline", str(match.iloc[0]["baseline_id"])))
         kinds = {t: b.kind for t, b in e.result.tasks.items()}
-        root = lineage[0].sha256 if lineage else e.result.model.sha256
-        floor = (floors or {}).get(root or "")
+        floor = root_floor(e, floors)
         hashes: dict[str, str | None] = {t: b.hash or None for t, b in e.result.tasks.items()}
         for relation, ref in refs:
-            metrics = compare_rows(e, by_id[ref], n_boot)
+            metrics = compare_rows(e, by_id[ref], n_boot, floor)
             if relation in ("parent", "base"):
                 _with_verdicts(metrics, stage_kind(e) if relation == "parent" else None, kinds)
             annotate(metrics, floor, hashes)

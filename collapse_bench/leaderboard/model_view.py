@@ -23,7 +23,7 @@ import jinja2
 from ..metrics import spec as metric_spec
 from ..metrics.calibration import T_BOUNDS, temperature_at_bound
 from . import stats
-from .aggregate import Tables, components
+from .aggregate import Tables, components, root_floor
 from .entry import Entry, _num, composite_config
 from .index_view import ci_decimals, ci_text, data_value, group_of, plain, rounded, spec_title
 from .model_items import ITEMS_SHOWN, item_browser, text
@@ -148,7 +148,7 @@ def headline(entry: Entry, tables: Tables, row: dict[str, Any], ranked: dict[tup
     """Score and CI, rank interval within the suite version, components (CIs from their bootstrap replicates)."""
     cfg = composite_config()
     bid = row["base_id"]
-    comps = components(entry, tables.entries.get(bid) if bid else None)
+    comps = components(entry, tables.entries.get(bid) if bid else None, floor=root_floor(entry, tables.floors))
     weights = cfg["scores"]["score"]["weights"]
     shown = []
     for name, spec in cfg["components"].items():

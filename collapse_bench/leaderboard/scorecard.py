@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .aggregate import components, composite
+from ..errors import CollapseBenchError
+from .aggregate import components, composite, root_floor
 from .entry import Entry, base_ref, entries_from, is_base_row
+from .noisefloor import NoiseFloor, load_noise_floors
 from .stats import percentile_ci
 from .submission import Submission, submission_files
 
@@ -22,8 +24,17 @@ def _entry(path: Path, submissions: Path) -> Entry:
     return entries_from([sub], submissions if inside else path.parent)[0]
 
 
-def _score(entry: Entry) -> tuple[float | None, tuple[float, float] | None, dict[str, float]]:
-    comps = components(entry, None)
+def _floors(submissions: Path) -> dict[str, NoiseFloor]:
+    """The committed noise floors (the geometry / diversity noise of the CI), none when unreadable: the card
+    only informs, ``validate`` names a broken floor."""
+    try:
+        return load_noise_floors(submissions) if submissions.is_dir() else {}
+    except CollapseBenchError:
+        return {}
+
+
+def _score(entry: Entry, floors: dict[str, NoiseFloor]) -> tuple[float | None, tuple[float, float] | None, dict[str, float]]:
+    comps = components(entry, None, floor=root_floor(entry, floors))
     point, reps, _ = composite(comps)
     parts = {k: v[0] for k, v in comps.items() if v is not None and k != "geometry"}
     return point, (percentile_ci(reps) if reps is not None else None), parts
@@ -50,14 +61,15 @@ def _base_path(entry: Entry, submissions: Path) -> Path | None:
 def score_card(path: Path, submissions: Path = Path("submissions")) -> list[str]:
     """Lines to print after ``evaluate`` (empty when the result has no scored component)."""
     entry = _entry(path, submissions)
-    point, ci, parts = _score(entry)
+    floors = _floors(submissions)
+    point, ci, parts = _score(entry, floors)
     if point is None or ci is None:
         return []
     shown = ", ".join(f"{k} {v:.3f}" for k, v in parts.items())
     lines = [f"score {point:.3f} (95% CI [{ci[0]:.3f}, {ci[1]:.3f}]; {shown})"]
     base = _base_path(entry, submissions)
     if base is not None:
-        b_point, b_ci, _ = _score(_entry(base, submissions))
+        b_point, b_ci, _ = _score(_entry(base, submissions), floors)
         if b_point is not None and b_ci is not None:
             overlap = ci[0] <= b_ci[1] and b_ci[0] <= ci[1]
             lines.append(

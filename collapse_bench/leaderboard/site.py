@@ -117,7 +117,7 @@ def render(entries: list[Entry], out: Path, floors: dict[str, NoiseFloor] | None
     """Write the whole site into ``out`` (an empty or new dir, never the published one: :func:`build` renders into
     a temp dir and swaps it in); ``floors``: the committed noise floors by sha256."""
     entries = sorted(entries, key=lambda e: e.id)
-    tables = build_tables(entries)
+    tables = build_tables(entries, floors=floors)
     points: Points = {}
     hyp, hyp_hidden = hypothesis_panel(tables, points=points)
     hyp_rows = records(hyp)
