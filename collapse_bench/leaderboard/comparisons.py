@@ -11,7 +11,8 @@ Per comparison and metric (``data.json`` → ``comparisons``):
     CI and ``scipy.stats.ttest_rel`` p (a bootstrap over 2–5 seeds would be far too narrow);
   * any other scalar (geometry, diversity, …: no per-item evidence in the result): with a noise floor of the row's
     lineage root on the same task config, Δ ± z₀.₉₇₅·√2·sd and p = 2Φ(−|Δ|/(√2·sd)) (``noise_floor_normal``,
-    :mod:`.noisefloor`); without one, Δ only.
+    :mod:`.noisefloor`); without one, or when the floor's SD is float rounding (≤ 1e-12 of the runs' values: a
+    deterministic metric such as plasticity's ``threshold_bpb``), Δ only.
 q = Benjamini–Hochberg over the p-values of one comparison. "Within noise" = the paired 95 % CI contains 0
 or q ≥ 0.05. A lineage edge also gets the pre-registered expected sign of its stage kind and a verdict
 (:func:`.paired.verdict`). The bootstrap index matrix of a task is seeded by the task and the shared item ids
@@ -113,12 +114,15 @@ def _row(task: str, metric: str, delta: float, reps: np.ndarray | None, p: float
     return {"task": task, "metric": metric, "delta": delta, "ci_lo": lo, "ci_hi": hi, "p": p, "test": test, "n": n}
 
 
+ROUNDING = 1e-12  # a floor SD below this (relative to the runs' values) is float rounding of a deterministic metric
+
+
 def _floor_metric(task: str, metric: str, delta: float, floor: NoiseFloor | None, task_hash: str | None) -> dict[str, Any]:
     from scipy import stats as st  # scipy ships with lm-eval's dependencies
 
     got = floor.of(task, metric, task_hash) if floor is not None else None
-    if floor is None or got is None or not got[0] > 0:
-        return _row(task, metric, delta, None, None, "none", 0)
+    if floor is None or got is None or not got[0] > ROUNDING * max(1.0, *map(abs, floor.runs.get(f"{task}.{metric}", ()))):
+        return _row(task, metric, delta, None, None, "none", 0)  # no floor, or a deterministic metric
     scale = float(np.sqrt(2.0) * got[0])
     half = float(st.norm.ppf(0.975)) * scale
     p = float(2 * st.norm.sf(abs(delta) / scale))
