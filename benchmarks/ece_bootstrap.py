@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from collapse_bench.metrics.calibration import ece_mass_boot, ece_mass_rows
+from collapse_bench.metrics.calibration_rows import ece_mass_boot, ece_mass_rows
 
 
 def main() -> None:

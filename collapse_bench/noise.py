@@ -29,7 +29,7 @@ from .errors import CollapseBenchError
 from .evaluate import EvaluateRequest, evaluate
 from .io import atomic_write_json, check_writable, read_jsonl
 from .leaderboard import stats
-from .metrics.calibration import acc_ece_rows
+from .metrics.calibration_rows import acc_ece_rows
 from .ood.samples import samples_path
 from .tasks import Task, TaskRegistry
 

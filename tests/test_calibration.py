@@ -184,7 +184,8 @@ def test_temperature_at_bound_flags_the_search_bounds_only() -> None:
 def test_vectorised_mass_ece_equals_the_row_by_row_function(n: int) -> None:
     """The leaderboard bootstraps ECE with ece_mass_rows over (B, n) replicates: the same number as ece() per row
     (ties in confidence included, n below, at and off a multiple of the 15 bins)."""
-    from collapse_bench.metrics.calibration import ece, ece_mass_rows
+    from collapse_bench.metrics.calibration import ece
+    from collapse_bench.metrics.calibration_rows import ece_mass_rows
 
     rng = np.random.default_rng(n)
     conf = np.round(rng.uniform(0.2, 1.0, size=(40, n)), 2)  # rounding makes ties
@@ -335,7 +336,8 @@ def test_as_recorded_compares_older_blocks_without_the_added_metrics() -> None:
 def test_bootstrap_mass_ece_orders_ties_by_item_index(n: int) -> None:
     """ece_mass_boot (items sorted once, replicate ranks sorted) = ece() of each replicate with its items in index
     order (np.sort(idx)); with ties in confidence that is the documented tie rule, without ties the draw order."""
-    from collapse_bench.metrics.calibration import ece, ece_mass_boot
+    from collapse_bench.metrics.calibration import ece
+    from collapse_bench.metrics.calibration_rows import ece_mass_boot
 
     rng = np.random.default_rng(100 + n)
     conf = np.round(rng.uniform(0.2, 1.0, size=n), 1)  # many ties

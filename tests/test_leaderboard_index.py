@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from collapse_bench.leaderboard import index_view as iv
+from collapse_bench.leaderboard import numbers as nb
 from collapse_bench.leaderboard import site
 from collapse_bench.leaderboard.entry import Entry, outcomes_with_ids
 
@@ -201,11 +202,11 @@ def cell(page: Page, board: str, eid: str, head: str, grp: str | None = None) ->
     ],
 )
 def test_rounded_to_the_ci(x: Any, lo: Any, hi: Any, want: str) -> None:
-    assert iv.rounded(x, lo, hi) == want
+    assert nb.rounded(x, lo, hi) == want
 
 
 def test_plain_and_ci_text() -> None:
-    assert [iv.plain(x) for x in (0.39333, 15.4386, 375.704, 1234.6, 0.08, 3.2e-5, 2.082e-17, 0, -0.12)] == [
+    assert [nb.plain(x) for x in (0.39333, 15.4386, 375.704, 1234.6, 0.08, 3.2e-5, 2.082e-17, 0, -0.12)] == [
         "0.393",
         "15.4",
         "376",
@@ -216,14 +217,14 @@ def test_plain_and_ci_text() -> None:
         "0",
         "-0.120",
     ]
-    assert iv.ci_text(0.3533, 0.4333) == "[0.353, 0.433]" and iv.ci_text(0.5274, 0.5470) == "[0.5274, 0.5470]"
-    assert iv.ci_text(None, 0.2) == "—" and iv.ci_text(0.2, 0.2) == "—"
-    assert iv.ci_decimals(0.0, 0.2) == 2 and iv.ci_decimals(0.0, 2.0) == 1 and iv.ci_decimals(0.0, 600.0) == -1
-    assert iv.data_value(0.1 + 0.2) == "0.30000000000000004" and iv.data_value(None) == ""
+    assert nb.ci_text(0.3533, 0.4333) == "[0.353, 0.433]" and nb.ci_text(0.5274, 0.5470) == "[0.5274, 0.5470]"
+    assert nb.ci_text(None, 0.2) == "—" and nb.ci_text(0.2, 0.2) == "—"
+    assert nb.ci_decimals(0.0, 0.2) == 2 and nb.ci_decimals(0.0, 2.0) == 1 and nb.ci_decimals(0.0, 600.0) == -1
+    assert nb.data_value(0.1 + 0.2) == "0.30000000000000004" and nb.data_value(None) == ""
 
 
 def test_wbr_escapes_and_breaks() -> None:
-    assert str(iv.wbr("a/b_c<x>")) == "a/<wbr>b_<wbr>c&lt;x&gt;"
+    assert str(nb.wbr("a/b_c<x>")) == "a/<wbr>b_<wbr>c&lt;x&gt;"
 
 
 # --- column groups from the metric specs -------------------------------------------------------------
@@ -336,14 +337,14 @@ def test_values_rounded_to_their_ci(built: Path, page: Page) -> None:
         board = iv.board_id(m["suite"], m["suite_version"])
         score, ci = cell(page, board, m["id"], "score ↑"), cell(page, board, m["id"], "95% CI")
         assert score["attrs"]["data-v"] == repr(m["score"])  # full precision for sorting
-        d = iv.ci_decimals(m["score_lo"], m["score_hi"])
+        d = nb.ci_decimals(m["score_lo"], m["score_hi"])
         assert d is not None and score["text"] == f"{m['score']:.{d}f}" and len(score["text"].split(".")[1]) == d
         assert ci["text"] == f"[{m['score_lo']:.{d}f}, {m['score_hi']:.{d}f}]"
         ece = cell(page, board, m["id"], "mmlu ↓", "calibration") if board != "board-quick-v1" else None
         if ece is not None:
             lo, hi = data["cis"][m["id"]]["mmlu.ece"]
-            assert ece["text"] == iv.rounded(data["scalars"][m["id"]]["mmlu.ece"], lo, hi)
-            assert ece["attrs"]["title"] == f"95% CI {iv.ci_text(lo, hi)}"
+            assert ece["text"] == nb.rounded(data["scalars"][m["id"]]["mmlu.ece"], lo, hi)
+            assert ece["attrs"]["title"] == f"95% CI {nb.ci_text(lo, hi)}"
     texts = [c["text"] for b in page.boards.values() for r in b["rows"] for c in r["cells"]]
     assert not [t for t in texts if re.search(r"\de[-+]\d", t)]  # no 2.082e-17-style noise anywhere
 
@@ -401,7 +402,7 @@ def test_facets_and_the_control_mark(page: Page) -> None:
 
 
 def test_no_float_noise_in_a_ci_free_cell() -> None:
-    assert iv.plain(2.082e-17) == "0" and iv.plain(-3e-13) == "0" and not math.isnan(float(iv.plain(1e-11)))
+    assert nb.plain(2.082e-17) == "0" and nb.plain(-3e-13) == "0" and not math.isnan(float(nb.plain(1e-11)))
 
 
 def test_every_link_of_the_index_resolves(built: Path) -> None:

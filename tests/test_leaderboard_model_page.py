@@ -26,6 +26,7 @@ from leaderboard_helpers import snapshot, submissions_tree
 from collapse_bench.cli import main
 from collapse_bench.leaderboard import index_view as iv
 from collapse_bench.leaderboard import model_view as mv
+from collapse_bench.leaderboard import numbers as nb
 from collapse_bench.leaderboard import site
 from collapse_bench.leaderboard.entry import entries_from
 from collapse_bench.leaderboard.validate import validate_paths
@@ -91,8 +92,8 @@ def test_headline_and_collapse_profile_come_first(lb: Path) -> None:
     page, row = page_of(lb, "lora"), model(lb, "lora")
     assert sorted(SECTIONS, key=lambda s: page.index(f'id="{s}"')) == SECTIONS
     head = section(page, "headline")
-    assert iv.rounded(row["score"], row["score_lo"], row["score_hi"]) in head
-    assert f"95% CI {iv.ci_text(row['score_lo'], row['score_hi'])}" in head
+    assert nb.rounded(row["score"], row["score_lo"], row["score_hi"]) in head
+    assert f"95% CI {nb.ci_text(row['score_lo'], row['score_hi'])}" in head
     peers = [m for m in data(lb)["models"] if m["suite_version"] == row["suite_version"]]
     point, best, worst, group = iv.suite_ranks(peers)[row["id"]]
     shown = str(best) if best == worst else f"{best}–{worst}"
@@ -101,14 +102,14 @@ def test_headline_and_collapse_profile_come_first(lb: Path) -> None:
     # every component: its value, and a ± / CI where it has bootstrap replicates (geometry has none: probe scalars)
     for name in ("geometry", "plasticity", "ood_accuracy_chance", "calibration", "diversity"):
         cells = re.search(rf"<td>{name}</td>(.*?)</tr>", head, re.S)
-        assert cells and f'data-v="{iv.data_value(row["c." + name])}"' in cells.group(1)
+        assert cells and f'data-v="{nb.data_value(row["c." + name])}"' in cells.group(1)
     assert "± " in re.search(r"<td>calibration</td>(.*?)</tr>", head, re.S).group(1)
     assert "± " not in re.search(r"<td>geometry</td>(.*?)</tr>", head, re.S).group(1)
     profile = section(page, "profile")
     labels = re.findall(r"<th>([^<]+)</th><td", profile)
     assert labels[:3] == ["effective rank (centred)", "participation ratio", "anisotropy (mean cosine)"]
     value = doc_of("lora")["tasks"]["probe_standard"]["metrics"]["effective_rank"]
-    assert f'<td class="num">{iv.plain(value)}</td>' in profile
+    assert f'<td class="num">{nb.plain(value)}</td>' in profile
 
 
 def test_metrics_grouped_with_pm_and_n(lb: Path) -> None:
@@ -131,7 +132,7 @@ def test_metrics_grouped_with_pm_and_n(lb: Path) -> None:
     n_items = sum(r["task"] == "arc_easy" for r in records_of("lora"))
     value, pm, n = metric_row(block["ood"], "arc_easy", "acc")[:3]
     lo, hi = data(lb)["cis"][rid]["arc_easy.acc"]  # the bootstrap CI over items
-    assert value == iv.rounded(doc["tasks"]["arc_easy"]["metrics"]["acc"], lo, hi)
+    assert value == nb.rounded(doc["tasks"]["arc_easy"]["metrics"]["acc"], lo, hi)
     assert pm == f"± {mv.pm(lo, hi)}" and n == f"{n_items} items"
     ms = doc["tasks"]["arc_easy"]["metrics"]  # acc_norm: no item evidence, its lm-eval stderr gives the ±
     half = mv.Z95 * ms["acc_norm_stderr"]
@@ -155,7 +156,7 @@ def test_lora_per_module_detail_is_folded(lb: Path) -> None:
     heads = re.findall(r'<th class="num" title="[^"]*">([^<]+)</th>', lora)
     assert heads == ["q", "k", "v", "o", "gate", "up", "down"]
     cells = re.search(r"<td>delta_norm</td>(.*?)</tr>", lora, re.S).group(1)
-    assert re.findall(r">([^<]+)</td>", cells) == [iv.plain(ms[f"delta_norm:{m}"]) for m in heads]
+    assert re.findall(r">([^<]+)</td>", cells) == [nb.plain(ms[f"delta_norm:{m}"]) for m in heads]
     assert '<h2 id="lora">' not in page_of(lb, "base")  # no LoRA task, no section
 
 

@@ -19,7 +19,7 @@ from leaderboard_helpers import good_doc, snapshot, submissions_tree
 
 from collapse_bench.cli import main
 from collapse_bench.errors import CollapseBenchError
-from collapse_bench.leaderboard import index_view as iv
+from collapse_bench.leaderboard import numbers as nb
 from collapse_bench.leaderboard import site
 from collapse_bench.leaderboard.entry import Entry, entries_from, item_outcomes
 from collapse_bench.leaderboard.plots import layer_plot, reliability_bins, reliability_plot
@@ -335,7 +335,7 @@ def test_temperature_at_the_search_bound_is_shown_as_a_bound(tmp_path: Path) -> 
     cell = re.search(rf"<td>{at[0]}</td><td>temperature_opt</td>\s*<td[^>]*>([^<]*)</td>", page).group(1)
     assert cell == "≥ 20"
     cell = re.search(rf"<td>{inside[0]}</td><td>temperature_opt</td>\s*<td[^>]*>([^<]*)</td>", page).group(1)
-    assert cell == iv.plain(t[inside[0]]["metrics"]["temperature_opt"])  # the page rounds as the index does
+    assert cell == nb.plain(t[inside[0]]["metrics"]["temperature_opt"])  # the page rounds as the index does
 
 
 def test_model_page_shows_paired_comparisons_with_the_noise_floor(subs: Path, tmp_path: Path) -> None:

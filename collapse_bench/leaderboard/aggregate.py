@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..metrics.calibration import ece_mass_boot
+from ..metrics.calibration_rows import ece_mass_boot
 from . import stats
 from .entry import (
     BASELINE,

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..lineagefile import TRAINING_KINDS
-from ..metrics.calibration import acc_ece_rows, ece_mass_rows
+from ..metrics.calibration_rows import acc_ece_rows, ece_mass_rows
 from . import paired, stats
 from .aggregate import Tables, per_seed_rows, root_floor
 from .entry import BASELINE, Entry, _num, seed_order
@@ -121,7 +121,7 @@ def _floor_metric(task: str, metric: str, delta: float, floor: NoiseFloor | None
     from scipy import stats as st  # scipy ships with lm-eval's dependencies
 
     got = floor.of(task, metric, task_hash) if floor is not None else None
-    if floor is None or got is None or not got[0] > ROUNDING * max(1.0, *map(abs, floor.runs.get(f"{task}.{metric}", ()))):
+    if floor is None or got is None or not got[0] > ROUNDING * max([1.0, *map(abs, floor.runs.get(f"{task}.{metric}", ()))]):
         return _row(task, metric, delta, None, None, "none", 0)  # no floor, or a deterministic metric
     scale = float(np.sqrt(2.0) * got[0])
     half = float(st.norm.ppf(0.975)) * scale

@@ -5,8 +5,8 @@
 * **Columns**: a compact default view (rank interval, model, lineage depth, score and 95% CI, the score's
   components, KL to base) and column groups to open (:data:`GROUPS`); a metric's group comes from its spec
   (:func:`group_of`); only columns some row of the table has are shown.
-* **Numbers** rounded to their uncertainty (:func:`rounded`): with a 95% CI, to the second significant digit of
-  its half-width; else 3 significant digits. ``data-v`` keeps full precision. OOD accuracies are
+* **Numbers** rounded to their uncertainty (:func:`.numbers.rounded`): with a 95% CI, to the second significant
+  digit of its half-width; else 3 significant digits. ``data-v`` keeps full precision. OOD accuracies are
   chance-normalised, (acc − 1/k)/(1 − 1/k) per item, the raw accuracy in the tooltip.
 * **Facets** (suite, base model, recipe, stage, intervention, control): row data attributes the selects filter on.
 """
@@ -14,13 +14,11 @@
 from __future__ import annotations
 
 import fnmatch
-import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import markupsafe
 import numpy as np
 
 from ..lineagefile import CONTROL_KINDS
@@ -31,6 +29,7 @@ from .comparisons import stage_kind
 from .entry import BASELINE, Entry, base_ref, composite_config, display_name
 from .entry import finite_float as _finite
 from .noisefloor import NoiseFloor, row_floors
+from .numbers import NONE, ci_text, data_value, plain, rounded
 from .verified import mark as verified_mark
 
 # (id, button label): the column groups a reader opens; None = the default view
@@ -43,65 +42,11 @@ FACETS: tuple[tuple[str, str], ...] = (
     ("intervention", "intervention"), ("control", "control"),
 )  # fmt: skip
 CALIBRATION_MODULE = "collapse_bench.metrics.calibration"
-NONE = "—"
 DIRECTION = {"higher": "↑ higher is healthier", "lower": "↓ lower is healthier", None: "– not scored as good or bad"}
 OOD_TITLE = (
     "{}: chance-normalised accuracy, (acc − 1/k)/(1 − 1/k) averaged over the items (k choices; 0 = chance, 1 = every "
     "item right; raw accuracy in the cell's tooltip); " + DIRECTION["higher"]
 )
-
-
-# --- numbers ---------------------------------------------------------------------------------------------
-
-
-def _fixed(x: float, decimals: int) -> str:
-    """``x`` with ``decimals`` decimals (negative: rounded to tens, hundreds, …); never "-0.00"."""
-    text = f"{x:.{decimals}f}" if decimals >= 0 else f"{round(x, decimals):.0f}"
-    return text[1:] if text.startswith("-") and not text.strip("-0.") else text
-
-
-def plain(x: Any) -> str:
-    """A value without a known uncertainty: 3 significant digits (whole numbers from 1000 on), "—" when absent;
-    |x| < 1e-12 (float noise around 0) prints as 0."""
-    v = _finite(x)
-    if v is None:
-        return NONE
-    if abs(v) < 1e-12:
-        return "0"
-    if abs(v) < 1e-4:
-        return f"{v:.2e}"
-    return _fixed(v, max(0, 2 - math.floor(math.log10(abs(v)))))
-
-
-def ci_decimals(lo: Any, hi: Any) -> int | None:
-    """Decimals that keep 2 significant digits of the CI's half-width (hi − lo)/2, or None (no usable CI)."""
-    a, b = _finite(lo), _finite(hi)
-    if a is None or b is None or b <= a:
-        return None
-    return min(15, 1 - math.floor(math.log10((b - a) / 2)))
-
-
-def rounded(x: Any, lo: Any = None, hi: Any = None) -> str:
-    """``x`` rounded to its 95% CI [lo, hi] (:func:`ci_decimals`), else :func:`plain`."""
-    v, d = _finite(x), ci_decimals(lo, hi)
-    return plain(x) if v is None or d is None else _fixed(v, d)
-
-
-def ci_text(lo: Any, hi: Any) -> str:
-    """ "[lo, hi]" with the decimals of :func:`ci_decimals`; "—" without a CI."""
-    d = ci_decimals(lo, hi)
-    return NONE if d is None else f"[{_fixed(float(lo), d)}, {_fixed(float(hi), d)}]"
-
-
-def data_value(x: Any) -> str:
-    """The full-precision sort key of a cell (``data-v``): repr of a finite float, "" when absent."""
-    v = _finite(x)
-    return "" if v is None else repr(v)
-
-
-def wbr(text: Any) -> markupsafe.Markup:
-    """Escaped ``text`` with a line-break opportunity after every "/" and "_" (long model and task names)."""
-    return markupsafe.Markup(re.sub(r"([/_])", r"\1<wbr>", str(markupsafe.escape(str(text)))))
 
 
 # --- columns ---------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ its metric), the LoRA per-module breakdown (folded), a per-item browser (the fir
 each task in the samples file: choice probabilities, generations, refusal replies), the checkpoint, and links to
 the raw result and samples files and, for a row a maintainer reproduced, the "✓ verified" mark to its evidence
 (relative to the repository: the site lives in ``leaderboard/``).
-Numbers follow :func:`.index_view.rounded`; every text is a plain string (dicts as key=value, no reprs).
+Numbers follow :func:`.numbers.rounded`; every text is a plain string (dicts as key=value, no reprs).
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from ..metrics.calibration import T_BOUNDS, temperature_at_bound
 from . import stats
 from .aggregate import Tables, components, root_floor
 from .entry import Entry, _num, composite_config
-from .index_view import ci_decimals, ci_text, data_value, group_of, plain, rounded, spec_title
+from .index_view import group_of, spec_title
 from .model_items import ITEMS_SHOWN, item_browser, text
+from .numbers import ci_decimals, ci_text, data_value, plain, rounded
 from .submission import samples_refs
 from .verified import mark
 

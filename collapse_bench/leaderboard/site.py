@@ -33,10 +33,11 @@ from .entry import Entry, composite_config, entries_from, guard
 from .hypothesis import Points, hypothesis_panel
 from .hypothesis_plots import hypothesis_plots
 from .index_view import glossary as glossary  # re-exported: the glossary rows (tests, docs)
-from .index_view import index_context, ranks_by_suite, wbr
+from .index_view import index_context, ranks_by_suite
 from .lineages import lineage_pages
 from .model_view import model_page, shown_comparisons
 from .noisefloor import NoiseFloor, load_noise_floors
+from .numbers import wbr
 from .plots import entry_plots
 from .validate import validate_paths
 
