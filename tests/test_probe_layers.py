@@ -142,3 +142,42 @@ def test_free_host_memory_is_memavailable_not_free_pages() -> None:
 
     ours, theirs = memory.available_bytes("cpu"), psutil.virtual_memory().available
     assert ours is not None and abs(ours - theirs) <= 0.05 * theirs
+
+
+SPLIT = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.norm": "cpu", "lm_head": "cpu"}
+SPLIT.update({f"model.layers.{i}": "cpu" if i < 4 else "disk" for i in range(8)})
+
+
+def test_lm_eval_on_an_offloaded_model_equals_the_plain_run(deep_tiny: Path, data_dir: Path, tmp_path: Path) -> None:
+    """lm-eval's requests on the cpu + disk split: the same accuracy and per-item log-likelihoods as the plain run."""
+    from collapse_bench.ood.samples import samples_path
+
+    def lm(out: Path, **extra: object) -> tuple[dict, list[dict]]:
+        req = EvaluateRequest(
+            model=str(deep_tiny), tasks=["world_mc"], limit=12, batch_size=4, device="cpu", progress=False,
+            data_dir=str(data_dir), output=str(out), **extra,  # type: ignore[arg-type]
+        )  # fmt: skip
+        block = evaluate(req)[1]["tasks"]["world_mc"]
+        return block, [json.loads(line) for line in samples_path(out).read_text().splitlines()]
+
+    plain, rec_plain = lm(tmp_path / "plain.json")
+    mapped, rec_mapped = lm(tmp_path / "mapped.json", device_map=SPLIT, offload_folder=str(tmp_path / "offload"))
+    assert mapped["counts"] == plain["counts"] and len(rec_mapped) == len(rec_plain) == plain["counts"]["docs"]
+    for key in ("acc", "acc_norm"):
+        assert mapped["metrics"][key] == plain["metrics"][key], key
+    for a, b in zip(rec_mapped, rec_plain):
+        assert a["doc_id"] == b["doc_id"] and max(abs(x - y) for x, y in zip(a["loglik"], b["loglik"])) <= 1e-5
+
+
+def test_plasticity_refuses_an_offloaded_model_before_writing(deep_tiny: Path, data_dir: Path, tmp_path: Path) -> None:
+    """Plasticity trains a LoRA on the loaded model: weights streamed from disk (on ``meta``) cannot be trained — one
+    clear error, no result file (a multi-device map that keeps every weight on a device trains as usual; GPU only)."""
+    common = dict(model=str(deep_tiny), tasks=["plasticity_quick"], limit=8, batch_size=4, device="cpu", progress=False)
+    out = tmp_path / "mapped.json"
+    with pytest.raises(CollapseBenchError, match="not on one offloaded by --device-map"):
+        evaluate(
+            EvaluateRequest(
+                **common, data_dir=str(data_dir), output=str(out), device_map=SPLIT, offload_folder=str(tmp_path / "o")
+            )
+        )  # type: ignore[arg-type]
+    assert not out.exists()
