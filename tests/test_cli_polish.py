@@ -13,9 +13,9 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from cli_helpers import assert_one_line_error
+from cli_helpers import assert_one_line_error, run_cli
 
-from collapse_bench.cli import build_parser, main, next_step
+from collapse_bench.cli import build_parser, next_step
 
 REPO = Path(__file__).resolve().parents[1]
 LM_YAML = (
@@ -23,15 +23,6 @@ LM_YAML = (
     'output_type: multiple_choice\ntest_split: test\ndoc_to_text: "Q: {{q}}\\nA:"\ndoc_to_target: gold\n'
     "doc_to_choice: opts\nmetric_list:\n  - metric: acc\n"
 )
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        code = main(args)
-    except SystemExit as exc:  # argparse: --version, usage errors
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def files_under(root: Path) -> list[str]:

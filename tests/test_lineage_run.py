@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_helpers import blocks
 
 from collapse_bench.chain.runner import ChainRequest, run_chain
 from collapse_bench.cli import main
@@ -17,10 +18,6 @@ from collapse_bench.ood.samples import samples_path
 pytestmark = pytest.mark.train  # trains a tiny chain first
 
 STAGES = ("01-sft", "02-safety", "03-math")
-
-
-def blocks(doc: dict) -> dict:
-    return {n: {k: v for k, v in b.items() if k not in ("duration_s", "samples")} for n, b in doc["tasks"].items()}
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,13 @@ absolute, accuracies exact. A dropped or doubled batch moves the probe numbers b
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import close
 from test_plasticity_parallel import free_port
 
 from collapse_bench.evaluate import EvaluateRequest, evaluate
@@ -36,14 +36,6 @@ def launch(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
     cmd += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]
     return subprocess.run([*cmd, "-m", "collapse_bench", *args], env=env, capture_output=True, text=True, timeout=900)
-
-
-def close(a: object, b: object, rel: float) -> bool:
-    if isinstance(a, float) and isinstance(b, float):
-        return math.isclose(a, b, rel_tol=rel, abs_tol=1e-12)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(close(x, y, rel) for x, y in zip(a, b))
-    return a == b
 
 
 def test_two_gloo_processes_equal_one(tiny_model_dir: Path, data_dir: Path, tmp_path: Path) -> None:

@@ -5,11 +5,11 @@ and a model split over ``cpu`` + ``disk`` offload (accelerate big-model inferenc
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import close
 
 from collapse_bench.errors import CollapseBenchError
 from collapse_bench.evaluate import EvaluateRequest, evaluate
@@ -35,12 +35,6 @@ def run(model: Path, data_dir: Path, out: Path, **extra) -> dict:
         data_dir=str(data_dir), output=str(out), **extra,
     )  # fmt: skip
     return evaluate(req)[1]["tasks"]["probe_quick"]
-
-
-def close(a: object, b: object, rel: float) -> bool:
-    if isinstance(a, float) and isinstance(b, float):
-        return math.isclose(a, b, rel_tol=rel, abs_tol=1e-12)
-    return a == b
 
 
 def test_card_layers_keep_the_summary_and_drop_only_the_scatter_families_elsewhere(

@@ -9,8 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from cli_helpers import blocks, run_cli
 
-from collapse_bench.cli import main
 from collapse_bench.evaluate import EvaluateRequest, evaluate
 from collapse_bench.models.tiny import build_tiny_model
 from collapse_bench.ood.samples import samples_path
@@ -19,17 +19,8 @@ TASKS = ["world_mc", "probe_quick"]
 
 
 @pytest.fixture
-def run_cli(capsys: pytest.CaptureFixture[str]):
-    def run(args: list[str]) -> tuple[int, str, str]:
-        code = main(args)
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
-
-
-def blocks(doc: dict) -> dict:
-    return {n: {k: v for k, v in b.items() if k not in ("duration_s", "samples")} for n, b in doc["tasks"].items()}
+def cli(capsys: pytest.CaptureFixture[str]):
+    return lambda args: run_cli(args, capsys)
 
 
 @pytest.fixture
@@ -50,22 +41,22 @@ def write_spec(path: Path, data_dir: Path, group: str = "task") -> Path:
     return path
 
 
-def test_plan_run_merge_equals_direct_evaluation(lineage: Path, data_dir: Path, tmp_path: Path, run_cli) -> None:
+def test_plan_run_merge_equals_direct_evaluation(lineage: Path, data_dir: Path, tmp_path: Path, cli) -> None:
     spec = write_spec(tmp_path / "sweep.yaml", data_dir)
     plan_dir = tmp_path / "plan"
-    code, _, err = run_cli(["sweep", "plan", str(spec), "--out", str(plan_dir)])
+    code, _, err = cli(["sweep", "plan", str(spec), "--out", str(plan_dir)])
     assert code == 0, err
     plan = json.loads((plan_dir / "plan.json").read_text())
     assert [(s["checkpoint"], s["tasks"]) for s in plan["shards"]] == [
         ("base", ["world_mc"]), ("base", ["probe_quick"]), ("child", ["world_mc"]), ("child", ["probe_quick"])
     ]  # fmt: skip
-    code, _, err = run_cli(["sweep", "merge", str(plan_dir)])
+    code, _, err = cli(["sweep", "merge", str(plan_dir)])
     assert code == 1 and err.count("\n") == 1 and "shard 0 (base: world_mc) has no result" in err
     assert not (plan_dir / "results").exists()
     for i in (3, 0, 2, 1):  # any order, as a scheduler would
-        code, _, err = run_cli(["sweep", "run", str(plan_dir), "--shard", str(i), "--no-progress"])
+        code, _, err = cli(["sweep", "run", str(plan_dir), "--shard", str(i), "--no-progress"])
         assert code == 0, err
-    code, _, err = run_cli(["sweep", "merge", str(plan_dir)])
+    code, _, err = cli(["sweep", "merge", str(plan_dir)])
     assert code == 0, err
 
     for name, extra in (("base", {}), ("child", {"parent": str(lineage / "base"), "stage": "sft"})):
@@ -85,21 +76,21 @@ def test_plan_run_merge_equals_direct_evaluation(lineage: Path, data_dir: Path, 
     child = json.loads((plan_dir / "results" / "child.json").read_text())
     assert child["tasks"]["probe_quick"]["metrics"]["kl_to_parent"] > 0  # the lineage reached the probe
 
-    code, _, err = run_cli(["validate", str(plan_dir / "results" / "base.json")])
+    code, _, err = cli(["validate", str(plan_dir / "results" / "base.json")])
     assert code == 0, err
 
 
-def test_a_foreign_shard_is_refused(lineage: Path, data_dir: Path, tmp_path: Path, run_cli) -> None:
+def test_a_foreign_shard_is_refused(lineage: Path, data_dir: Path, tmp_path: Path, cli) -> None:
     spec = write_spec(tmp_path / "sweep.yaml", data_dir, group="kind")
     plan_dir = tmp_path / "plan"
-    assert run_cli(["sweep", "plan", str(spec), "--out", str(plan_dir)])[0] == 0
-    assert run_cli(["sweep", "run", str(plan_dir), "--all", "--no-progress"])[0] == 0
+    assert cli(["sweep", "plan", str(spec), "--out", str(plan_dir)])[0] == 0
+    assert cli(["sweep", "run", str(plan_dir), "--all", "--no-progress"])[0] == 0
     shard1, shard2 = plan_dir / "shards" / "0001.json", plan_dir / "shards" / "0003.json"  # base / child probe shards
     shutil.copy(shard2, shard1)  # base's probe block replaced by the child's
-    code, _, err = run_cli(["sweep", "merge", str(plan_dir)])
+    code, _, err = cli(["sweep", "merge", str(plan_dir)])
     assert code == 1 and err.count("\n") == 1 and "shard 1" in err and "is a result of child" in err
     assert not (plan_dir / "results").exists()
-    code, _, err = run_cli(["sweep", "plan", str(spec), "--out", str(plan_dir)])  # re-planning over old shards
+    code, _, err = cli(["sweep", "plan", str(spec), "--out", str(plan_dir)])  # re-planning over old shards
     assert code == 1 and err.count("\n") == 1 and "earlier plan" in err
 
 
@@ -115,7 +106,7 @@ def test_expected_names_follow_what_results_record(lineage: Path) -> None:
     assert checkpoint_label(str(lineage / "child")) == "child" and checkpoint_label("org/Model@v1") == "org-model-v1"
 
 
-def test_an_adapter_checkpoint_merges_with_its_lora_task(lineage: Path, data_dir: Path, tmp_path: Path, run_cli) -> None:
+def test_an_adapter_checkpoint_merges_with_its_lora_task(lineage: Path, data_dir: Path, tmp_path: Path, cli) -> None:
     """``evaluate`` appends the lora task for a PEFT adapter; the plan makes it a shard of its own, and the merged
     result has it where a direct evaluation puts it (last), with the same blocks."""
     from lora_helpers import make_adapter
@@ -128,10 +119,10 @@ def test_an_adapter_checkpoint_merges_with_its_lora_task(lineage: Path, data_dir
         "checkpoints:\n  - model: ckpt/adapter\n"
     )
     plan_dir = tmp_path / "plan"
-    assert run_cli(["sweep", "plan", str(spec), "--out", str(plan_dir)])[0] == 0
+    assert cli(["sweep", "plan", str(spec), "--out", str(plan_dir)])[0] == 0
     assert [s["tasks"] for s in json.loads((plan_dir / "plan.json").read_text())["shards"]] == [["probe_quick"], ["lora"]]
-    assert run_cli(["sweep", "run", str(plan_dir), "--all", "--no-progress"])[0] == 0
-    code, _, err = run_cli(["sweep", "merge", str(plan_dir)])
+    assert cli(["sweep", "run", str(plan_dir), "--all", "--no-progress"])[0] == 0
+    code, _, err = cli(["sweep", "merge", str(plan_dir)])
     assert code == 0, err
     merged = json.loads((plan_dir / "results" / "adapter.json").read_text())
     _, direct = evaluate(
