@@ -57,7 +57,9 @@ def render(data: dict[str, Any]) -> str:
         chk = lad["checks"]
         verdict = "not checkable" if chk.get("passed") is None else "passed" if chk["passed"] else "**failed**"
         out += [f"### {lad['kind']} · {lad['recipe']} · {lad['suite']}: {verdict}", ""]
-        if lad["kind"] == "svd_truncate":
+        if chk.get("reason"):
+            out.append(chk["reason"] + ".")
+        elif lad["kind"] == "svd_truncate":
             out.append(f"{chk['n_monotone']} of {len(chk['metrics'])} metrics strictly monotone in r (needed {chk['needed']}).")
             out += [
                 "",
@@ -70,10 +72,13 @@ def render(data: dict[str, Any]) -> str:
         elif lad["kind"] == "extrapolate":
             kl = ", ".join(f"α = {r['dose']}: {num(r['probe']['kl_to_base'])}" for r in lad["rungs"])
             out.append(f"KL to base strictly increasing in α: {'yes' if chk['strictly_monotone'] else 'no'} ({kl}).")
+            to_parent = ", ".join(f"α = {r['dose']}: {num(r['probe'].get('kl_to_parent'))}" for r in lad["rungs"])
+            out.append(f"KL to the parent (the stage α scales): {to_parent}.")
+            if any(r.get("parent_row") for r in lad["rungs"]):
+                out.append("α = 1 is the stage's own row: that rung has the stage's weights (one row per sha256).")
         else:
             out.append(
-                chk.get("reason")
-                or f"Largest relative difference of {chk['metrics_compared']} probe metrics from the unpermuted model: "
+                f"Largest relative difference of {chk['metrics_compared']} probe metrics from the unpermuted model: "
                 f"{num(chk['max_rel_diff'])} ({chk['worst_metric'] or '—'}); tolerance {num(chk['rtol'])}."
             )
         scores = ", ".join(f"{r['dose']}: {num(r['outcomes'].get('score'))}" for r in lad["rungs"])

@@ -57,6 +57,39 @@ def ladder_docs() -> dict[str, dict]:
         docs[f"local/extrap-{a}/quick-{i}.json"] = rung(
             "extrapolate", a, "4567"[i], {"kl_to_base": 0.1 * a * a}, "control_extrapolate"
         )
+    docs["local/svd1-4/quick-0.json"] = rung("svd_truncate", 4, "a", {"effective_rank": er / 2}, "control_svd_one")
+
+    def resha(doc: dict, sha: str) -> dict:
+        doc["model"]["sha256"] = doc["model"]["lineage"][-1]["sha256"] = sha
+        return doc
+
+    # α scaling a real stage, without its α = 1 rung (same weights as the stage: one row per sha256)
+    stage = resha(
+        child_doc(
+            base,
+            "tiny/control_extrapolate_stage/none/s0/01-sft",
+            "b",
+            1.0,
+            recipe="control_extrapolate_stage",
+            intervention="none",
+        ),
+        "ba" * 32,
+    )
+    stage["tasks"]["probe_quick"]["metrics"].update(kl_to_base=0.1, kl_to_parent=0.1)
+    docs["local/extrap-stage/quick-0.json"] = stage
+    for i, a in enumerate((0, 2, 4)):
+        doc = resha(
+            rung("extrapolate", a, "b", {"kl_to_base": 0.1 * a * a, "kl_to_parent": 0.05 * a}, "control_extrapolate_stage"),
+            f"b{i}" * 32,
+        )
+        doc["model"]["parent"] = stage["model"]["name"]
+        doc["model"]["lineage"] = [
+            base_entry := stage["model"]["lineage"][0],
+            stage["model"]["lineage"][1],
+            doc["model"]["lineage"][-1],
+        ]
+        assert base_entry["sha256"] == base["model"]["sha256"]
+        docs[f"local/extrap-stage-{a}/quick-0.json"] = doc
     docs["local/perm-0/quick-0.json"] = rung("permute", 0, "8", {}, "control_permute")
     off = {"effective_rank": er * (1 + 1e-3)}
     docs["local/perm-1/quick-0.json"] = rung("permute", 1, "9", off, "control_permute_off")
@@ -93,17 +126,29 @@ def test_ladder_checks_on_constructed_ladders(built: Path) -> None:
     ext = by["control_extrapolate"]
     assert [r["probe"]["kl_to_base"] for r in ext["rungs"]] == pytest.approx([0.0, 0.1, 0.4, 1.6])
     assert ext["checks"]["passed"]
+    one = by["control_svd_one"]["checks"]  # a single rung is no trend: not checkable, not failed
+    assert one == {"passed": None, "reason": "1 rung submitted: a trend in the dose needs at least two"}
+    staged = by["control_extrapolate_stage"]  # the stage's own row stands in for α = 1
+    assert [(r["dose"], r["parent_row"]) for r in staged["rungs"]] == [(0, False), (1, True), (2, False), (4, False)]
+    assert [r["probe"]["kl_to_base"] for r in staged["rungs"]] == pytest.approx([0.0, 0.1, 0.4, 1.6])
+    assert [r["probe"]["kl_to_parent"] for r in staged["rungs"]] == [0.0, None, 0.1, 0.2]  # the stage's parent is the base
+    assert staged["checks"]["passed"] and staged["rungs"][1]["id"] == staged["parent_id"]
     perm, off = by["control_permute"]["checks"], by["control_permute_off"]["checks"]
     assert perm["passed"] and perm["max_rel_diff"] == 0.0 and perm["metrics_compared"] > 10
     assert off["passed"] is False and off["worst_metric"] == "effective_rank"
     assert off["max_rel_diff"] == pytest.approx(1e-3, rel=1e-6)
-    assert data["edges"] == []  # control rows are ladders, not lineage edges
+    # control rows are ladders, not lineage edges: the one edge is the stage the α ladder scales
+    assert [e["model"] for e in data["edges"]] == ["tiny/control_extrapolate_stage/none/s0/01-sft"]
 
 
 def test_findings_and_lineages_pages(built: Path) -> None:
     page = (built / "findings.html").read_text()
     assert 'id="findings"' in page and 'id="claims"' in page and "arXiv 2605.30524" in page
-    assert page.count('<img class="plot"') == 5 and "3 of 6 metrics strictly monotone in r" in page
+    assert (
+        page.count('<img class="plot"') == 7  # one plot per ladder
+        and "1 rung submitted: a trend" in page
+        and "3 of 6 metrics strictly monotone in r" in page
+    )
     for lad in json.loads((built / "data.json").read_text())["findings"]["ladders"]:
         assert (built / "plots" / lad["plot"]).read_bytes().startswith(b"<?xml")
     lin = (built / "lineages.html").read_text()

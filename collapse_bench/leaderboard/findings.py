@@ -32,6 +32,7 @@ SVD_CHECKS = (
     ("anisotropy", -1),
     ("kl_to_base", -1),
 )
+RUNG_METRICS = (*(m for m, _ in SVD_CHECKS), "kl_to_parent")  # each rung's probe values in the ladder
 SVD_MIN_MONOTONE = 3  # issue 16: at least three of SVD_CHECKS strictly monotone in r
 PERMUTE_RTOL = 1e-5
 GEOMETRY = {"effective_rank": 1, "participation_ratio": 1, "anisotropy": -1}  # +1: higher = less concentrated
@@ -120,20 +121,25 @@ def ladders(tables: Tables) -> list[dict[str, Any]]:
     by_name = {(m, s, v): rid for rid, m, s, v in zip(models.index, models["model"], models["suite"], models["suite_version"])}
     out = []
     for (base_id, recipe, kind, suite, version), rids in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
-        rids.sort(key=lambda r: _dose_key(controls[r]["dose"]))
+        parent_id = by_name.get((models.at[rids[0], "parent"], suite, version))
+        doses = {rid: controls[rid]["dose"] for rid in rids}
+        if kind == "extrapolate" and parent_id is not None and all(_dose_key(d) != 1.0 for d in doses.values()):
+            doses[parent_id] = 1  # θ_base + 1·(θ_stage − θ_base) is the stage: its row is the α = 1 rung (one row per sha256)
         rungs = []
-        for rid in rids:
-            probe = _probe(tables, rid)
+        for rid in sorted(doses, key=lambda r: _dose_key(doses[r])):
+            probe = {m: _probe(tables, rid).get(m) for m in RUNG_METRICS}
+            if rid == parent_id:
+                probe["kl_to_parent"] = None  # the row's own parent is the base, not itself
             rungs.append(
                 {
                     "id": rid,
                     "model": models.at[rid, "model"],
-                    "dose": controls[rid]["dose"],
-                    "probe": {m: probe.get(m) for m, _ in SVD_CHECKS},
+                    "dose": doses[rid],
+                    "parent_row": rid == parent_id,
+                    "probe": probe,
                     "outcomes": {k: finite_float(models.at[rid, k]) for k in OUTCOMES if k in models.columns},
                 }
             )
-        parent_id = by_name.get((models.at[rids[0], "parent"], suite, version))
         ladder = {"recipe": recipe, "kind": kind, "base_id": base_id, "parent_id": parent_id, "suite": f"{suite} v{version}"}
         out.append({**ladder, "rungs": rungs, "checks": _checks(tables, kind, rungs, parent_id)})
     return out
@@ -144,6 +150,8 @@ def _flag(x: Any) -> bool | None:
 
 
 def _checks(tables: Tables, kind: str, rungs: list[dict[str, Any]], parent_id: str | None) -> dict[str, Any]:
+    if kind in ("svd_truncate", "extrapolate") and len(rungs) < 2:  # a monotone trend needs two doses
+        return {"passed": None, "reason": f"{len(rungs)} rung submitted: a trend in the dose needs at least two"}
     if kind == "svd_truncate":
         rows = [
             {
