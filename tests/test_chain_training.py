@@ -4,14 +4,17 @@ by numpy, held-out items disjoint from the training sample, and full fine-tuning
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from cli_helpers import assert_one_line_error, run_cli
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from collapse_bench.chain.leakage import primary_text
@@ -163,3 +166,46 @@ def test_lora_only_intervention_is_refused_on_a_full_stage(
         == 1
     )
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_stage_target_remeasured_on_more_items(lineage_run: Path, data_dir: Path, tmp_path: Path, capsys) -> None:
+    """``chain target``: on the training-time held-out size it reproduces the training block exactly; on more items
+    its numbers are the one-example-at-a-time recomputation; the stage's checkpoint hash is unchanged; an evaluated
+    stage or an unknown one is refused in one line."""
+    from collapse_bench.models.resolve import dir_sha256
+
+    run = tmp_path / "run"
+    shutil.copytree(lineage_run, run)
+    sha = dir_sha256(run / "01-sft" / "model")
+    assert run_cli(["chain", "target", str(run), "--stage", "sft", "--heldout", "4", "--data-dir", str(data_dir)], capsys)[0] == 0
+    log = json.loads((run / "01-sft" / "stage.json").read_text())["training"]
+    again = log.pop("target_remeasured")
+    assert {k: again[k] for k in log["target"]} == log["target"]  # same items, same models: the same block
+    assert (again["heldout"], again["models_sha256"]["after"]) == (4, sha)
+
+    code, out, _ = run_cli(
+        ["chain", "target", str(run), "--stage", "01-sft", "--heldout", "9", "--data-dir", str(data_dir)], capsys
+    )
+    assert code == 0 and "n = 9" in out
+    spec = load_recipe(recipe_path("lineage"), "tiny")
+    sft = spec.stages[0]
+    train = load_stage_refs(sft.data, spec.path, data_dir, sft.seed)
+    wider = heldout_refs(dataclasses.replace(sft, heldout=9), train, spec.path, data_dir, sft.seed)
+    examples = stage_examples("sft", wider, sft.seed)
+    before = completion_bpb(Path(find_source(spec.base).path), examples)
+    after = completion_bpb(run / "01-sft" / "model", examples)
+    got = json.loads((run / "01-sft" / "stage.json").read_text())["training"]["target_remeasured"]
+    assert got["n"] == len(examples) == 9
+    assert got["metrics"]["bits_per_byte"]["before"] == pytest.approx(before.mean(), rel=1e-5)
+    assert got["metrics"]["bits_per_byte"]["after"] == pytest.approx(after.mean(), rel=1e-5)
+    lineage = yaml.safe_load((run / "01-sft" / "model" / "lineage.yaml").read_text())
+    assert lineage["training"]["target_remeasured"] == got and lineage["training"]["target"] == log["target"]
+    assert dir_sha256(run / "01-sft" / "model") == sha  # lineage.yaml is outside the checkpoint hash
+
+    (run / "02-dpo" / "result.json").write_text("{}")
+    assert_one_line_error(
+        *run_cli(["chain", "target", str(run), "--stage", "dpo", "--heldout", "4"], capsys)[:3:2], "already evaluated"
+    )
+    assert_one_line_error(
+        *run_cli(["chain", "target", str(run), "--stage", "rl", "--heldout", "4"], capsys)[:3:2], "no training stage 'rl'"
+    )

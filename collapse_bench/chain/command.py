@@ -70,3 +70,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_common(run, "data_dir", "device", "no_progress")
     run.set_defaults(func=cmd_chain_run)
+    from .retarget import register as register_target
+
+    register_target(csub)
