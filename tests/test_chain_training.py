@@ -202,6 +202,10 @@ def test_a_stage_target_remeasured_on_more_items(lineage_run: Path, data_dir: Pa
     assert lineage["training"]["target_remeasured"] == got and lineage["training"]["target"] == log["target"]
     assert dir_sha256(run / "01-sft" / "model") == sha  # lineage.yaml is outside the checkpoint hash
 
+    with (run / "04-math" / "model" / "config.json").open("a") as f:  # a checkpoint changed after training
+        f.write(" ")
+    code, _, err = run_cli(["chain", "target", str(run), "--stage", "math", "--heldout", "4"], capsys)
+    assert_one_line_error(code, err, "04-math/model: its files changed since the chain recorded them")
     (run / "02-dpo" / "result.json").write_text("{}")
     assert_one_line_error(
         *run_cli(["chain", "target", str(run), "--stage", "dpo", "--heldout", "4"], capsys)[:3:2], "already evaluated"

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from ..cliutil import add_common, positive_int
+from ..cliutil import add_common, positive_int, quiet_libraries
 from ..errors import CollapseBenchError
 from ..io import atomic_write_bytes, atomic_write_json
 from ..yamlio import dump_yaml
@@ -64,9 +64,15 @@ def remeasure(run: Path, stage_name: str, heldout: int, data_dir: str | None, de
             raise CollapseBenchError(
                 f"{run}: the base {recipe.base} is not the checkpoint this chain trained from (sha256 differs)"
             )
-        incoming = Path(base.path)
+        incoming, before_sha = Path(base.path), base.sha256
     else:
-        incoming = run / recipe.stages[stage.index - 2].dirname / "model"
+        prev = run / recipe.stages[stage.index - 2].dirname
+        incoming, before_sha = prev / "model", json.loads((prev / "stage.json").read_text(encoding="utf-8"))["sha256"]
+        if dir_sha256(incoming) != before_sha:
+            raise CollapseBenchError(f"{incoming}: its files changed since the chain recorded them (sha256 differs)")
+    after_sha = json.loads((sdir / "stage.json").read_text(encoding="utf-8"))["sha256"]
+    if dir_sha256(sdir / "model") != after_sha:
+        raise CollapseBenchError(f"{sdir / 'model'}: its files changed since the chain recorded them (sha256 differs)")
     data = resolve_data_dir(data_dir)
     seed = stage.seed + int(state["seed"])
     train_refs = load_stage_refs(stage.data, recipe.path, data, seed)
@@ -74,12 +80,11 @@ def remeasure(run: Path, stage_name: str, heldout: int, data_dir: str | None, de
     held = heldout_refs(wider, train_refs, recipe.path, data, seed)
     dev = pick_device(device)
     target = HeldoutTarget(wider, held, _tokenizer(incoming, recipe), dev, data, seed)
-    shas = {}
-    for role, path in (("before", incoming), ("after", sdir / "model")):
+    for path in (incoming, sdir / "model"):
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(dev)  # type: ignore[arg-type]
         target.measure(model)
-        shas[role] = dir_sha256(path)
         del model
+    shas = {"before": before_sha, "after": after_sha}
     block = {**target.block(), "heldout": heldout, "seed": seed, "models_sha256": shas}
     _add(sdir, block)
     return block
@@ -99,6 +104,7 @@ def _add(sdir: Path, block: dict[str, Any]) -> None:
 
 
 def cmd_chain_target(args: argparse.Namespace) -> int:
+    quiet_libraries()
     block = remeasure(Path(args.run), args.stage, args.heldout, args.data_dir, args.device)
     main = block["metrics"][block["target"]]
     print(
