@@ -192,3 +192,22 @@ def test_guarantees_listed_once_in_both_readmes() -> None:
     main_list = section((root / "README.md").read_text(encoding="utf-8"))
     assert "11. **One row per (model sha256, suite, suite version)**" in main_list
     assert section((root / "submissions" / "README.md").read_text(encoding="utf-8")) == main_list
+
+
+def test_many_files_are_checked_in_worker_processes_with_the_sequential_verdicts() -> None:
+    """Six or more files go to forked workers (one per core); each verdict — the submission or its one-line error —
+    equals checking that file alone, in the given order (the bad fixtures and the good one, interleaved)."""
+    files = [GOOD, *sorted(p for p in BAD.glob("*.json") if p.name != "duplicate.json"), GOOD]
+    assert len(files) >= 6
+    parallel = V._checked(files)
+    alone = [V._check_one(f) for f in files]
+    assert (
+        [isinstance(x, str) for x in parallel]
+        == [isinstance(x, str) for x in alone]
+        == [False, *[True] * (len(files) - 2), False]
+    )
+    assert [x if isinstance(x, str) else (x.path, x.doc, x.notes, x.complete) for x in parallel] == [
+        x if isinstance(x, str) else (x.path, x.doc, x.notes, x.complete) for x in alone
+    ]
+    report = V.validate_paths(files)  # the same file given twice is checked once
+    assert len(report.ok) == 1 and report.failures == [x for x in alone[1:-1] if isinstance(x, str)]
