@@ -166,21 +166,22 @@ def test_component_ci_carries_the_floor_noise(tmp_path: Path) -> None:
 
 
 def test_the_index_names_each_tables_noise_floor() -> None:
-    """The committed index: under the standard v2 table, the SmolLM2 floor with its size, the share of the row's
-    tasks it applies to (same task hashes) and its MDE of MMLU accuracy, as in the floor file."""
+    """The committed index: under the standard v2 table, each family's floor (SmolLM2, Gemma-3-270M) with its size,
+    the share of the row's tasks it applies to (same task hashes) and its MDE of MMLU accuracy, as in the floor file."""
     import re
 
     from collapse_bench.leaderboard import site
 
     root = Path(__file__).resolve().parents[1]
-    rel = "huggingfacetb/smollm2-135m-instruct/noise-floor.standard-v2.noise.json"
-    floor = json.loads((root / "submissions" / rel).read_text())
     page = (root / "leaderboard" / "index.html").read_text()
     v2 = page[page.index("<h3>standard v2") : page.index("<h3>standard v1")]
-    note = re.search(r'<p class="muted floor">(.*?)</p>', v2, re.S).group(1)
-    assert f'href="../submissions/{rel}"' in note and (root / "submissions" / rel).is_file()
-    assert f"{len(floor['metrics'])} metrics" in note and "16 of this row's 16 tasks" in note
-    assert f"mmlu.acc {site.fmt_num(floor['metrics']['mmlu.acc']['mde_paired_80'])}" in note
+    notes = re.findall(r'<p class="muted floor">(.*?)</p>', v2, re.S)
+    for rel in ("huggingfacetb/smollm2-135m-instruct", "google/gemma3-270m"):
+        rel += "/noise-floor.standard-v2.noise.json"
+        floor = json.loads((root / "submissions" / rel).read_text())
+        (note,) = [n for n in notes if f'href="../submissions/{rel}"' in n]
+        assert f"{len(floor['metrics'])} metrics" in note and "16 of this row's 16 tasks" in note
+        assert f"mmlu.acc {site.fmt_num(floor['metrics']['mmlu.acc']['mde_paired_80'])}" in note
 
 
 def test_committed_comparisons_without_item_evidence_use_the_floor() -> None:
