@@ -18,6 +18,7 @@ draws its own per call); Pearson/Spearman have a row-wise form over thousands of
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -33,8 +34,13 @@ def seed_of(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()[:4], "big")
 
 
+@functools.lru_cache(maxsize=64)
 def bootstrap_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    """The (n_boot, n) resampling index matrix of ``seed`` (read-only, int32). Memoised: the rows on the same items
+    and the metrics of one task share a seed, and a build asks for the same matrix hundreds of times."""
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n)).astype(np.int32)
+    idx.flags.writeable = False
+    return idx
 
 
 def percentile_ci(reps: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
