@@ -207,9 +207,10 @@ def test_a_stage_target_remeasured_on_more_items(lineage_run: Path, data_dir: Pa
     code, _, err = run_cli(["chain", "target", str(run), "--stage", "math", "--heldout", "4"], capsys)
     assert_one_line_error(code, err, "04-math/model: its files changed since the chain recorded them")
     (run / "02-dpo" / "result.json").write_text("{}")
-    assert_one_line_error(
-        *run_cli(["chain", "target", str(run), "--stage", "dpo", "--heldout", "4"], capsys)[:3:2], "already evaluated"
-    )
-    assert_one_line_error(
-        *run_cli(["chain", "target", str(run), "--stage", "rl", "--heldout", "4"], capsys)[:3:2], "no training stage 'rl'"
-    )
+    code, _, err = run_cli(["chain", "target", str(run), "--stage", "dpo", "--heldout", "4"], capsys)
+    assert_one_line_error(code, err, "already evaluated")
+    code, _, err = run_cli(["chain", "target", str(run), "--stage", "rl", "--heldout", "4"], capsys)
+    assert_one_line_error(code, err, "no training stage 'rl'")
+    (run / "chain.json").write_text('{"recipe": "lineage", "base": null}')  # JSON, but not a chain run's
+    code, _, err = run_cli(["chain", "target", str(run), "--stage", "sft", "--heldout", "4"], capsys)
+    assert_one_line_error(code, err, "not a chain run (chain.json: KeyError")

@@ -42,8 +42,9 @@ def remeasure(run: Path, stage_name: str, heldout: int, data_dir: str | None, de
 
     try:
         state = json.loads((run / "chain.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CollapseBenchError(f"{run}: not a chain run (chain.json: {exc})") from None
+        _ = [state[k] for k in ("recipe", "profile", "recipe_hash", "seed")] + [state["base"][k] for k in ("name", "sha256")]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CollapseBenchError(f"{run}: not a chain run (chain.json: {type(exc).__name__}: {exc})") from None
     recipe = load_recipe(recipe_path(state["recipe"]), state["profile"], state["base"]["name"])
     if recipe.recipe_hash != state["recipe_hash"]:
         raise CollapseBenchError(f"{run}: the recipe '{recipe.name}' changed since this chain ran (recipe hash differs)")
