@@ -121,12 +121,13 @@ def _floor_metric(task: str, metric: str, delta: float, floor: NoiseFloor | None
     from scipy import stats as st  # scipy ships with lm-eval's dependencies
 
     got = floor.of(task, metric, task_hash) if floor is not None else None
-    if floor is None or got is None or not got[0] > ROUNDING * max([1.0, *map(abs, floor.runs.get(f"{task}.{metric}", ()))]):
+    runs = floor.runs.get(f"{task}.{metric}", ()) if floor is not None else ()
+    if got is None or not got[0] > ROUNDING * max([1.0, *map(abs, runs)]):
         return _row(task, metric, delta, None, None, "none", 0)  # no floor, or a deterministic metric
     scale = float(np.sqrt(2.0) * got[0])
     half = float(st.norm.ppf(0.975)) * scale
     p = float(2 * st.norm.sf(abs(delta) / scale))
-    row = _row(task, metric, delta, None, p, "noise_floor_normal", len(floor.runs.get(f"{task}.{metric}", ())))
+    row = _row(task, metric, delta, None, p, "noise_floor_normal", len(runs))
     row.update(ci_lo=delta - half, ci_hi=delta + half)
     return row
 

@@ -127,7 +127,8 @@ def ladders(tables: Tables) -> list[dict[str, Any]]:
             doses[parent_id] = 1  # θ_base + 1·(θ_stage − θ_base) is the stage: its row is the α = 1 rung (one row per sha256)
         rungs = []
         for rid in sorted(doses, key=lambda r: _dose_key(doses[r])):
-            probe = {m: _probe(tables, rid).get(m) for m in RUNG_METRICS}
+            row = _probe(tables, rid)
+            probe = {m: row.get(m) for m in RUNG_METRICS}
             if rid == parent_id:
                 probe["kl_to_parent"] = None  # the row's own parent is the base, not itself
             rungs.append(
