@@ -10,13 +10,34 @@ data must agree (tests check this).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 import torch
 
 Number = float | None
+
+
+class LogitRows:
+    """A batch's next-token logits (B, T, V), computed on demand for the rows asked for from the last hidden state by
+    the model's output head (``head``: (n, d) -> (n, V)): the (B, T, V) tensor is never materialised and the head
+    does not run on padding."""
+
+    def __init__(self, final: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor], vocab: int, device: torch.device):
+        self.final, self.head, self.device = final, head, torch.device(device)
+        self.shape = (*final.shape[:2], vocab)
+        self.dtype = final.dtype
+
+    def select(self, rows: torch.Tensor) -> torch.Tensor:
+        """Logits of the flat rows ``rows`` (n,) (flat row = b*T + t), (n, V)."""
+        d = self.final.shape[-1]
+        return self.head(self.final.reshape(-1, d).index_select(0, rows.to(self.final.device))).to(self.device)
+
+
+def logit_select(z: torch.Tensor | LogitRows, rows: torch.Tensor) -> torch.Tensor:
+    """Flat rows ``rows`` of logits (B, T, V), (n, V)."""
+    return z.select(rows) if isinstance(z, LogitRows) else z.reshape(-1, z.shape[-1]).index_select(0, rows)
 
 
 @dataclass
@@ -33,7 +54,7 @@ class ProbeBatch:
     seq_ids: torch.Tensor  # (B,) int64: index of each sequence in the probe corpus
     domains: torch.Tensor  # (B,) int64: domain index of each sequence
     mlp: Sequence[torch.Tensor] | None = None  # L tensors (B, T, I): input of block l+1's MLP down-projection
-    logits: torch.Tensor | None = None  # (B, T, V)
+    logits: torch.Tensor | LogitRows | None = None  # (B, T, V), or computed on demand
     input_ids: torch.Tensor | None = None  # (B, T)
     attention_mask: torch.Tensor | None = None  # (B, T)
     scored_bytes: torch.Tensor | None = None  # (B,) UTF-8 bytes of the span whose tokens are scored

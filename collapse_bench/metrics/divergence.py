@@ -73,12 +73,11 @@ class KLAccumulator:
         stats = keep_logits(batch)
         if rows is None or stats is None or batch.logits is None:
             return
-        T, V = batch.logits.shape[1:]
+        T = batch.logits.shape[1]
         index = stats.index
         if rows.topk_index.shape[0] != index.numel():
             raise ValueError(f"{self.role}: {rows.topk_index.shape[0]} reference rows for {index.numel()} kept positions")
-        lin = index[:, None] * V + rows.topk_index.to(index.device)
-        z = batch.logits.reshape(-1)[lin]  # (n, K): the checkpoint's logits at the reference's top-K ids
+        z = stats.ref_z[self.role]  # (n, K): the checkpoint's logits at the reference's top-K ids
         dev = z.device
         kl = lumped_kl(rows.topk_logp.to(dev), rows.log_tail.to(dev), to_logp(z, stats.lse), stats.ref_log_tail[self.role])
         agree = z[:, 0] >= stats.zmax

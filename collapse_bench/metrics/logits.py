@@ -13,8 +13,8 @@ import math
 
 import torch
 
-from .base import MetricValues, ProbeBatch, to_number
-from .reference import keep_logits
+from .base import MetricValues, ProbeBatch, logit_select, to_number
+from .reference import keep_logits, next_tokens
 from .spec import MetricSpec, Range, Tolerance
 
 
@@ -72,30 +72,32 @@ class LogitAccumulator:
         and the reference cache); the log-sum-exp of a predicting position outside ``keep`` (position 0) from
         :func:`row_stats`."""
         stats = keep_logits(batch)
-        if stats is None or batch.input_ids is None or batch.scored_bytes is None:
+        if stats is None or batch.input_ids is None or batch.scored_bytes is None or stats.next_z is None:
             return
         z = batch.logits
         assert z is not None
-        B, T, V = z.shape
+        B, T = z.shape[:2]
+        dev = z.device
         mask = batch.attention_mask
-        lengths = mask.sum(dim=1).to(z.device) if mask is not None else torch.full((B,), T, device=z.device)
+        lengths = mask.sum(dim=1).to(dev) if mask is not None else torch.full((B,), T, device=dev)
         self.entropy += float(stats.entropy.sum())
         self.top1 += float(stats.top1.sum())
         self.confident += int((stats.top1 > 0.99).sum())
         self.n += stats.index.numel()
-        predicting = (torch.arange(T, device=z.device)[None, :] < (lengths - 1)[:, None]).reshape(-1)
-        lse = torch.zeros(B * T, dtype=torch.float64, device=z.device)
+        predicting = (torch.arange(T, device=dev)[None, :] < (lengths - 1)[:, None]).reshape(-1)
+        lse = torch.zeros(B * T, dtype=torch.float64, device=dev)
+        picked = torch.zeros(B * T, dtype=torch.float64, device=dev)  # the logit of the token each position predicts
         lse[stats.index] = stats.lse
+        picked[stats.index] = stats.next_z.double()
         missing = predicting.clone()
         missing[stats.index] = False
-        flat = z.reshape(B * T, V)
         if bool(missing.any()):
             rows = missing.nonzero().squeeze(1)
-            lse[rows] = row_stats(flat.index_select(0, rows))[0]
-        targets = torch.cat([batch.input_ids[:, 1:], batch.input_ids[:, :1]], dim=1).reshape(-1).to(z.device)
+            zm = logit_select(z, rows)
+            lse[rows] = row_stats(zm)[0]
+            picked[rows] = zm.gather(1, next_tokens(batch.input_ids.to(dev))[rows, None]).squeeze(1).double()
         rows = predicting.nonzero().squeeze(1)
-        picked = flat[rows, targets[rows]].double()
-        self.nll += float((lse[rows] - picked).sum())
+        self.nll += float((lse[rows] - picked[rows]).sum())
         self.n_targets += rows.numel()
         self.bytes += int(batch.scored_bytes[(lengths >= 2).to(batch.scored_bytes.device)].sum())
 

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import itertools
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .base import ProbeBatch
+from .base import LogitRows, ProbeBatch
 from .reservoir import token_keys
 
 TOP_K = 64  # top-K of the reference cache
@@ -64,8 +64,10 @@ def rows_of(batch: ProbeBatch, role: str) -> ReferenceRows | None:
 @dataclass
 class KeepLogits:
     """Per kept position of a batch (flat index b*T+t): log-sum-exp, entropy and top-1 probability (float64), max
-    logit, top-k ids, their float32 log-probs, the log tail mass, and the log mass outside each reference role's
-    top-K ids (``ref_log_tail``). ``metrics.logits`` reads its entropy / top-1 / NLL sums from the same pass."""
+    logit, top-k ids, their float32 log-probs, the log tail mass, the logit of the next token (``next_z``; the
+    sequence's first token at its last position), and per reference role the log mass outside its top-K ids
+    (``ref_log_tail``) and the logits at those ids (``ref_z``). ``metrics.logits`` and ``metrics.divergence`` read
+    their sums from the same pass."""
 
     index: torch.Tensor
     lse: torch.Tensor
@@ -76,6 +78,8 @@ class KeepLogits:
     topk_logp: torch.Tensor
     log_tail: torch.Tensor
     ref_log_tail: dict[str, torch.Tensor]
+    next_z: torch.Tensor | None = None
+    ref_z: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def to_logp(z: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
@@ -132,54 +136,78 @@ def _runs(index: torch.Tensor) -> list[tuple[int, int]]:
 _CACHE: list[tuple[weakref.ref, int, KeepLogits]] = []
 
 
+def next_tokens(input_ids: torch.Tensor) -> torch.Tensor:
+    """Flat (B*T,) id of the token each position predicts (the sequence's first token at its last position)."""
+    return torch.cat([input_ids[:, 1:], input_ids[:, :1]], dim=1).reshape(-1)
+
+
+def _blocks(z: torch.Tensor | LogitRows, index: torch.Tensor) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """(a, b, logits of kept rows a..b-1) in blocks of up to ``_TOPK_ROWS``: for LogitRows one head call over every
+    kept row (one large matmul, padding skipped); for a tensor, views of its runs of consecutive rows (no copy)."""
+    n = index.numel()
+    if isinstance(z, LogitRows):
+        kept = z.select(index)
+        for a in range(0, n, _TOPK_ROWS):
+            yield a, min(a + _TOPK_ROWS, n), kept[a : a + _TOPK_ROWS]
+        return
+    flat = z.reshape(-1, z.shape[-1])
+    for lo, hi in _runs(index):
+        for a in range(lo, hi, _TOPK_ROWS):
+            b = min(a + _TOPK_ROWS, hi)
+            first = int(index[a])
+            yield a, b, flat[first : first + b - a]
+
+
 @torch.inference_mode()
 def keep_logits(batch: ProbeBatch, k: int = TOP_K) -> KeepLogits | None:
-    """The kept positions' logit summary of ``batch`` (None without logits), in one chunked exp pass over the
-    vocabulary (``logits.row_stats``' formulas: with m = max z, e = exp(z − m), s = Σe: lse = m + log s,
-    H = lse − (e·z)/s, max p = 1/s); the tails outside every reference role's ids (``batch.references``) are taken
-    in the same pass. The last few summaries are cached."""
+    """The kept positions' logit summary of ``batch`` (None without logits), in one pass per run of up to
+    ``_TOPK_ROWS`` consecutive kept rows: their logits (computed there when ``batch.logits`` is a
+    :class:`~.base.LogitRows`), the two-level top-k, then a chunked exp pass (``logits.row_stats``' formulas: with
+    m = max z, e = exp(z − m), s = Σe: lse = m + log s, H = lse − (e·z)/s, max p = 1/s) with every reference role's
+    tail and logits at its ids (``batch.references``) and the next token's logit gathered on the way. The last few
+    summaries are cached."""
     if batch.logits is None:
         return None
     for ref, kk, value in _CACHE:
         if ref() is batch and kk == k:
             return value
     z = batch.logits
-    B, T, V = z.shape
-    flat = z.reshape(B * T, V)
-    index = batch.keep.to(z.device).reshape(-1).nonzero().squeeze(1)
+    V = z.shape[-1]
+    dev = z.device
+    index = batch.keep.to(dev).reshape(-1).nonzero().squeeze(1)
     n, k = index.numel(), min(k, V)
-    refs = {role: r.topk_index.to(z.device) for role, r in (getattr(batch, "references", None) or {}).items()}
-    lse = torch.empty(n, dtype=torch.float64, device=z.device)
-    ent = torch.empty_like(lse)
-    top1 = torch.empty_like(lse)
-    zmax = torch.empty(n, dtype=z.dtype, device=z.device)
-    top_i = torch.empty((n, k), dtype=torch.int64, device=z.device)
-    top_v = torch.empty((n, k), dtype=z.dtype, device=z.device)
-    tail = torch.empty(n, dtype=torch.float32, device=z.device)
+    refs = {role: r.topk_index.to(dev) for role, r in (getattr(batch, "references", None) or {}).items()}
+    nxt = next_tokens(batch.input_ids.to(dev))[index] if batch.input_ids is not None else None
+    lse = torch.empty(n, dtype=torch.float64, device=dev)
+    ent, top1 = torch.empty_like(lse), torch.empty_like(lse)
+    zmax = torch.empty(n, dtype=z.dtype, device=dev)
+    top_i = torch.empty((n, k), dtype=torch.int64, device=dev)
+    top_v = torch.empty((n, k), dtype=z.dtype, device=dev)
+    tail = torch.empty(n, dtype=torch.float32, device=dev)
+    next_z = torch.empty(n, dtype=z.dtype, device=dev) if nxt is not None else None
     ref_tail = {role: torch.empty_like(tail) for role in refs}
-    for lo, hi in _runs(index):  # top-k per run of consecutive kept positions: few large calls, no copy
-        for a in range(lo, hi, _TOPK_ROWS):
-            b = min(a + _TOPK_ROWS, hi)
-            first = int(index[a])
-            zmax[a:b], top_v[a:b], top_i[a:b] = block_topk(flat[first : first + b - a], k)
-    buf = torch.empty((min(_CHUNK, max(n, 1)), V), dtype=z.dtype, device=z.device)
-    for s in range(0, n, _CHUNK):
-        rows = slice(s, s + _CHUNK)
-        picked = index[rows]
-        first, c = int(picked[0]), picked.numel()
-        contiguous = int(picked[-1]) - first == c - 1  # kept positions of one sequence: a view, no copy
-        zz = flat[first : first + c] if contiguous else flat.index_select(0, picked)
-        e = buf[: zz.shape[0]]
-        m = zmax[rows][:, None]
-        torch.sub(zz, m, out=e).exp_()
-        total = e.sum(-1, dtype=torch.float64)
-        lse[rows] = m.squeeze(-1).double() + total.log()
-        ent[rows] = lse[rows] - torch.linalg.vecdot(e.float(), zz.float()).double() / total
-        top1[rows] = 1.0 / total
-        tail[rows] = _log_tail(total, e, top_i[rows])
+    ref_z = {role: torch.empty((n, ids.shape[1]), dtype=z.dtype, device=dev) for role, ids in refs.items()}
+    buf = torch.empty((min(_CHUNK, max(n, 1)), V), dtype=z.dtype, device=dev)
+    for a, b, block in _blocks(z, index):
+        zmax[a:b], top_v[a:b], top_i[a:b] = block_topk(block, k)
+        if next_z is not None and nxt is not None:
+            next_z[a:b] = block.gather(1, nxt[a:b, None]).squeeze(1)
         for role, ids in refs.items():
-            ref_tail[role][rows] = _log_tail(total, e, ids[rows])
-    value = KeepLogits(index, lse, ent, top1, zmax, top_i, to_logp(top_v, lse).float(), tail, ref_tail)
+            ref_z[role][a:b] = block.gather(1, ids[a:b])
+        for s in range(a, b, _CHUNK):
+            rows = slice(s, min(s + _CHUNK, b))
+            zz = block[rows.start - a : rows.stop - a]
+            e = buf[: zz.shape[0]]
+            m = zmax[rows][:, None]
+            torch.sub(zz, m, out=e).exp_()
+            total = e.sum(-1, dtype=torch.float64)
+            lse[rows] = m.squeeze(-1).double() + total.log()
+            ent[rows] = lse[rows] - torch.linalg.vecdot(e.float(), zz.float()).double() / total
+            top1[rows] = 1.0 / total
+            tail[rows] = _log_tail(total, e, top_i[rows])
+            for role, ids in refs.items():
+                ref_tail[role][rows] = _log_tail(total, e, ids[rows])
+    value = KeepLogits(index, lse, ent, top1, zmax, top_i, to_logp(top_v, lse).float(), tail, ref_tail, next_z, ref_z)
     _CACHE[:] = [*[c for c in _CACHE if c[0]() is not None][-3:], (weakref.ref(batch), k, value)]
     return value
 

@@ -38,7 +38,7 @@ from ..metrics.base import ProbeBatch
 from ..metrics.reference import TOP_K, batch_pooled, keep_logits
 from ..paths import reference_cache_dir
 
-FORMAT = 2  # 2: top-k by reference.block_topk (ids among tied values may differ from format 1)
+FORMAT = 3  # 2: top-k by reference.block_topk (tied ids may differ from 1); 3: logits from the deferred head (probe/head.py)
 _FILES = {
     "topk_index": ("topk_index.i32", "<i4"),
     "topk_logp": ("topk_logp.f32", "<f4"),

@@ -21,6 +21,7 @@ from ..metrics.reference import ReferencedBatch, ReferenceRows
 from ..models.resolve import input_device
 from ..parallel import Parallel
 from .corpus import TokenizedText
+from .head import DeferredHead
 from .hooks import capture_mlp_inputs
 
 AccumulatorFactory = Callable[[int, int, int | None], list[Accumulator]]  # (n_layers, dim, ref_dim) -> accumulators
@@ -87,16 +88,20 @@ class ProbePass:
         self.tokens = 0
         self.sequences = 0
         self.mlp_captured = False
+        self.head = DeferredHead(model)  # logits computed row-wise by the accumulators (probe/head.py)
+        self.ref_head = DeferredHead(reference) if reference is not None else None
 
     def _reference_forward(self, t: dict[str, torch.Tensor], n_hidden: int) -> tuple[list[torch.Tensor], ProbeBatch]:
         """The reference's hidden states aligned to the model's layers (CKA) and its own batch (live rows, cache)."""
-        assert self.reference is not None  # only called with a reference model
+        assert self.reference is not None and self.ref_head is not None  # only called with a reference model
         ref_device = next(self.reference.parameters()).device
+        self.ref_head.check(self.reference, t["input_ids"].to(ref_device), t["attention_mask"].to(ref_device))
         out = self.reference(
             input_ids=t["input_ids"].to(ref_device),
             attention_mask=t["attention_mask"].to(ref_device),
             output_hidden_states=True,
             use_cache=False,
+            **self.ref_head.forward_kwargs(),
         )
         if self.align is None:
             self.align = align_layers(n_hidden, len(out.hidden_states))
@@ -106,16 +111,22 @@ class ProbePass:
             sample=t["sample"].to(ref_device),
             seq_ids=t["seq_ids"].to(ref_device),
             domains=t["domains"].to(ref_device),
-            logits=out.logits,
+            logits=self.ref_head.logits(out, ref_device),
+            input_ids=t["input_ids"].to(ref_device),
         )
         return [out.hidden_states[j].to(self.device).float() for j in self.align], own
 
     @torch.inference_mode()
     def step(self, items: Sequence[TokenizedText], first_seq_id: int, domains: Sequence[int], pad_id: int) -> None:
         t = make_batch_tensors(items, pad_id, str(self.device))
+        self.head.check(self.model, t["input_ids"], t["attention_mask"])
         with capture_mlp_inputs(self.model) as mlp_inputs:
             out = self.model(
-                input_ids=t["input_ids"], attention_mask=t["attention_mask"], output_hidden_states=True, use_cache=False
+                input_ids=t["input_ids"],
+                attention_mask=t["attention_mask"],
+                output_hidden_states=True,
+                use_cache=False,
+                **self.head.forward_kwargs(),
             )
         hidden = [h.to(self.device).float() for h in out.hidden_states]  # no-op on one device
         t["seq_ids"] = torch.arange(first_seq_id, first_seq_id + len(items), device=self.device)
@@ -132,7 +143,7 @@ class ProbePass:
             seq_ids=t["seq_ids"],
             domains=t["domains"],
             mlp=[m.to(self.device) for m in mlp_inputs] if mlp_inputs else None,
-            logits=out.logits.to(self.device),
+            logits=self.head.logits(out, self.device),
             input_ids=t["input_ids"],
             attention_mask=t["attention_mask"],
             scored_bytes=torch.tensor([x.scored_bytes for x in items]),
