@@ -11,6 +11,7 @@ import math
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from leaderboard_helpers import child_doc, good_doc, write_submission
 
@@ -174,3 +175,39 @@ def test_docs_findings_md_matches_committed_data() -> None:
     shown = gen_findings.render(copy.deepcopy(data))
     for claim in data["findings"]["claims"]:
         assert claim["status"] in shown
+
+
+def records_of(frame: pd.DataFrame) -> list[dict]:
+    """The panel's rows as ``data.json`` holds them."""
+    return frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+
+
+def test_predictor_claims_leave_planted_controls_apart() -> None:
+    """On the committed rows: the claims' panel drops exactly the rows with a planted control (the others' values
+    unchanged), and its across-rows Spearman ρ is scipy's over the remaining rows."""
+    from scipy.stats import spearmanr
+
+    from collapse_bench.leaderboard.aggregate import build_tables
+    from collapse_bench.leaderboard.hypothesis import hypothesis_panel
+
+    entries, floors = site.load_inputs(ROOT / "submissions")
+    tables = build_tables(entries, n_boot=50, floors=floors)
+    natural = findings.without_controls(tables)
+    planted = {e.id for e in entries if isinstance(e.doc["model"].get("control"), dict)}
+    assert len(planted) >= 8 and set(natural.scalars.index) == set(tables.scalars.index) - planted
+    assert natural.scalars.equals(tables.scalars.drop(index=sorted(planted)))
+    assert list(natural.models["id"]) == [i for i in tables.models["id"] if i not in planted]
+    panel = hypothesis_panel(natural, n_boot=50)[0]
+    col, target = "probe_standard.anisotropy_centered", "ood_accuracy"
+    row = panel[(panel["analysis"] == "across_rows") & (panel["metric"] == col) & (panel["target"] == target)]
+    x = natural.scalars[col]
+    y = natural.models.set_index("id")["c.ood_accuracy"].astype(float).reindex(x.index)
+    ok = x.notna() & y.notna()
+    assert int(row["n"].iloc[0]) == int(ok.sum()) >= 8
+    assert float(row["spearman"].iloc[0]) == pytest.approx(spearmanr(x[ok], y[ok]).statistic, abs=1e-6)
+    claim = next(
+        c
+        for c in findings.claims(tables, [], records_of(hypothesis_panel(tables, n_boot=50)[0]))
+        if c["id"] == f"predicts_{target}"
+    )
+    assert claim["evidence"]["control_rows_apart"] == len(planted) and claim["evidence"]["rows"] == len(natural.scalars)

@@ -6,7 +6,9 @@
 * **ladders**: the planted-collapse controls (``model.control``) as dose–response series, with the checks
   issue 16 pre-registered (SVD: rank-type metrics increasing and anisotropy / KL to base decreasing in r;
   extrapolation: KL to base increasing in α; permutation: every probe metric equal to the parent's);
-* **claims**: the target paper's claims (arXiv 2605.30524) and whether these rows reproduce them.
+* **claims**: the target paper's claims (arXiv 2605.30524) and whether these rows reproduce them; the claims on
+  predictors read a hypothesis panel over the rows that are not planted controls (a planted collapse lowering
+  accuracy is built in, not evidence about post-training), the full panel's counts given beside them.
 
 Significant = the paired 95% CI excludes 0, or (without a CI) |Δ| beyond the noise floor's 80%-power MDE.
 """
@@ -22,6 +24,7 @@ from scipy.stats import norm
 from ..lineagefile import CONTROL_KINDS
 from .aggregate import Tables
 from .entry import finite_float
+from .hypothesis import hypothesis_panel
 
 # (metric, sign): +1 = must rise with the dose's "more representation" direction (rank r), -1 = must fall
 SVD_CHECKS = (
@@ -57,6 +60,27 @@ def mde_rho(n_effective: float | None, alpha: float = 0.05, power: float = 0.8) 
 def _control(tables: Tables, rid: str) -> dict[str, Any] | None:
     c = tables.entries[rid].doc["model"].get("control")
     return c if isinstance(c, dict) and c.get("kind") in CONTROL_KINDS else None
+
+
+def without_controls(tables: Tables) -> Tables:
+    """The same tables without the planted-control rows (rows and their edges; every other row's values are its
+    own and its base's, so they are unchanged)."""
+    keep = [rid for rid in tables.scalars.index if _control(tables, rid) is None]
+    return Tables(
+        models=tables.models[tables.models["id"].isin(keep)].reset_index(drop=True),
+        scalars=tables.scalars.loc[keep],
+        deltas=tables.deltas.loc[[r for r in tables.deltas.index if r in set(keep)]],
+        interventions=tables.interventions,
+        cis={rid: ci for rid, ci in tables.cis.items() if rid in set(keep)},
+        entries={rid: e for rid, e in tables.entries.items() if rid in set(keep)},
+        floors=tables.floors,
+    )
+
+
+def _verdicts(rows: list[dict[str, Any]], target: str) -> tuple[list[dict[str, Any]], int, int]:
+    """(the geometry predictors' rows of ``target``, how many agree, how many contradict)."""
+    mine = [h for h in rows if h["target"] == target and h["family"] in ("spectral", "isotropy")]
+    return mine, sum(h["verdict"] == "agrees" for h in mine), sum(h["verdict"] == "contradicts" for h in mine)
 
 
 def _probe(tables: Tables, rid: str) -> dict[str, Any]:
@@ -236,17 +260,21 @@ def claims(tables: Tables, found: list[dict[str, Any]], hypothesis: list[dict[st
             },
         }
     )
+    natural = without_controls(tables)
+    panel = hypothesis_panel(natural)[0]
+    post = panel.astype(object).where(panel.notna(), None).to_dict(orient="records")
     for target, words in TARGET_CLAIMS:
-        rows = [h for h in hypothesis if h["target"] == target and h["family"] in ("spectral", "isotropy")]
-        agree = sum(h["verdict"] == "agrees" for h in rows)
-        contra = sum(h["verdict"] == "contradicts" for h in rows)
+        rows, agree, contra = _verdicts(post, target)
+        _, agree_all, contra_all = _verdicts(hypothesis, target)
         n_eff = [h["n_effective"] for h in rows if h.get("n_effective") is not None]
         out.append(
             {
                 "id": f"predicts_{target}",
-                "claim": f"a more concentrated geometry goes with {words}",
+                "claim": f"a more concentrated geometry goes with {words} (post-trained rows; planted controls apart)",
                 "status": _status(agree, contra, len(rows)),
                 "evidence": {
+                    "rows": len(natural.scalars.index),
+                    "control_rows_apart": len(tables.scalars.index) - len(natural.scalars.index),
                     "pairs": len(rows),
                     "agrees": agree,
                     "contradicts": contra,
@@ -254,6 +282,8 @@ def claims(tables: Tables, found: list[dict[str, Any]], hypothesis: list[dict[st
                     "analyses": sorted({h["analysis"] for h in rows}),
                     "max_n_effective": max(n_eff, default=None),
                     "mde_rho_80": mde_rho(max(n_eff, default=None)),
+                    "agrees_with_controls": agree_all,
+                    "contradicts_with_controls": contra_all,
                 },
             }
         )
