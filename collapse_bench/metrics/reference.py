@@ -142,13 +142,14 @@ def next_tokens(input_ids: torch.Tensor) -> torch.Tensor:
 
 
 def _blocks(z: torch.Tensor | LogitRows, index: torch.Tensor) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """(a, b, logits of kept rows a..b-1) in blocks of up to ``_TOPK_ROWS``: for LogitRows one head call over every
-    kept row (one large matmul, padding skipped); for a tensor, views of its runs of consecutive rows (no copy)."""
+    """(a, b, logits of kept rows a..b-1) in blocks of up to ``_TOPK_ROWS``: for LogitRows one head call per block
+    (padding skipped; at most ``_TOPK_ROWS`` x V logits alive, so the peak does not grow with a batch's kept rows);
+    for a tensor, views of its runs of consecutive rows (no copy)."""
     n = index.numel()
     if isinstance(z, LogitRows):
-        kept = z.select(index)
         for a in range(0, n, _TOPK_ROWS):
-            yield a, min(a + _TOPK_ROWS, n), kept[a : a + _TOPK_ROWS]
+            b = min(a + _TOPK_ROWS, n)
+            yield a, b, z.select(index[a:b])
         return
     flat = z.reshape(-1, z.shape[-1])
     for lo, hi in _runs(index):
