@@ -226,6 +226,27 @@ def test_cluster_bootstrap_matches_explicit_loop() -> None:
     assert got.ci == pytest.approx(tuple(np.percentile(reps, [2.5, 97.5])), abs=1e-12)
 
 
+def test_cluster_bootstrap_order_free_evaluates_each_multiset_once() -> None:
+    """Same replicates as the plain bootstrap (up to summation order); fn called once per distinct multiset."""
+    rng = np.random.default_rng(17)
+    labels = list(np.repeat(["a", "b", "c"], [5, 3, 6])[rng.permutation(14)])
+    x = rng.normal(size=14)
+    y = x + rng.normal(size=14)
+    calls: list[int] = []
+
+    def counted(a: np.ndarray, b: np.ndarray) -> float:
+        calls.append(len(a))
+        return spearman_scipy(a, b)
+
+    plain = paired.cluster_bootstrap((x, y), labels, spearman_scipy, n_boot=400, seed=3)
+    fast = paired.cluster_bootstrap((x, y), labels, counted, n_boot=400, seed=3, order_free=True)
+    assert plain is not None and fast is not None
+    assert fast.reps == pytest.approx(plain.reps, abs=1e-12)
+    assert fast.ci == pytest.approx(plain.ci, abs=1e-12)
+    draws = paired.bootstrap_indices(3, 400, 3)
+    assert len(calls) == 1 + len({tuple(sorted(j.tolist())) for j in draws}) <= 1 + 10  # C(5, 3) multisets
+
+
 def test_cluster_bootstrap_singletons_is_the_row_bootstrap() -> None:
     rng = np.random.default_rng(8)
     x = np.round(rng.normal(size=25), 1)

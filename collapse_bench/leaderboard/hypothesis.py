@@ -194,7 +194,8 @@ def _within(x: np.ndarray, y: np.ndarray, labels: list[str], key: tuple[str, str
     row = _measure(x, y, labels, min_n)
     if isinstance(row, str):
         return row
-    boot = paired.cluster_bootstrap([x, y], labels, stats.spearman, n_boot, stats.seed_of("within_lineage", *key))
+    seed = stats.seed_of("within_lineage", *key)
+    boot = paired.cluster_bootstrap([x, y], labels, stats.spearman, n_boot, seed, order_free=True)
     ci = boot.ci if boot is not None else None
     row["spearman_lo"], row["spearman_hi"] = (_round(ci[0]), _round(ci[1])) if ci else (None, None)
     return {**dict.fromkeys(ACROSS_ONLY), **row}

@@ -19,6 +19,7 @@ from collections import Counter
 from typing import Any
 
 import jinja2
+import pandas as pd
 
 from ..metrics import spec as metric_spec
 from ..metrics.calibration import T_BOUNDS, temperature_at_bound
@@ -224,6 +225,9 @@ def metric_groups(entry: Entry, tables: Tables, row: dict[str, Any]) -> tuple[li
     rid, bid = row["id"], row["base_id"]
     groups: dict[str, list[dict[str, Any]]] = {g: [] for g, _ in GROUPS}
     modules: dict[str, dict[str, dict[str, Any]]] = {}  # task -> metric -> module -> value
+    value_of, base_of, delta_of = (
+        _row(frame, i) for frame, i in ((tables.scalars, rid), (tables.scalars, bid), (tables.deltas, rid))
+    )
     for task in sorted(entry.metrics):
         kind, ms = entry.kinds[task], entry.metrics[task]
         n, unit = task_n(entry, task)
@@ -235,8 +239,8 @@ def metric_groups(entry: Entry, tables: Tables, row: dict[str, Any]) -> tuple[li
                 modules.setdefault(task, {}).setdefault(name, {})[module] = ms[metric]
                 continue
             col = f"{task}.{metric}"
-            value = tables.scalars.at[rid, col]
-            base = tables.scalars.at[bid, col] if bid else None
+            value = value_of[col]
+            base = base_of[col] if bid else None
             lo, hi, how = interval(tables.cis[rid].get(col), ms, metric)
             bound = bound_text(metric, value)
             groups[group_of(kind, metric) or "other"].append(
@@ -251,11 +255,18 @@ def metric_groups(entry: Entry, tables: Tables, row: dict[str, Any]) -> tuple[li
                     "ci": f"{how} {ci_text(lo, hi)}" if how else "",
                     "n": "" if n is None else f"{n} {unit}",
                     "base": (bound_text(metric, base) or plain(base)) if bid else "—",
-                    "delta": "—" if bound or bound_text(metric, base) else plain(tables.deltas.at[rid, col]),
+                    "delta": "—" if bound or bound_text(metric, base) else plain(delta_of[col]),
                 }
             )
     shown = [{"id": g, "label": label, "rows": groups[g], "defs": definitions(groups[g])} for g, label in GROUPS if groups[g]]
     return shown, lora_tables(entry, modules)
+
+
+def _row(frame: pd.DataFrame, rid: str | None) -> dict[str, Any]:
+    """Row ``rid`` of a float frame (scalars, deltas) as {column: value}, the values ``frame.at`` gives, in one lookup."""
+    if not rid:
+        return {}
+    return dict(zip(frame.columns, frame.loc[rid].to_numpy()))
 
 
 def short_title(metric: str) -> str:

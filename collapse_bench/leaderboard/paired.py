@@ -152,16 +152,31 @@ def cluster_bootstrap(
     n_boot: int = N_BOOT,
     seed: int = 0,
     level: float = LEVEL,
+    order_free: bool = False,
 ) -> Bootstrap | None:
-    """fn(*values) with a CI from resampling whole clusters (e.g. lineages); None with fewer than 2 clusters."""
+    """fn(*values) with a CI from resampling whole clusters (e.g. lineages); None with fewer than 2 clusters.
+
+    ``order_free``: fn does not depend on the order of the rows (a correlation), so each distinct multiset of drawn
+    clusters is evaluated once, its clusters in index order -- with G clusters there are at most C(2G-1, G) of them
+    (G = 2: 3 for 2,000 replicates); the replicates then equal the plain ones up to summation order."""
     cols = _columns(values)
     if len(clusters) != len(cols[0]):
         raise ValueError("one cluster label per row")
     members = cluster_members(clusters)
     if len(members) < 2:
         return None
-    rows = (np.concatenate([members[g] for g in j]) for j in bootstrap_indices(len(members), n_boot, seed))
-    return _summarise(fn(*cols), [fn(*(c[r] for c in cols)) for r in rows], n_boot, level)
+
+    def rep(j: np.ndarray) -> Any:
+        r = np.concatenate([members[g] for g in j])
+        return fn(*(c[r] for c in cols))
+
+    draws = bootstrap_indices(len(members), n_boot, seed)
+    if not order_free:
+        return _summarise(fn(*cols), [rep(j) for j in draws], n_boot, level)
+    memo: dict[tuple[int, ...], Any] = {}
+    keys = [tuple(sorted(j.tolist())) for j in draws]
+    reps = [memo[k] if k in memo else memo.setdefault(k, rep(np.array(k))) for k in keys]
+    return _summarise(fn(*cols), reps, n_boot, level)
 
 
 def mcnemar(correct_a: ArrayLike, correct_b: ArrayLike, method: Literal["exact", "midp", "chi2"] = "exact") -> McNemar | None:
