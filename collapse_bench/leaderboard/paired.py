@@ -173,10 +173,9 @@ def cluster_bootstrap(
     draws = bootstrap_indices(len(members), n_boot, seed)
     if not order_free:
         return _summarise(fn(*cols), [rep(j) for j in draws], n_boot, level)
-    memo: dict[tuple[int, ...], Any] = {}
     keys = [tuple(sorted(j.tolist())) for j in draws]
-    reps = [memo[k] if k in memo else memo.setdefault(k, rep(np.array(k))) for k in keys]
-    return _summarise(fn(*cols), reps, n_boot, level)
+    memo = {k: rep(np.array(k)) for k in dict.fromkeys(keys)}
+    return _summarise(fn(*cols), [memo[k] for k in keys], n_boot, level)
 
 
 def mcnemar(correct_a: ArrayLike, correct_b: ArrayLike, method: Literal["exact", "midp", "chi2"] = "exact") -> McNemar | None:
