@@ -28,6 +28,22 @@ RECIPES = sorted(  # training recipes (the surgery controls are tested in test_c
 ALL = "replay,feature_refresh,diversity_reg,lora_decorrelation"
 
 
+def evaluated_chain(data_dir: Path, tmp_path: Path, evaluate_stages: str = "all") -> Path:
+    """sft_safety_math on the tiny profile, stages evaluated on probe_quick (4 texts)."""
+    request = ChainRequest(
+        recipe="sft_safety_math",
+        profile="tiny",
+        out=str(tmp_path / "c"),
+        data_dir=str(data_dir),
+        evaluate="quick",
+        eval_tasks=["probe_quick"],
+        eval_limit=4,
+        evaluate_stages=evaluate_stages,
+        progress=False,
+    )
+    return run_chain(request)
+
+
 def stage_log(out: Path, stage_dir: str) -> dict:
     return json.loads((out / stage_dir / "stage.json").read_text())
 
@@ -138,21 +154,24 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert err.count("\n") == 1 and "unknown intervention 'magic'" in err
 
 
+def test_evaluate_stages_by_name(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--evaluate-stages safety``: only that stage gets a result; an unknown stage name is refused in one line
+    before any stage trains."""
+    argv = ["chain", "run", "sft_safety_math", "--profile", "tiny", "--out", str(tmp_path / "o"), "--evaluate", "quick"]
+    assert main([*argv, "--evaluate-stages", "safety,rlhf", "--data-dir", str(data_dir)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown stage rlhf" in err and "sft, safety, math" in err
+    assert not (tmp_path / "o").exists()
+    out = evaluated_chain(data_dir, tmp_path, evaluate_stages="safety")
+    assert [d for d in ("01-sft", "02-safety", "03-math") if (out / d / "result.json").is_file()] == ["02-safety"]
+    state = json.loads((out / "chain.json").read_text())
+    assert [state["stages"][k]["status"] for k in ("sft", "safety", "math")] == ["trained", "evaluated", "trained"]
+
+
 def test_evaluated_stages_carry_lineage_and_update_geometry(data_dir: Path, tmp_path: Path) -> None:
     """``--evaluate``: every stage's result has the lineage from the base, the lora task measured against the
     stage's parent (overlap with earlier stages from the second stage on), and passes the validator."""
-    out = run_chain(
-        ChainRequest(
-            recipe="sft_safety_math",
-            profile="tiny",
-            out=str(tmp_path / "c"),
-            data_dir=str(data_dir),
-            evaluate="quick",
-            eval_tasks=["probe_quick"],
-            eval_limit=4,
-            progress=False,
-        )
-    )
+    out = evaluated_chain(data_dir, tmp_path)
     for i, stage in enumerate(("01-sft", "02-safety", "03-math")):
         result = json.loads((out / stage / "result.json").read_text())
         lineage = result["model"]["lineage"]
@@ -169,19 +188,7 @@ def test_evaluated_stages_carry_lineage_and_update_geometry(data_dir: Path, tmp_
 def test_reproduce_finds_a_chain_stages_parent(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A stage records its parent by lineage name; ``reproduce`` finds that checkpoint beside the stage's
     recorded adapters (or takes ``--parent``) and re-measures the lora task against it."""
-    out = run_chain(
-        ChainRequest(
-            recipe="sft_safety_math",
-            profile="tiny",
-            out=str(tmp_path / "c"),
-            data_dir=str(data_dir),
-            evaluate="quick",
-            eval_tasks=["probe_quick"],
-            eval_limit=4,
-            evaluate_stages="final",
-            progress=False,
-        )
-    )
+    out = evaluated_chain(data_dir, tmp_path, evaluate_stages="final")
     result = out / "03-math" / "result.json"
     assert json.loads(result.read_text())["model"]["parent"].endswith("/02-safety")  # a lineage name, not a path
     model = ["--model", str(out / "03-math" / "model")]  # a local row names its checkpoint, not a path

@@ -57,7 +57,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--profile", default="cpu", choices=PROFILES, help="scale: tiny | cpu | reference (default: cpu)")
     run.add_argument("--out", metavar="DIR", help="output dir (default: runs/<recipe>-<profile>-<intervention>-s<seed>)")
     run.add_argument("--evaluate", metavar="SUITE", help="evaluate stages on SUITE (results are submission-ready)")
-    run.add_argument("--evaluate-stages", default="all", choices=("all", "final"), help="which stages to evaluate")
+    run.add_argument(
+        "--evaluate-stages",
+        default="all",
+        metavar="all|final|S[,S]",
+        help="which stages to evaluate: all (default), final, or stage names (e.g. dpo,safety)",
+    )
     run.add_argument("--tasks", help="evaluate only these tasks of the suite (comma-separated)")
     run.add_argument("--limit", type=positive_int, metavar="N", help="evaluation --limit")
     run.add_argument("--seed", type=int, default=0, help="added to every stage's seed (default: 0)")

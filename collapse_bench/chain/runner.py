@@ -47,7 +47,7 @@ class ChainRequest:
     profile: str = "cpu"
     out: str | None = None
     evaluate: str | None = None
-    evaluate_stages: str = "all"  # all | final
+    evaluate_stages: str = "all"  # all | final | comma-separated stage names
     eval_tasks: list[str] | None = None
     eval_limit: int | None = None
     seed: int = 0
@@ -83,6 +83,7 @@ def run_chain(req: ChainRequest) -> Path:
         if stage.method == "full" and any(i.needs_lora for i in interventions):
             names = ", ".join(i.name for i in interventions if i.needs_lora)
             raise CollapseBenchError(f"stage '{stage.name}': {names} acts on LoRA adapters; this stage is method: full")
+    evaluated = _evaluated_stages(req.evaluate_stages, [s.name for s in recipe.stages])
     data_dir = resolve_data_dir(req.data_dir)
     device = pick_device(req.device)
     out = Path(req.out or Path("runs") / f"{recipe.name}-{recipe.profile}-{slug(label)}-s{req.seed}")
@@ -110,13 +111,12 @@ def run_chain(req: ChainRequest) -> Path:
     suite_tasks = req.eval_tasks or (list(registry.suite(req.evaluate).tasks) if req.evaluate else [])
     for stage, (_, stage_refs) in zip(recipe.stages, refs):
         seed = stage.seed + req.seed
-        last = stage.index == len(recipe.stages)
         if stage.kind in SURGERY_KINDS:  # a planted-collapse control: one sibling checkpoint per dose
             for dose in stage.doses:
                 sdir = out / f"{stage.dirname}-{dose_label(stage.kind, dose)}"
                 if not (sdir / "stage.json").is_file():
                     _surgery(recipe, stage, dose, parent_dir, base.path, adapters, lineage, label, seed, sdir, torch)
-                info = _record(req, state, out, sdir, parent_ref, suite_tasks, last)
+                info = _record(req, state, out, sdir, parent_ref, suite_tasks, stage.name in evaluated)
             if len(stage.doses) == 1:  # a single dose continues the chain
                 lineage.append({"name": info["name"], "sha256": info["sha256"], "revision": None, "stage": stage.name})
                 parent_dir, parent_ref = sdir / "model", str(sdir / "model")
@@ -143,7 +143,7 @@ def run_chain(req: ChainRequest) -> Path:
                 req,
                 torch,
             )
-        info = _record(req, state, out, sdir, parent_ref, suite_tasks, last)
+        info = _record(req, state, out, sdir, parent_ref, suite_tasks, stage.name in evaluated)
         lineage.append({"name": info["name"], "sha256": info["sha256"], "revision": None, "stage": stage.name})
         if (sdir / "adapter").is_dir():
             adapters.append({"stage": stage.name, "path": f"../../{sdir.name}/adapter"})
@@ -153,8 +153,24 @@ def run_chain(req: ChainRequest) -> Path:
     return out
 
 
+def _evaluated_stages(spec: str, names: list[str]) -> set[str]:
+    """``--evaluate-stages``: ``all``, ``final`` (the last stage only) or a comma-separated list of stage names
+    (e.g. to skip a stage whose checkpoint already has a row); an unknown name is refused before any training."""
+    if spec == "all":
+        return set(names)
+    if spec == "final":
+        return {names[-1]}
+    wanted = {n.strip() for n in spec.split(",") if n.strip()}
+    unknown = sorted(wanted - set(names))
+    if unknown or not wanted:
+        raise CollapseBenchError(
+            f"--evaluate-stages: unknown stage {', '.join(unknown) or repr(spec)} (all, final or of: {', '.join(names)})"
+        )
+    return wanted
+
+
 def _record(
-    req: ChainRequest, state: dict[str, Any], out: Path, sdir: Path, parent_ref: str, suite_tasks: list[str], last: bool
+    req: ChainRequest, state: dict[str, Any], out: Path, sdir: Path, parent_ref: str, suite_tasks: list[str], wanted: bool
 ) -> dict[str, Any]:
     """A finished stage dir into chain.json; with ``--evaluate``, its result (the suite plus the lora task: the
     stage's weight update vs its parent, overlap with earlier stages; not for a control rung that left the weights
@@ -163,7 +179,7 @@ def _record(
     key = sdir.name.partition("-")[2]
     state["stages"][key] = {"dir": sdir.name, "status": "trained", "duration_s": info["duration_s"]}
     atomic_write_json(out / "chain.json", state)
-    if req.evaluate and (req.evaluate_stages == "all" or last) and not (sdir / "result.json").is_file():
+    if req.evaluate and wanted and not (sdir / "result.json").is_file():
         lora = LORA_TASK not in suite_tasks and not surgery.leaves_weights(info.get("control") or {})
         tasks = suite_tasks + [LORA_TASK] * lora
         evaluate(
