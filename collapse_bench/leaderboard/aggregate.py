@@ -29,6 +29,7 @@ from .entry import (
     meta_row,
     seed_order,
 )
+from .forked import fork_map
 from .noisefloor import NoiseFloor
 
 
@@ -230,6 +231,13 @@ def root_floor(entry: Entry, floors: dict[str, NoiseFloor] | None) -> NoiseFloor
     return (floors or {}).get(root or "")
 
 
+def _row_stats(job: tuple[Entry, Entry | None, int, NoiseFloor | None]) -> tuple[dict[str, Any], dict[str, Any], dict[Any, Any]]:
+    """One row's (:func:`components`, :func:`metric_cis`, the bootstrap replicates they cached in ``entry.reps``)."""
+    e, base, n_boot, floor = job
+    with guard(e.id):
+        return components(e, base, n_boot, floor), metric_cis(e, n_boot), e.reps
+
+
 def build_tables(entries: list[Entry], n_boot: int = stats.N_BOOT, floors: dict[str, NoiseFloor] | None = None) -> Tables:
     """``floors``: the committed noise floors by sha256 (the geometry / diversity replicates, :func:`components`)."""
     entries = sorted(entries, key=lambda e: e.id)
@@ -237,10 +245,13 @@ def build_tables(entries: list[Entry], n_boot: int = stats.N_BOOT, floors: dict[
     base_ids = {e.id: find_base(e, entries) for e in entries}
     names = list(composite_config()["components"])
     rows: list[dict[str, Any]] = []
-    for e in entries:
+    jobs = [(e, by_id[b] if (b := base_ids[e.id]) else None, n_boot, root_floor(e, floors)) for e in entries]
+    per_row = fork_map(_row_stats, jobs)  # the bootstrap work, one row per job on every core
+    cis = {}
+    for e, (_, cis[e.id], reps) in zip(entries, per_row):
+        e.reps.update(reps)  # what the comparisons and the interventions view read again
+    for e, (comps, _, _) in zip(entries, per_row):
         bid = base_ids[e.id]
-        with guard(e.id):
-            comps = components(e, by_id[bid] if bid else None, n_boot, root_floor(e, floors))
         row = meta_row(e, bid)
         row.update({f"c.{k}": (c[0] if (c := comps[k]) else None) for k in names})
         for name in SCORES:
@@ -304,10 +315,6 @@ def build_tables(entries: list[Entry], n_boot: int = stats.N_BOOT, floors: dict[
         .reset_index(drop=True)
     )
     scalars = scalar_frame(entries)
-    cis = {}
-    for e in entries:
-        with guard(e.id):
-            cis[e.id] = metric_cis(e, n_boot)
     return Tables(
         models,
         scalars,

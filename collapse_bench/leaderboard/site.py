@@ -30,6 +30,7 @@ from ..results.provenance import package_version
 from .aggregate import build_tables
 from .comparisons import comparisons
 from .entry import Entry, composite_config, entries_from, guard
+from .forked import Background
 from .hypothesis import Points, hypothesis_panel
 from .hypothesis_plots import hypothesis_plots
 from .index_view import glossary as glossary  # re-exported: the glossary rows (tests, docs)
@@ -119,6 +120,7 @@ def render(entries: list[Entry], out: Path, floors: dict[str, NoiseFloor] | None
     a temp dir and swaps it in); ``floors``: the committed noise floors by sha256."""
     entries = sorted(entries, key=lambda e: e.id)
     tables = build_tables(entries, floors=floors)
+    later = Background(lambda: clean(comparisons(tables, floors=floors)))  # beside the hypothesis panel
     points: Points = {}
     hyp, hyp_hidden = hypothesis_panel(tables, points=points)
     hyp_rows = records(hyp)
@@ -129,7 +131,7 @@ def render(entries: list[Entry], out: Path, floors: dict[str, NoiseFloor] | None
     cfg = composite_config()
     common = {"stamp": stamp(entries), "components": list(cfg["components"])}
     files: dict[str, bytes] = {MARKER: MARKER_TEXT, **hypothesis_plots(hyp_rows, points, tables)}
-    found = clean(comparisons(tables, floors=floors))
+    found = later.result()
     by_row = shown_comparisons(found, tables, pages)
     ranked = ranks_by_suite(models)  # one ranking per suite version, for the index and every model page
     for row in models:

@@ -22,8 +22,6 @@ import fnmatch
 import functools
 import json
 import math
-import multiprocessing
-import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -37,6 +35,7 @@ from ..metrics import spec as metric_spec
 from ..results import validate_result
 from ..tasks import Task, TaskRegistry
 from .evidence import check_complete, check_data, check_per_seed, check_samples_content
+from .forked import fork_map
 from .submission import (
     VERIFIED_SUFFIX,
     Submission,
@@ -301,14 +300,9 @@ def _check_one(f: Path) -> Submission | str:
 
 
 def _checked(files: list[Path]) -> list[Submission | str]:
-    """:func:`validate_file` of each file (the submission, or its one-line error), in order; more than a few files
-    are checked by forked worker processes, one per core (the checks are pure Python: threads would not help).
-    The results are the sequential ones: every file is checked on its own."""
-    jobs = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1, len(files))
-    if jobs < 2 or len(files) < 6 or "fork" not in multiprocessing.get_all_start_methods():
-        return [_check_one(f) for f in files]
-    with multiprocessing.get_context("fork").Pool(jobs) as pool:
-        return pool.map(_check_one, files, chunksize=1)
+    """:func:`validate_file` of each file (the submission, or its one-line error), in order, on every core
+    (:func:`.forked.fork_map`): every file is checked on its own."""
+    return fork_map(_check_one, files)
 
 
 @dataclass

@@ -1,0 +1,49 @@
+"""The forked workers of the leaderboard build: the sequential results, in order, computed in other processes where
+there are two cores; a worker's one-line error reaches the caller; one process where there is one core."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from collapse_bench.errors import CollapseBenchError
+from collapse_bench.leaderboard import forked
+
+TWO_CORES = forked.cores() >= 2 and forked.forks()
+
+
+def square_and_pid(x: int) -> tuple[int, int]:
+    if x == 7:
+        raise CollapseBenchError(f"item {x} is bad")
+    return x * x, os.getpid()
+
+
+def test_fork_map_is_the_sequential_map() -> None:
+    items = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3]
+    got = forked.fork_map(square_and_pid, items)
+    assert [v for v, _ in got] == [x * x for x in items]
+    pids = {p for _, p in got}
+    assert (os.getpid() not in pids) == TWO_CORES  # the work ran in the workers (where there are two cores)
+    few = forked.fork_map(square_and_pid, items[:3])  # below min_items: in this process
+    assert [v for v, _ in few] == [9, 1, 16] and {p for _, p in few} == {os.getpid()}
+    assert forked.fork_map(square_and_pid, []) == []
+
+
+def test_fork_map_raises_the_first_error_in_item_order() -> None:
+    with pytest.raises(CollapseBenchError, match=r"^item 7 is bad$"):
+        forked.fork_map(square_and_pid, [1, 2, 7, 3, 4, 7, 5])
+
+
+def test_background_is_the_value_and_carries_errors() -> None:
+    job = forked.Background(lambda: square_and_pid(12))
+    value, pid = job.result()
+    assert value == 144 and (pid != os.getpid()) == TWO_CORES
+    with pytest.raises(CollapseBenchError, match=r"^item 7 is bad$"):
+        forked.Background(lambda: square_and_pid(7)).result()
+
+
+def test_one_core_means_one_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(forked, "cores", lambda: 1)
+    assert {p for _, p in forked.fork_map(square_and_pid, list(range(7)))} == {os.getpid()}
+    assert forked.Background(lambda: square_and_pid(2)).result() == (4, os.getpid())
