@@ -3,7 +3,9 @@ there are two cores; a worker's one-line error reaches the caller; one process w
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import time
 
 import pytest
 
@@ -47,3 +49,14 @@ def test_one_core_means_one_process(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(forked, "cores", lambda: 1)
     assert {p for _, p in forked.fork_map(square_and_pid, list(range(7)))} == {os.getpid()}
     assert forked.Background(lambda: square_and_pid(2)).result() == (4, os.getpid())
+
+
+def test_leaving_the_block_stops_an_unread_worker() -> None:
+    """An error in the parent's own work: the worker is stopped on the way out, not waited for."""
+    start = time.monotonic()
+    with pytest.raises(ValueError, match="parent failed"), forked.Background(lambda: time.sleep(60)):
+        raise ValueError("parent failed")
+    assert time.monotonic() - start < 30 and multiprocessing.active_children() == []
+    with forked.Background(lambda: square_and_pid(3)) as job:  # read inside the block: the value stays
+        assert job.result()[0] == 9
+    assert job.result()[0] == 9

@@ -57,7 +57,8 @@ def fork_map(fn: Callable[[Any], T], items: Sequence[Any], min_items: int = 6) -
 
 class Background:
     """``fn()`` in one forked process while the parent works on; :meth:`result` waits for it (in one process
-    without ``fork`` or with one core: computed on the spot)."""
+    without ``fork`` or with one core: computed on the spot). As a context manager, leaving the block stops a
+    worker whose result was never asked for (an error in the parent's own work)."""
 
     def __init__(self, fn: Callable[[], Any]) -> None:
         self._value: tuple[bool, Any] | None = None
@@ -74,15 +75,27 @@ class Background:
         finally:
             _JOB = None
 
+    def __enter__(self) -> Background:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
     def result(self) -> Any:
         if self._fn is not None:
             return self._fn()
-        assert self._pool is not None
-        try:
-            ok, value = self._async.get()
-        finally:
-            self._pool.close()
-            self._pool.join()
+        if self._value is None:
+            assert self._pool is not None
+            try:
+                self._value = self._async.get()
+            finally:
+                self._pool.close()
+                self._pool.join()
+                self._pool = None
+        ok, value = self._value
         if not ok:
             raise CollapseBenchError(value)
         return value

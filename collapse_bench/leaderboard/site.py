@@ -120,18 +120,18 @@ def render(entries: list[Entry], out: Path, floors: dict[str, NoiseFloor] | None
     a temp dir and swaps it in); ``floors``: the committed noise floors by sha256."""
     entries = sorted(entries, key=lambda e: e.id)
     tables = build_tables(entries, floors=floors)
-    later = Background(lambda: clean(comparisons(tables, floors=floors)))  # beside the hypothesis panel
-    points: Points = {}
-    hyp, hyp_hidden = hypothesis_panel(tables, points=points)
-    hyp_rows = records(hyp)
-    env = environment()
-    models = records(tables.models)
-    pages = {r["id"]: r["page"] for r in models}
-    scalars = {rid: clean(tables.scalars.loc[rid].to_dict()) for rid in tables.scalars.index}
-    cfg = composite_config()
-    common = {"stamp": stamp(entries), "components": list(cfg["components"])}
-    files: dict[str, bytes] = {MARKER: MARKER_TEXT, **hypothesis_plots(hyp_rows, points, tables)}
-    found = later.result()
+    with Background(lambda: clean(comparisons(tables, floors=floors))) as later:  # beside the hypothesis panel
+        points: Points = {}
+        hyp, hyp_hidden = hypothesis_panel(tables, points=points)
+        hyp_rows = records(hyp)
+        env = environment()
+        models = records(tables.models)
+        pages = {r["id"]: r["page"] for r in models}
+        scalars = {rid: clean(tables.scalars.loc[rid].to_dict()) for rid in tables.scalars.index}
+        cfg = composite_config()
+        common = {"stamp": stamp(entries), "components": list(cfg["components"])}
+        files: dict[str, bytes] = {MARKER: MARKER_TEXT, **hypothesis_plots(hyp_rows, points, tables)}
+        found = later.result()
     by_row = shown_comparisons(found, tables, pages)
     ranked = ranks_by_suite(models)  # one ranking per suite version, for the index and every model page
     for row in models:
