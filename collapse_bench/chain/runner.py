@@ -226,7 +226,9 @@ def _fresh_tmp(sdir: Path) -> Path:
 def _tokenizer(parent_dir: Path, recipe: Recipe) -> Any:
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(parent_dir)
+    # local_files_only: transformers saves the flag it was loaded with into tokenizer_config.json, a hashed file;
+    # fixed here so that a stage's sha256 does not depend on whether HF offline mode happened to be on
+    tok = AutoTokenizer.from_pretrained(parent_dir, local_files_only=True)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if not tok.chat_template and recipe.chat_template:  # a pretrained base: the recipe's template, kept by every stage

@@ -54,7 +54,8 @@ def _convert(gguf_path: Path, out_dir: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        # local_files_only: saved into the copy's tokenizer_config.json, whatever HF offline mode is (chain/runner.py)
+        tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
     except Exception as exc:  # gguf raises many kinds of errors on a corrupt file
         raise CollapseBenchError(f"cannot read GGUF file {gguf_path}: {type(exc).__name__}: {exc}") from None
