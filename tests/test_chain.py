@@ -88,10 +88,17 @@ def test_every_recipe_runs_on_tiny_profile(recipe: str, intervention: str | None
             assert fr["dormant_fraction_after"] <= fr["dormant_fraction_before"] and fr["shrink"] == 0.8
 
 
-def test_same_seed_same_weights_and_resume(data_dir: Path, tmp_path: Path) -> None:
+def test_same_seed_same_weights_and_resume(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same seed, same checkpoint sha256 — also with HF offline mode on for one run (transformers saves the
+    ``local_files_only`` it loaded the tokenizer with into the hashed tokenizer_config.json); a killed chain resumes."""
+    import huggingface_hub.constants
+
     req = dict(recipe="sft_safety_math", profile="tiny", data_dir=str(data_dir), progress=False)
-    a = run_chain(ChainRequest(out=str(tmp_path / "a"), **req))
-    b = run_chain(ChainRequest(out=str(tmp_path / "b"), **req))
+    with monkeypatch.context() as m:
+        m.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        a = run_chain(ChainRequest(out=str(tmp_path / "a"), **req))
+        m.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+        b = run_chain(ChainRequest(out=str(tmp_path / "b"), **req))
     shas = [stage_log(a, d)["sha256"] for d in ("01-sft", "02-safety", "03-math")]
     assert shas == [stage_log(b, d)["sha256"] for d in ("01-sft", "02-safety", "03-math")]
     # crash during stage 3: its directory was never completed
