@@ -15,9 +15,10 @@ if [ "$WHAT" = controls ] || [ "$WHAT" = all ]; then
 fi
 if [ "$WHAT" = lineages ] || [ "$WHAT" = all ]; then
   run lineage --out runs/lineage-gemma3-270m-none-s0
-  run lineage --base smollm2-135m-instruct --out runs/lineage-smollm2-none-s0
+  # stage 1 of this lineage is the extrapolation ladder's sft checkpoint (same sha256): its row is committed
+  run lineage --base smollm2-135m-instruct --evaluate-stages dpo,safety,math,long_cot --out runs/lineage-smollm2-none-s0
   run lineage --base smollm2-135m-instruct --seed 1 --out runs/lineage-smollm2-none-s1
-  for i in replay lora_decorrelation feature_refresh diversity_reg; do
-    run lineage --base smollm2-135m-instruct --intervention "$i" --out "runs/lineage-smollm2-$i-s0"
+  for i in replay lora_decorrelation feature_refresh diversity_reg; do  # the issue asks for their final stages
+    run lineage --base smollm2-135m-instruct --intervention "$i" --evaluate-stages final --out "runs/lineage-smollm2-$i-s0"
   done
 fi
