@@ -247,8 +247,8 @@ def build_tables(entries: list[Entry], n_boot: int = stats.N_BOOT, floors: dict[
     rows: list[dict[str, Any]] = []
     jobs = [(e, by_id[b] if (b := base_ids[e.id]) else None, n_boot, root_floor(e, floors)) for e in entries]
     per_row = fork_map(_row_stats, jobs)  # the bootstrap work, one row per job on every core
-    cis = {}
-    for e, (_, cis[e.id], reps) in zip(entries, per_row):
+    cis = {e.id: row_cis for e, (_, row_cis, _) in zip(entries, per_row)}
+    for e, (_, _, reps) in zip(entries, per_row):
         e.reps.update(reps)  # what the comparisons and the interventions view read again
     for e, (comps, _, _) in zip(entries, per_row):
         bid = base_ids[e.id]
