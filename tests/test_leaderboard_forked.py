@@ -60,3 +60,14 @@ def test_leaving_the_block_stops_an_unread_worker() -> None:
     with forked.Background(lambda: square_and_pid(3)) as job:  # read inside the block: the value stays
         assert job.result()[0] == 9
     assert job.result()[0] == 9
+
+
+def nested(x: int) -> list[int]:
+    """fork_map inside a worker: a daemonic process, so the inner map runs in that worker."""
+    return [v for v, _ in forked.fork_map(square_and_pid, [x, x + 1, x + 2, x + 3, x + 4, x + 5])]
+
+
+def test_a_worker_maps_in_its_own_process() -> None:
+    got = forked.fork_map(nested, [0, 10, 20, 30, 40, 50])
+    assert got == [[(x + i) ** 2 for i in range(6)] for x in (0, 10, 20, 30, 40, 50)]
+    assert forked.Background(lambda: nested(1)).result() == [1, 4, 9, 16, 25, 36]

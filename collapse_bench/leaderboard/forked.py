@@ -24,7 +24,8 @@ def cores() -> int:
 
 
 def forks() -> bool:
-    return "fork" in multiprocessing.get_all_start_methods()
+    """``fork`` exists and this process may have children (a pool's worker is daemonic: it may not)."""
+    return "fork" in multiprocessing.get_all_start_methods() and not multiprocessing.current_process().daemon
 
 
 def _run(i: int) -> tuple[bool, Any]:
