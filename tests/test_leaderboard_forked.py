@@ -48,7 +48,9 @@ def test_background_is_the_value_and_carries_errors() -> None:
 def test_one_core_means_one_process(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(forked, "cores", lambda: 1)
     assert {p for _, p in forked.fork_map(square_and_pid, list(range(7)))} == {os.getpid()}
-    assert forked.Background(lambda: square_and_pid(2)).result() == (4, os.getpid())
+    calls: list[int] = []
+    job = forked.Background(lambda: calls.append(1) or square_and_pid(2))
+    assert job.result() == (4, os.getpid()) and job.result() == (4, os.getpid()) and calls == [1]  # computed once
 
 
 def test_leaving_the_block_stops_an_unread_worker() -> None:

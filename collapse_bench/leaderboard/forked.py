@@ -86,8 +86,8 @@ class Background:
             self._pool = None
 
     def result(self) -> Any:
-        if self._fn is not None:
-            return self._fn()
+        if self._value is None and self._fn is not None:  # one process: computed once, on the first call
+            self._value = (True, self._fn())
         if self._value is None:
             assert self._pool is not None
             try:
