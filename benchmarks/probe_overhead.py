@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from collapse_bench import allocator
 from collapse_bench.metrics import registry
 from collapse_bench.metrics.divergence import KLAccumulator
 from collapse_bench.metrics.neighbours import NeighbourAccumulator
@@ -256,11 +258,13 @@ def rss_child(args: argparse.Namespace) -> None:
             probe = full_pass(lm.model, factory, ReferenceCache(Path(args.cache)), Path(tmp) / "own", len(tokens))
             for i in range(0, len(tokens), args.batch_size):
                 probe.step(tokens[i : i + args.batch_size], i, domains[i : i + args.batch_size], pad)
+                if args.trace:
+                    print(json.dumps({"batch": i // args.batch_size, **heap_stats()}), file=sys.stderr, flush=True)
             for acc in probe.accumulators:
                 acc.compute()
             probe.writers["model"].commit()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    out = {"n": args.rss_child, "maxrss_kb": rss, "tokens": sum(len(t.ids) for t in tokens)}
+    out = {"n": args.rss_child, "maxrss_kb": rss, "tokens": sum(len(t.ids) for t in tokens), "allocator": allocator.in_use()}
     if loaded is not None:
         out |= {"loaded_kb": loaded, "pass_peak_kb": status_kb("VmHWM")}
     print(json.dumps(out))
@@ -270,6 +274,25 @@ def status_kb(field: str) -> int:
     """A ``/proc/self/status`` field in kB."""
     line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field + ":"))
     return int(line.split()[1])
+
+
+def heap_stats() -> dict[str, int]:
+    """RSS, peak and glibc's heap figures now (MiB): in use, free inside the heap, mmapped (``mallinfo2``)."""
+    out = {"rss": status_kb("VmRSS") // 1024, "hwm": status_kb("VmHWM") // 1024}
+    try:
+        import ctypes
+
+        class Info(ctypes.Structure):
+            names = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")
+            _fields_ = [(n, ctypes.c_size_t) for n in names]
+
+        libc = ctypes.CDLL(None)
+        libc.mallinfo2.restype = Info
+        m = libc.mallinfo2()
+        out |= {"heap": m.arena >> 20, "used": m.uordblks >> 20, "free": m.fordblks >> 20, "mmapped": m.hblkhd >> 20}
+    except (OSError, AttributeError):
+        pass
+    return out
 
 
 def reset_peak() -> int | None:
@@ -282,12 +305,16 @@ def reset_peak() -> int | None:
         return None
 
 
-def rss(args: argparse.Namespace, n: int, naive: bool, cache: Path | None) -> dict[str, float]:
+def rss(args: argparse.Namespace, n: int, naive: bool, cache: Path | None, alloc: str) -> dict:
     cmd = [sys.executable, __file__, "--rss-child", str(n), "--rss-of", str(8 * args.rss_n), "--model", args.model]
     cmd += ["--batch-size", str(args.batch_size)]
     cmd += ["--data-dir", str(args.data_dir)] if args.data_dir else []
     cmd += ["--naive"] if naive else ["--cache", str(cache)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    env = {**os.environ, allocator.ENV: alloc}
+    env.pop(allocator.GUARD, None)
+    if alloc == "system":  # the parent's own preload (``auto`` re-executed it) must not reach this child
+        env["LD_PRELOAD"] = " ".join(x for x in env.get("LD_PRELOAD", "").split() if "tcmalloc" not in x)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -307,7 +334,11 @@ def main() -> None:
     ap.add_argument("--naive", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--cache", help=argparse.SUPPRESS)
     ap.add_argument("--rss-of", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--rss-allocators", default="auto,system", help=f"(c): the {allocator.ENV} settings, side by side")
+    ap.add_argument("--cache-dir", type=Path, help="(c)'s reference caches: reused from here if present, else written")
     args = ap.parse_args()
+    allocator.ensure()  # as the CLI does (children too: each re-executes with tcmalloc under ``auto``)
     if args.rss_child:
         return rss_child(args)
     lm = load_model(args.model, device="cpu")
@@ -325,13 +356,16 @@ def main() -> None:
             return
         caches = {}  # the references each child reads: a cache of exactly its texts
         for n in (args.rss_n, 8 * args.rss_n):
-            texts, doms = texts_for(corpus, n, 8 * args.rss_n)
-            toks = tokenize(lm.tokenizer, texts, params["max_tokens"], params["tokens_per_sequence"], 0)
-            caches[n] = write_reference(lm.model, toks, doms, pad, args.batch_size, tmp / f"ref{n}").path
+            caches[n] = (args.cache_dir or tmp) / f"ref{n}-of{8 * args.rss_n}-{args.model}"
+            if not (caches[n] / "meta.json").is_file():
+                texts, doms = texts_for(corpus, n, 8 * args.rss_n)
+                toks = tokenize(lm.tokenizer, texts, params["max_tokens"], params["tokens_per_sequence"], 0)
+                write_reference(lm.model, toks, doms, pad, args.batch_size, caches[n])
         del lm
-        for naive in (False,) if args.skip_naive else (False, True):
-            small, large = (rss(args, n, naive, caches[n]) for n in (args.rss_n, 8 * args.rss_n))
-            label = "naive" if naive else "full pass"
+        runs = [(False, a) for a in args.rss_allocators.split(",")] + [(True, "auto")] * (not args.skip_naive)
+        for naive, alloc in runs:
+            small, large = (rss(args, n, naive, caches[n], alloc) for n in (args.rss_n, 8 * args.rss_n))
+            label = f"{'naive' if naive else 'full pass'}, {allocator.ENV}={alloc} (in use: {small['allocator']})"
             for key, what in (("pass_peak_kb", "of the pass"), ("maxrss_kb", "of the process, model load included")):
                 if key not in small:
                     continue

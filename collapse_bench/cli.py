@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__
+from . import __version__, allocator
 from .cliutil import add_common, batch_size_arg, positive_int, quiet_libraries
 from .errors import CollapseBenchError, did_you_mean
 from .models import DEFAULT_MODEL
@@ -354,5 +354,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def entry() -> int:
+    """The console command: first the heap allocator (``allocator.ensure``: may re-execute this process once)."""
+    try:
+        allocator.ensure()
+    except CollapseBenchError as exc:
+        print(f"collapse-bench: error: {one_line(exc)}", file=sys.stderr)
+        return 1
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

@@ -17,6 +17,8 @@ from typing import Any
 
 import collapse_bench
 
+from .. import allocator
+
 PACKAGES = ["torch", "transformers", "lm_eval", "peft", "trl", "accelerate", "datasets", "numpy", "vllm"]
 _DIST_NAMES = {"lm_eval": "lm-eval"}
 
@@ -100,6 +102,7 @@ def environment_info(device: str) -> dict[str, Any]:
         # training is bit-identical on one machine but not across CPU generations
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu": _cpu_model(),
+        "allocator": allocator.in_use(),  # what is mapped into this process (allocator.py), not the setting
     }
     for name in PACKAGES:
         env[name] = package_version(name)
