@@ -1,10 +1,11 @@
 """The CPU heap allocator: tcmalloc where it is installed, chosen once at process start.
 
 Why (issue 14, docs/development/benchmarks.md): under glibc's malloc the probe pass's peak RSS grew by +2.6 … +14.2 %
-from N to 8N texts over six runs (freed holes of per-batch tensors stay resident); under tcmalloc by +4.8 / +5.9 %,
-and not slower. glibc's own knobs cost speed (a fixed mmap threshold: bare forward 22.2 s vs 16.9 s; a trim per
-batch: probe ratio 1.093). An allocator can only be chosen before the process starts (``LD_PRELOAD``), so the CLI
-re-executes itself once with it preloaded, as ``python -m torch.backends.xeon.run_cpu --enable-tcmalloc`` does.
+from N to 8N texts over six runs (freed holes of per-batch tensors stay resident); under tcmalloc by +4.5 … +5.9 %
+in three runs (its speed ratio is not yet separated from glibc's: one-repetition timings swing ±8 %). glibc's own
+knobs cost speed (a fixed mmap threshold: bare forward 22.2 s vs 16.9 s; a trim per batch: probe ratio 1.093).
+An allocator can only be chosen before the process starts (``LD_PRELOAD``), so the CLI re-executes itself once
+with it preloaded, as ``python -m torch.backends.xeon.run_cpu --enable-tcmalloc`` does.
 
 ``COLLAPSE_BENCH_ALLOCATOR``: ``auto`` (default: tcmalloc if found, else the system's), ``system`` (never re-exec) or
 ``tcmalloc`` (an error if it is not found). Installing it: ``apt-get install libtcmalloc-minimal4`` (Debian/Ubuntu),
