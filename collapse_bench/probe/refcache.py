@@ -38,7 +38,8 @@ from ..metrics.base import ProbeBatch
 from ..metrics.reference import TOP_K, batch_pooled, keep_logits
 from ..paths import reference_cache_dir
 
-FORMAT = 3  # 2: top-k by reference.block_topk (tied ids may differ from 1); 3: logits from the deferred head (probe/head.py)
+FORMAT = 4  # 2: top-k by reference.block_topk (tied ids may differ from 1); 3: logits from the deferred head
+# (probe/head.py); 4: Σe of the log-sum-exp and the log tails as reference.py's docstring says (~1e-9 from 3's)
 _FILES = {
     "topk_index": ("topk_index.i32", "<i4"),
     "topk_logp": ("topk_logp.f32", "<f4"),
