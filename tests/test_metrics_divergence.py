@@ -215,3 +215,68 @@ def test_identical_distributions_give_kl_exactly_zero_not_rounding_negatives() -
     kl = lumped_kl(top, tail, q_top, q_tail)
     assert (kl >= 0).all() and float(kl.max()) < 1e-5  # float32 log-probs: first-order rounding terms ~1e-7
     assert float(lumped_kl(top, tail, top, tail).abs().max()) == 0.0
+
+
+def test_keep_logits_sums_and_tails_against_float64_numpy() -> None:
+    """keep_logits' log-sum-exp, entropy and log tails against numpy float64 from the same float32 logits, on a
+    vocabulary that takes the two-level top-k (V = 128 blocks of 64) and rows so peaked that the top-64's complement
+    is < 1e-7 of the mass (the tail's own sum, not a cancelling difference); a role holding this checkpoint's own
+    top-64 ids gets bitwise its own tails (a checkpoint compared with itself)."""
+    from collapse_bench.metrics.reference import ReferenceRows, keep_logits
+
+    g = torch.Generator().manual_seed(3)
+    B, T, V = 2, 24, 128 * 64
+    z = torch.randn(B, T, V, generator=g) * 2
+    z[0, 5:9, :64] += 40.0  # peaked rows: tail share ~e^-40
+    keep = torch.ones(B, T, dtype=torch.bool)
+    keep[:, 0] = False
+    keep[1, 20:] = False
+    ids = torch.randint(0, V, (B, T), generator=g)
+    n = int(keep.sum())
+    own = keep_logits(
+        ProbeBatch(
+            hidden=[z],
+            keep=keep,
+            sample=keep,
+            seq_ids=torch.arange(B),
+            domains=torch.zeros(B, dtype=torch.long),
+            logits=z,
+            input_ids=ids,
+        )
+    )
+    assert own is not None
+    other = torch.stack([torch.randperm(V, generator=g)[:64] for _ in range(n)])  # distinct ids, as a top-64's
+    refs = {
+        "same": ReferenceRows(topk_index=own.topk_index, topk_logp=own.topk_logp, log_tail=own.log_tail),
+        "other": ReferenceRows(topk_index=other, topk_logp=torch.zeros(n, 64), log_tail=torch.zeros(n)),
+    }
+    batch = ReferencedBatch(
+        hidden=[z],
+        keep=keep,
+        sample=keep,
+        seq_ids=torch.arange(B),
+        domains=torch.zeros(B, dtype=torch.long),
+        logits=z,
+        input_ids=ids,
+        references=refs,
+    )
+    got = keep_logits(batch)
+    assert got is not None
+    zz = z.reshape(-1, V)[keep.reshape(-1)].double().numpy()
+    m = zz.max(1, keepdims=True)
+    e = np.exp(zz - m)
+    s = e.sum(1)
+    np.testing.assert_allclose(got.lse.numpy(), m[:, 0] + np.log(s), rtol=0, atol=1e-6)  # float32 exp values
+    p = e / s[:, None]
+    np.testing.assert_allclose(got.entropy.numpy(), -(p * np.log(np.maximum(p, 1e-300))).sum(1), rtol=0, atol=1e-5)
+
+    def log_tail(idx: np.ndarray) -> np.ndarray:
+        mask = np.ones_like(p, dtype=bool)
+        np.put_along_axis(mask, idx, False, axis=1)
+        return np.log((p * mask).sum(1))  # the tail's own sum
+
+    want = log_tail(got.topk_index.numpy())
+    assert want.min() < np.log(1e-7)  # the peaked rows do reach the tail's own-sum branch
+    np.testing.assert_allclose(got.log_tail.double().numpy(), want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(got.ref_log_tail["other"].double().numpy(), log_tail(other.numpy()), rtol=1e-6, atol=1e-6)
+    assert torch.equal(got.ref_log_tail["same"], got.log_tail)

@@ -98,7 +98,7 @@ def _log_tail(z: torch.Tensor, zmax: torch.Tensor, total: torch.Tensor, head: to
     tail = total - head
     small = (tail < 1e-7 * total).nonzero().squeeze(1)
     if small.numel():
-        e = z.index_select(0, small).float().sub_(zmax.index_select(0, small)[:, None]).exp_()
+        e = z.index_select(0, small).sub_(zmax.index_select(0, small)[:, None]).exp_()
         tail[small] = e.scatter_(1, ids.index_select(0, small), 0.0).sum(-1, dtype=torch.float64)
     share = tail / total
     return torch.where(share > 0, share.clamp_min(1e-300).log(), torch.full_like(share, float("-inf"))).float()
