@@ -233,33 +233,15 @@ def test_keep_logits_sums_and_tails_against_float64_numpy() -> None:
     keep[1, 20:] = False
     ids = torch.randint(0, V, (B, T), generator=g)
     n = int(keep.sum())
-    own = keep_logits(
-        ProbeBatch(
-            hidden=[z],
-            keep=keep,
-            sample=keep,
-            seq_ids=torch.arange(B),
-            domains=torch.zeros(B, dtype=torch.long),
-            logits=z,
-            input_ids=ids,
-        )
-    )
+    fields = dict(hidden=[z], keep=keep, sample=keep, seq_ids=torch.arange(B), domains=torch.zeros(B, dtype=torch.long))
+    own = keep_logits(ReferencedBatch(**fields, logits=z, input_ids=ids))
     assert own is not None
     other = torch.stack([torch.randperm(V, generator=g)[:64] for _ in range(n)])  # distinct ids, as a top-64's
     refs = {
         "same": ReferenceRows(topk_index=own.topk_index, topk_logp=own.topk_logp, log_tail=own.log_tail),
         "other": ReferenceRows(topk_index=other, topk_logp=torch.zeros(n, 64), log_tail=torch.zeros(n)),
     }
-    batch = ReferencedBatch(
-        hidden=[z],
-        keep=keep,
-        sample=keep,
-        seq_ids=torch.arange(B),
-        domains=torch.zeros(B, dtype=torch.long),
-        logits=z,
-        input_ids=ids,
-        references=refs,
-    )
+    batch = ReferencedBatch(**fields, logits=z, input_ids=ids, references=refs)
     got = keep_logits(batch)
     assert got is not None
     zz = z.reshape(-1, V)[keep.reshape(-1)].double().numpy()
